@@ -1,0 +1,198 @@
+"""Inference speed: batch-1 latency percentiles and batched throughput.
+
+What is timed: one call of the engine on an input that is already in the
+engine's format (for TFLite, `set_tensor` + `invoke` + `get_tensor` on a
+pre-quantized batch; for Keras, `model(x, training=False)` inside a
+`tf.function` plus copying the result out). Data loading and the
+pixel-to-int8 conversion are not. Inputs are random pixels: speed of these
+models does not depend on the values.
+
+Thread counts are fixed and recorded:
+
+* TFLite takes `num_threads` per interpreter, so it can be measured in any
+  process.
+* TensorFlow fixes its thread pools when it first runs an op and cannot change
+  them afterwards. `measure_keras_latency` therefore sets intra-op threads to
+  `num_threads` (inter-op to 1) and fails if the process already runs TF with
+  other settings. Use `measure_latency_in_subprocess` to measure in a fresh
+  process; it works the same from a driver, a job or inside a Ray task.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+import cluster  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import tensorflow as tf
+
+from cluster.evaluation.errors import ArtifactError, MeasurementError
+from cluster.evaluation.interpreter import DEFAULT_NUM_THREADS
+from cluster.evaluation.probe import run_probe
+
+DEFAULT_BATCH_SIZES = (32, 256)
+DEFAULT_REPETITIONS = 200  # timed batch-1 calls; enough for a stable p99
+DEFAULT_WARMUP = 20  # untimed calls first: allocation, caches, tracing
+DEFAULT_THROUGHPUT_REPETITIONS = 10  # timed calls per batch size
+# Inter-op threads run independent ops side by side; our models are chains,
+# so one inter-op thread keeps the measured process at `num_threads` cores.
+INTER_OP_THREADS = 1
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    """Latency at batch 1 and throughput per batch size of one artifact."""
+
+    backend: str  # 'tflite' or 'keras'
+    latency_ms_p50: float
+    latency_ms_p95: float
+    latency_ms_p99: float
+    latency_ms_mean: float
+    throughput_sps: dict[int, float]  # samples per second, by batch size
+    num_threads: int
+    batch_sizes: tuple[int, ...]
+    repetitions: int
+    throughput_repetitions: int
+    warmup: int
+
+    def to_dict(self) -> dict:
+        """JSON-ready: batch sizes become string keys, as JSON requires."""
+        data = asdict(self)
+        data["throughput_sps"] = {str(b): v for b, v in self.throughput_sps.items()}
+        data["batch_sizes"] = list(self.batch_sizes)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "LatencyResult":
+        data = dict(data)
+        data["throughput_sps"] = {int(b): float(v) for b, v in data["throughput_sps"].items()}
+        data["batch_sizes"] = tuple(int(b) for b in data["batch_sizes"])
+        return cls(**data)
+
+
+def percentiles_ms(seconds: list[float]) -> tuple[float, float, float, float]:
+    """p50, p95, p99 and mean, in milliseconds, of per-call times in seconds."""
+    if not seconds:
+        raise ValueError("no timings")
+    ms = np.asarray(seconds, dtype=np.float64) * 1e3
+    p50, p95, p99 = np.percentile(ms, [50, 95, 99])
+    return float(p50), float(p95), float(p99), float(ms.mean())
+
+
+def time_calls(call, repetitions: int, warmup: int) -> list[float]:
+    """Seconds per call of `call()`, after `warmup` untimed calls."""
+    for _ in range(warmup):
+        call()
+    timings = []
+    for _ in range(repetitions):
+        start = time.perf_counter()
+        call()
+        timings.append(time.perf_counter() - start)
+    return timings
+
+
+def random_pixels(sample_shape: tuple[int, ...], batch: int, seed: int = 0) -> np.ndarray:
+    """A float32 batch of pixels in [0, 255], what the models are fed."""
+    return np.random.default_rng(seed).uniform(0, 255, (batch, *sample_shape)).astype(np.float32)
+
+
+def _measure(backend: str, make_call, num_threads: int, batch_sizes, repetitions: int, warmup: int,
+             throughput_repetitions: int) -> LatencyResult:
+    """Shared protocol: `make_call(batch)` returns a zero-argument timed call."""
+    if repetitions < 1 or throughput_repetitions < 1 or warmup < 0:
+        raise ValueError("repetitions must be >= 1 and warmup >= 0")
+    batch_sizes = tuple(int(b) for b in batch_sizes)
+    p50, p95, p99, mean = percentiles_ms(time_calls(make_call(1), repetitions, warmup))
+    throughput = {}
+    for batch in batch_sizes:
+        # Fewer warm-up calls: a big batch already warms caches on its first call.
+        timings = time_calls(make_call(batch), throughput_repetitions, max(1, warmup // 10))
+        throughput[batch] = batch * len(timings) / sum(timings)
+    return LatencyResult(backend, p50, p95, p99, mean, throughput, num_threads, batch_sizes,
+                         repetitions, throughput_repetitions, warmup)
+
+
+def measure_tflite_latency(path: str | os.PathLike, num_threads: int = DEFAULT_NUM_THREADS,
+                           batch_sizes=DEFAULT_BATCH_SIZES, repetitions: int = DEFAULT_REPETITIONS,
+                           warmup: int = DEFAULT_WARMUP,
+                           throughput_repetitions: int = DEFAULT_THROUGHPUT_REPETITIONS) -> LatencyResult:
+    """Time a .tflite file in the TFLite interpreter with `num_threads` threads."""
+    from cluster.evaluation.tflite import TFLiteModel
+
+    runner = TFLiteModel(path, num_threads=num_threads)
+    interpreter = runner.interpreter
+    sample_shape = tuple(1 if d is None else d for d in runner.sample_shape)
+
+    def make_call(batch: int):
+        pixels = runner.check_input(random_pixels(sample_shape, batch))
+        runner.run_batch(pixels)  # resizes and allocates for this batch size
+        feed = runner.quantize_input(pixels)
+        input_index, output_index = runner.input_index, runner.output_index
+
+        def call():
+            interpreter.set_tensor(input_index, feed)
+            interpreter.invoke()
+            interpreter.get_tensor(output_index)
+        return call
+
+    return _measure("tflite", make_call, num_threads, batch_sizes, repetitions, warmup, throughput_repetitions)
+
+
+def configure_tf_threads(num_threads: int) -> None:
+    """Fix TensorFlow's thread pools, or check they already are as asked.
+
+    Must run before TensorFlow executes its first op in this process; after
+    that the pools are fixed and a different request raises MeasurementError.
+    """
+    if not isinstance(num_threads, int) or num_threads < 1:
+        raise ValueError(f"num_threads must be a positive int, got {num_threads!r}")
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(num_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(INTER_OP_THREADS)
+    except RuntimeError:
+        current = (tf.config.threading.get_intra_op_parallelism_threads(),
+                   tf.config.threading.get_inter_op_parallelism_threads())
+        if current != (num_threads, INTER_OP_THREADS):
+            raise MeasurementError(
+                f"TensorFlow already runs with intra/inter-op threads {current}, not "
+                f"({num_threads}, {INTER_OP_THREADS}); thread pools are fixed once TF runs an op. "
+                "Measure in a fresh process: measure_latency_in_subprocess(...)") from None
+
+
+def measure_keras_latency(model, num_threads: int = DEFAULT_NUM_THREADS, batch_sizes=DEFAULT_BATCH_SIZES,
+                          repetitions: int = DEFAULT_REPETITIONS, warmup: int = DEFAULT_WARMUP,
+                          throughput_repetitions: int = DEFAULT_THROUGHPUT_REPETITIONS) -> LatencyResult:
+    """Time a float tf_keras model in this process (see `configure_tf_threads`)."""
+    configure_tf_threads(num_threads)
+    sample_shape = tuple(1 if d is None else d for d in model.input_shape[1:])
+    infer = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+    def make_call(batch: int):
+        pixels = tf.constant(random_pixels(sample_shape, batch))
+
+        def call():
+            infer(pixels).numpy()
+        return call
+
+    return _measure("keras", make_call, num_threads, batch_sizes, repetitions, warmup, throughput_repetitions)
+
+
+def measure_latency_in_subprocess(path: str | os.PathLike, num_threads: int = DEFAULT_NUM_THREADS,
+                                  batch_sizes=DEFAULT_BATCH_SIZES, repetitions: int = DEFAULT_REPETITIONS,
+                                  warmup: int = DEFAULT_WARMUP,
+                                  throughput_repetitions: int = DEFAULT_THROUGHPUT_REPETITIONS,
+                                  timeout: float = 600.0) -> LatencyResult:
+    """Measure a .tflite file or a saved Keras model in a fresh Python process.
+
+    The child sets its thread count before TensorFlow runs anything, so the
+    result's `num_threads` holds whatever this process has done.
+    """
+    if not os.path.exists(path):
+        raise ArtifactError(path, "artifact not found")
+    args = ["latency", os.fspath(path), "--threads", str(num_threads),
+            "--batch-sizes", *[str(b) for b in batch_sizes], "--repetitions", str(repetitions),
+            "--warmup", str(warmup), "--throughput-repetitions", str(throughput_repetitions)]
+    return LatencyResult.from_dict(run_probe(args, timeout=timeout))
