@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 
 import cluster  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import numpy as np
+import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
+from tensorflow_model_optimization.python.core.clustering.keras import cluster_wrapper
 from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry
 
 from cluster.compression.errors import CompressionError
@@ -143,11 +145,23 @@ class SparsityReport:
 
 
 def layer_kernels(layer: keras.layers.Layer) -> list[np.ndarray]:
-    """A layer's kernel-like weights (through any toolkit wrapper) as arrays."""
+    """A layer's kernel-like weights as arrays, read from the variables.
+
+    Works through pruning and QAT wrappers (which keep the raw kernel
+    variable); a clustering wrapper computes its kernel on the fly, so strip
+    clustering first.
+    """
+    if isinstance(layer, cluster_wrapper.ClusterWeights):
+        raise CompressionError(f"layer '{layer.name}' is still wrapped for clustering: strip the model first")
     inner = unwrap(layer)
     kernels = []
     for attribute in KERNEL_ATTRIBUTES:
         weight = getattr(inner, attribute, None)
+        if weight is None:
+            continue
+        if not isinstance(weight, tf.Variable):
+            # A QAT wrapper replaces the attribute by its fake-quant output; read the variable.
+            weight = next((w for w in layer.weights if w.name.endswith(f"{inner.name}/{attribute}:0")), None)
         if weight is not None and len(weight.shape) >= 2:
             kernels.append(np.asarray(keras.backend.get_value(weight)))
     return kernels
