@@ -96,7 +96,7 @@ class Distiller(keras.Model):
     def call(self, inputs, training=None):
         return self.student(inputs, training=training)
 
-    def _losses(self, x, y, training):
+    def _forward(self, x, y, training):
         teacher_logits = self.teacher(x, training=False)
         student_logits = self.student(x, training=training)
         per_example = per_example_distillation_loss(
@@ -112,7 +112,7 @@ class Distiller(keras.Model):
     def train_step(self, data):
         x, y = data[0], data[1]
         with tf.GradientTape() as tape:
-            student_logits, per_example, hard = self._losses(x, y, training=True)
+            student_logits, per_example, hard = self._forward(x, y, training=True)
             # Average over the global batch: replicas' gradients are summed.
             loss = tf.nn.compute_average_loss(per_example)
             if self.student.losses:
@@ -123,7 +123,7 @@ class Distiller(keras.Model):
 
     def test_step(self, data):
         x, y = data[0], data[1]
-        student_logits, per_example, hard = self._losses(x, y, training=False)
+        student_logits, per_example, hard = self._forward(x, y, training=False)
         return self._update_metrics(y, student_logits, per_example, hard)
 
     def get_config(self):
