@@ -1,0 +1,55 @@
+"""Latency percentiles and throughput, in process (TFLite) and in a fresh process (Keras)."""
+
+import pytest
+
+import cluster  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+
+from cluster.evaluation import latency
+from cluster.evaluation.errors import ArtifactError
+from cluster.evaluation.tflite import export_tflite
+from cluster.models import ModelShape, build_model
+
+SHAPE = ModelShape((12, 12, 1), 4)
+QUICK = dict(batch_sizes=(4, 16), repetitions=30, warmup=3, throughput_repetitions=3)
+
+
+def check_result(result, backend, num_threads):
+    assert result.backend == backend
+    assert 0 < result.latency_ms_p50 <= result.latency_ms_p95 <= result.latency_ms_p99
+    assert result.num_threads == num_threads
+    assert result.batch_sizes == (4, 16) and result.repetitions == 30
+    assert set(result.throughput_sps) == {4, 16} and all(v > 0 for v in result.throughput_sps.values())
+    assert latency.LatencyResult.from_dict(result.to_dict()) == result
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_model("mlp", SHAPE, width=0.25)
+
+
+@pytest.mark.timeout(60)
+def test_tflite_latency_is_ordered_and_records_threads(model, tmp_path):
+    path = export_tflite(model, tmp_path / "m.tflite")
+    check_result(latency.measure_tflite_latency(path, num_threads=2, **QUICK), "tflite", 2)
+
+
+@pytest.mark.timeout(120)
+def test_keras_latency_in_fresh_process(model, tmp_path):
+    path = tmp_path / "m.keras"
+    model.save(path)
+    check_result(latency.measure_latency_in_subprocess(path, num_threads=1, **QUICK), "keras", 1)
+
+
+@pytest.mark.timeout(60)
+def test_percentiles_of_known_timings():
+    p50, p95, p99, mean = latency.percentiles_ms([i / 1000 for i in range(1, 101)])  # 1..100 ms
+    assert (p50, mean) == pytest.approx((50.5, 50.5))
+    assert p95 == pytest.approx(95.05) and p99 == pytest.approx(99.01)
+
+
+@pytest.mark.timeout(60)
+def test_missing_artifact_is_named(tmp_path):
+    with pytest.raises(ArtifactError, match="absent.tflite"):
+        latency.measure_tflite_latency(tmp_path / "absent.tflite", **QUICK)
+    with pytest.raises(ArtifactError, match="absent.keras"):
+        latency.measure_latency_in_subprocess(tmp_path / "absent.keras", **QUICK)
