@@ -1,0 +1,27 @@
+# The two set-up commands (see README): `make quickstart` and `make test`.
+# Each creates .venv and installs the pinned project on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install quickstart test up down bench
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+quickstart: install
+	RAY_AUTH_MODE=token $(BIN)/sweetspot quickstart
+
+test: install
+	RAY_AUTH_MODE=token $(BIN)/python -m pytest
+
+up: install
+	$(BIN)/sweetspot up
+
+down: install
+	$(BIN)/sweetspot down

@@ -1,0 +1,18 @@
+"""sweetspot: find the sweet spot between a TensorFlow model's scale and its efficiency.
+
+The library behind the jobs in `jobs/`. Import `cluster.tf_env` (or any module
+that touches TensorFlow) only after `TF_USE_LEGACY_KERAS=1` is set: the model
+optimization toolkit and MultiWorkerMirroredStrategy training need Keras 2.
+"""
+
+import os
+
+# Keras 3 breaks fit() under MultiWorkerMirroredStrategy and the model
+# optimization toolkit supports only Keras 2, so every process that imports
+# this package uses tf_keras. Set before anything imports TensorFlow.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# The variables every Ray process of a job needs (driver, Train workers,
+# Ray Data tasks); jobs put them in their runtime_env.
+WORKER_ENV = {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}

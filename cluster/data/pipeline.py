@@ -1,0 +1,93 @@
+"""The Ray Data pipeline: read Parquet → decode → split → augment (train only), all streaming."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+
+from cluster.data.augment import augment_batch
+from cluster.data.checks import SplitIndex, check_split
+from cluster.data.decode import decode_column, row_keys
+from cluster.data.sources import Source, resolve
+from cluster.data.splits import SplitPlan, plan_splits
+
+DECODE_BATCH_ROWS = 512
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """Checked sources and the split plan: everything the pipeline needs, known before training."""
+
+    train_source: Source
+    test_source: Source
+    plan: SplitPlan
+    test_rows: int
+
+
+def prepare(data, seed: int) -> PreparedData:
+    """Resolve and check both splits, and plan the validation / train-fraction subsets.
+
+    `data` is the spec's `DataSpec`. Raises `DataError` naming the field, file and row.
+    """
+    train_source = resolve(data.train, "data.train")
+    test_source = resolve(data.test, "data.test")
+    common = dict(image_column=data.image_column, label_column=data.label_column,
+                  num_classes=data.num_classes, image_shape=tuple(data.image_shape))
+    train: SplitIndex = check_split(train_source, field="data.train", **common)
+    test: SplitIndex = check_split(test_source, field="data.test", **common)
+    plan = plan_splits(train.keys, train.labels, data.num_classes, data.validation_fraction,
+                       data.train_fraction, seed)
+    return PreparedData(train_source=train_source, test_source=test_source, plan=plan, test_rows=test.num_rows)
+
+
+def _decode(batch: pa.Table, image_column: str, label_column: str, image_shape: tuple) -> dict:
+    pixels = decode_column(batch.column(image_column), image_shape)
+    return {"image": pixels, "label": batch.column(label_column).to_numpy().astype(np.int64),
+            "key": row_keys(pixels)}
+
+
+def _select(batch: dict, plan: SplitPlan, split: str) -> dict:
+    train, validation = plan.assign(batch["key"], batch["label"])
+    keep = train if split == "train" else validation
+    return {name: values[keep] for name, values in batch.items()}
+
+
+def _as_float(batch: dict) -> dict:
+    return {"image": batch["image"].astype(np.float32), "label": batch["label"]}
+
+
+def read_decoded(source: Source, data) -> ray.data.Dataset:
+    """Rows of `image` (N, H, W, C pixels), `label` (int64) and `key` (uint64)."""
+    dataset = ray.data.read_parquet(list(source.files), filesystem=source.filesystem,
+                                    columns=[data.image_column, data.label_column])
+    return dataset.map_batches(
+        _decode, batch_format="pyarrow", batch_size=DECODE_BATCH_ROWS,
+        fn_kwargs=dict(image_column=data.image_column, label_column=data.label_column,
+                       image_shape=tuple(data.image_shape)))
+
+
+def train_datasets(prepared: PreparedData, data, augment: list[dict], seed: int,
+                   clock) -> dict[str, ray.data.Dataset]:
+    """`train` (augmented, fresh every epoch) and `validation` (never augmented) datasets."""
+    decoded = read_decoded(prepared.train_source, data)
+    train = decoded.map_batches(_select, fn_kwargs=dict(plan=prepared.plan, split="train"), batch_format="numpy")
+    validation = decoded.map_batches(_select, fn_kwargs=dict(plan=prepared.plan, split="validation"),
+                                     batch_format="numpy")
+    train = train.randomize_block_order(seed=seed).map_batches(
+        augment_batch, fn_kwargs=dict(ops=augment, seed=seed, clock=clock), batch_format="numpy")
+    return {"train": train, "validation": validation.map_batches(_as_float, batch_format="numpy")}
+
+
+def load_arrays(source: Source, data) -> tuple[np.ndarray, np.ndarray]:
+    """A whole (already checked) split as float32 pixels and int64 labels, read in this process."""
+    images, labels = [], []
+    for path in source.files:
+        table = pq.read_table(source.filesystem.open_input_file(path),
+                              columns=[data.image_column, data.label_column])
+        images.append(decode_column(table.column(data.image_column), tuple(data.image_shape)))
+        labels.append(table.column(data.label_column).to_numpy().astype(np.int64))
+    return np.concatenate(images).astype(np.float32), np.concatenate(labels)

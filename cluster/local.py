@@ -1,0 +1,91 @@
+"""Bring a laptop-local Ray cluster up and down, the way a user would: `ray start --head`.
+
+The dashboard (and with it the job server `ray job submit` talks to) binds to
+127.0.0.1, and Ray 2.60's token authentication stays on: `up` runs in token
+mode, and afterwards makes the token file readable by its owner only (Ray
+writes it world-readable).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+DASHBOARD_HOST = "127.0.0.1"
+DASHBOARD_PORT = 8265
+DASHBOARD_URL = f"http://{DASHBOARD_HOST}:{DASHBOARD_PORT}"
+TOKEN_FILE = Path.home() / ".ray" / "auth_token"
+
+
+def ray_executable() -> str:
+    """The `ray` next to this interpreter (a venv's), else the one on PATH."""
+    beside = Path(sys.executable).with_name("ray")
+    return str(beside) if beside.exists() else (shutil.which("ray") or "ray")
+
+
+def client_env() -> dict[str, str]:
+    """The environment for a client of the local cluster: token auth on.
+
+    This interpreter's folder goes first on PATH so that a head started from
+    here runs job entrypoints (`python -m jobs ...`) with this environment's Python.
+    """
+    env = dict(os.environ)
+    env.setdefault("RAY_AUTH_MODE", "token")
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+def dashboard_up(timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{DASHBOARD_URL}/api/version", timeout=timeout):
+            return True
+    except urllib.error.HTTPError:
+        return True  # it answered (401 without a token still means it is up)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def is_running() -> bool:
+    """A local head answers `ray status`."""
+    done = subprocess.run([ray_executable(), "status"], env=client_env(), capture_output=True, text=True)
+    return done.returncode == 0
+
+
+def restrict_token_file() -> None:
+    if TOKEN_FILE.exists():
+        TOKEN_FILE.chmod(0o600)
+
+
+def up(num_cpus: int | None = None, num_gpus: int | None = None, wait_seconds: float = 60.0) -> bool:
+    """Start a head node unless one runs; returns True when this call started it."""
+    if is_running():
+        restrict_token_file()
+        return False
+    command = [ray_executable(), "start", "--head", "--dashboard-host", DASHBOARD_HOST,
+               "--dashboard-port", str(DASHBOARD_PORT), "--include-dashboard", "true", "--disable-usage-stats"]
+    if num_cpus is not None:
+        command += ["--num-cpus", str(num_cpus)]
+    if num_gpus is not None:
+        command += ["--num-gpus", str(num_gpus)]
+    # In token mode `ray start` refuses to run without a token; make one if none exists.
+    subprocess.run([ray_executable(), "get-auth-token", "--generate"], env=client_env(), check=True,
+                   capture_output=True, text=True)
+    restrict_token_file()
+    subprocess.run(command, env=client_env(), check=True, capture_output=True, text=True)
+    restrict_token_file()
+    deadline = time.monotonic() + wait_seconds
+    while not dashboard_up():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the Ray dashboard did not come up at {DASHBOARD_URL} in {wait_seconds:.0f}s")
+        time.sleep(1.0)
+    return True
+
+
+def down() -> None:
+    subprocess.run([ray_executable(), "stop", "--force"], env=client_env(), check=False, capture_output=True)

@@ -1,0 +1,343 @@
+"""The job spec: one versioned YAML document, validated by pydantic.
+
+`load_spec` reads a file (safe YAML only), applies `--set dotted.key=value`
+overrides and `--output DIR`, and validates. Every error names the field path
+and what was expected, so a user can fix the file without reading our code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+SPEC_VERSION = 1
+DEFAULT_STORAGE = "~/sweetspot_results"
+REMOTE_SCHEMES = ("s3://", "gs://", "gcs://", "hf://")
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+
+class SpecError(ValueError):
+    """A spec that does not validate; the message lists every offending field."""
+
+
+class Strict(BaseModel):
+    """Base for every section: unknown keys are mistakes, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- data
+
+
+class DataSpec(Strict):
+    train: str = Field(description="Parquet file, folder or glob of the train split: local, s3://, gs:// or hf://")
+    test: str = Field(description="Parquet file, folder or glob of the test split")
+    image_column: str = "image"
+    label_column: str = "label"
+    num_classes: int = Field(ge=2, le=100_000)
+    image_shape: tuple[int, int, int] = Field(
+        default=(28, 28, 1), description="Height, width, channels every decoded image must have")
+    validation_fraction: float = Field(default=0.1, ge=0.0, lt=0.5)
+    train_fraction: float = Field(
+        default=1.0, gt=0.0, le=1.0,
+        description="Use this class-balanced fraction of the train split (learning curves, quick runs)")
+
+    @field_validator("image_shape")
+    @classmethod
+    def _positive_shape(cls, shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        if min(shape) < 1 or shape[2] not in (1, 3, 4):
+            raise ValueError("expected [height >= 1, width >= 1, channels in 1, 3, 4]")
+        return shape
+
+
+# ---------------------------------------------------------------- augment
+
+
+class Augmentation(Strict):
+    p: float = Field(default=0.5, ge=0.0, le=1.0, description="Probability of applying it to an image")
+
+
+class FlipLeftRight(Augmentation):
+    op: Literal["flip_left_right"] = "flip_left_right"
+
+
+class FlipUpDown(Augmentation):
+    op: Literal["flip_up_down"] = "flip_up_down"
+
+
+class RandomTranslate(Augmentation):
+    op: Literal["random_translate"] = "random_translate"
+    max_pixels: int = Field(default=2, ge=1, le=64)
+
+
+class RandomCrop(Augmentation):
+    op: Literal["random_crop"] = "random_crop"
+    padding: int = Field(default=2, ge=1, le=64, description="Zero padding added before cropping back to size")
+
+
+class Brightness(Augmentation):
+    op: Literal["brightness"] = "brightness"
+    max_delta: float = Field(default=25.0, gt=0.0, le=255.0, description="Largest shift, in pixel units (0-255)")
+
+
+class Contrast(Augmentation):
+    op: Literal["contrast"] = "contrast"
+    lower: float = Field(default=0.8, gt=0.0)
+    upper: float = Field(default=1.2, gt=0.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Contrast":
+        if self.lower > self.upper:
+            raise ValueError(f"lower ({self.lower}) must not exceed upper ({self.upper})")
+        return self
+
+
+AugmentOp = Annotated[
+    Union[FlipLeftRight, FlipUpDown, RandomTranslate, RandomCrop, Brightness, Contrast],
+    Field(discriminator="op"),
+]
+AUGMENT_OPS = ("flip_left_right", "flip_up_down", "random_translate", "random_crop", "brightness", "contrast")
+
+
+def _augment_entry(entry: Any) -> Any:
+    """`{flip_left_right: {p: 0.5}}` (the YAML form) -> `{op: flip_left_right, p: 0.5}`."""
+    if isinstance(entry, str):
+        return {"op": entry}
+    if isinstance(entry, dict) and "op" not in entry:
+        if len(entry) != 1:
+            raise ValueError(f"each augmentation is one of {', '.join(AUGMENT_OPS)} with its options, "
+                             f"e.g. {{flip_left_right: {{p: 0.5}}}}; got keys {sorted(entry)}")
+        (op, options), = entry.items()
+        options = {} if options is None else options
+        if not isinstance(options, dict):
+            raise ValueError(f"options of {op} must be a mapping, got {options!r}")
+        return {"op": op, **options}
+    return entry
+
+
+# ---------------------------------------------------------------- model and training
+
+
+class ModelSpec(Strict):
+    family: Literal["cnn", "mlp"] = "cnn"
+    width: float = Field(default=1.0, gt=0.0, le=16.0, description="Multiplier on every layer's size")
+    depth: int = Field(default=2, ge=1, le=16, description="Conv blocks (cnn) or hidden layers (mlp)")
+    dropout: float | None = Field(default=None, ge=0.0, lt=1.0)
+
+
+class OptimizerSpec(Strict):
+    name: Literal["adam", "adamw", "rmsprop", "sgd"] = "adam"
+    learning_rate: float = Field(default=1e-3, gt=0.0, le=10.0)
+    weight_decay: float = Field(default=0.0, ge=0.0, le=1.0, description="Decoupled weight decay (adamw, sgd)")
+    momentum: float = Field(default=0.9, ge=0.0, lt=1.0, description="sgd and rmsprop")
+
+
+class TrainSpec(Strict):
+    epochs: int = Field(default=10, ge=1, le=10_000)
+    global_batch_size: int = Field(default=256, ge=1, le=1_000_000)
+    seed: int = Field(default=0, ge=0, lt=2**31)
+    init_from: str | None = Field(
+        default=None, description="A checkpoint folder or saved Keras model to fine-tune from")
+    optimizer: OptimizerSpec = OptimizerSpec()
+    schedule: Literal["constant", "cosine"] = "cosine"
+    warmup_epochs: int = Field(default=0, ge=0)
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> "TrainSpec":
+        if self.warmup_epochs >= self.epochs and self.warmup_epochs > 0:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be fewer than epochs ({self.epochs})")
+        return self
+
+
+class ScalingSpec(Strict):
+    num_workers: int = Field(default=2, ge=1, le=4096)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(default=1.0, gt=0.0, le=1024)
+    gpus_per_worker: float = Field(default=0.0, ge=0.0, le=64)
+    max_failures: int = Field(default=2, ge=-1, description="Worker failures to recover from (-1: unlimited)")
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    data_cpus: float = Field(
+        default=1.0, gt=0.0, le=1024,
+        description="CPUs left free for the Ray Data decode/augment stage (it hangs with none)")
+
+    @model_validator(mode="after")
+    def _gpus_consistent(self) -> "ScalingSpec":
+        if self.use_gpu and self.gpus_per_worker == 0:
+            raise ValueError("use_gpu is true but gpus_per_worker is 0; set gpus_per_worker >= 1")
+        if not self.use_gpu and self.gpus_per_worker > 0:
+            raise ValueError(f"gpus_per_worker is {self.gpus_per_worker} but use_gpu is false")
+        return self
+
+
+class OutputSpec(Strict):
+    storage: str = Field(default=DEFAULT_STORAGE, description="Absolute path, ~/path, s3:// or gs:// root")
+    overwrite: bool = Field(default=False, description="Replace results of a different spec with the same name")
+
+    @field_validator("storage")
+    @classmethod
+    def _absolute_or_remote(cls, storage: str) -> str:
+        if storage.startswith(REMOTE_SCHEMES):
+            return storage
+        expanded = os.path.expanduser(storage)
+        if not os.path.isabs(expanded):
+            raise ValueError(
+                "must be absolute (or ~/..., s3://, gs://): a submitted job runs in a temporary copy of the "
+                "working dir, so a relative folder would vanish with it; use --output DIR to pass one from "
+                "your current directory")
+        return expanded
+
+
+# ---------------------------------------------------------------- job kinds
+
+
+class JobBase(Strict):
+    version: Literal[1] = SPEC_VERSION
+    # The pattern keeps results inside the storage root: no '/', no leading '.'.
+    name: str = Field(pattern=NAME_PATTERN, description="Results go to <output.storage>/<name>/")
+    output: OutputSpec = OutputSpec()
+
+
+class TrainJob(JobBase):
+    kind: Literal["train"]
+    data: DataSpec
+    augment: list[AugmentOp] = Field(default_factory=list)
+    model: ModelSpec = ModelSpec()
+    train: TrainSpec = TrainSpec()
+    scaling: ScalingSpec = ScalingSpec()
+
+    @field_validator("augment", mode="before")
+    @classmethod
+    def _augment_entries(cls, entries: Any) -> Any:
+        return [_augment_entry(e) for e in entries] if isinstance(entries, list) else entries
+
+    @model_validator(mode="after")
+    def _batch_splits(self) -> "TrainJob":
+        if self.train.global_batch_size < self.scaling.num_workers:
+            raise ValueError(f"train.global_batch_size ({self.train.global_batch_size}) must be at least "
+                             f"scaling.num_workers ({self.scaling.num_workers}): each worker needs a sample")
+        return self
+
+
+JOB_KINDS: dict[str, type[JobBase]] = {"train": TrainJob}
+JobSpec = Union[TrainJob]
+
+
+# ---------------------------------------------------------------- loading
+
+
+def format_validation_error(error: ValidationError) -> str:
+    """One line per problem: `field.path: what was expected (got value)`."""
+    lines = []
+    for item in error.errors():
+        path = ".".join(str(part) for part in item["loc"]) or "<spec>"
+        message = item["msg"].removeprefix("Value error, ")
+        got = item.get("input")
+        shown = "" if isinstance(got, (dict, list)) or item["type"] == "missing" else f" (got {got!r})"
+        lines.append(f"  {path}: {message}{shown}")
+    return "\n".join(lines)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`train.epochs=3` -> (["train", "epochs"], 3); the value is parsed as YAML."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise SpecError(f"--set {text!r}: expected dotted.key=value")
+    return key.strip().split("."), yaml.safe_load(value) if value.strip() else None
+
+
+def apply_overrides(document: dict, overrides: list[str]) -> dict:
+    """Set each dotted key in a copy of the raw document; list items by index (augment.0.p=1)."""
+    document = json.loads(json.dumps(document))
+    for text in overrides:
+        path, value = parse_override(text)
+        node: Any = document
+        for depth, part in enumerate(path[:-1]):
+            where = ".".join(path[: depth + 1])
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise SpecError(f"--set {text!r}: {where} is not an index of a list of {len(node)}")
+                node = node[int(part)]
+            elif isinstance(node, dict):
+                node = node.setdefault(part, {})
+            else:
+                raise SpecError(f"--set {text!r}: {where} is a value, not a section")
+        last = path[-1]
+        if isinstance(node, list):
+            if not last.isdigit() or int(last) >= len(node):
+                raise SpecError(f"--set {text!r}: {last} is not an index of a list of {len(node)}")
+            node[int(last)] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise SpecError(f"--set {text!r}: {'.'.join(path[:-1])} is a value, not a section")
+    return document
+
+
+def validate_document(document: Any, source: str = "<spec>") -> JobSpec:
+    """Validate a parsed document against the model of its `kind`."""
+    if not isinstance(document, dict):
+        raise SpecError(f"{source}: expected a mapping at the top level, got {type(document).__name__}")
+    kind = document.get("kind")
+    if kind not in JOB_KINDS:
+        raise SpecError(f"{source}: invalid spec\n  kind: expected one of {', '.join(JOB_KINDS)} (got {kind!r})")
+    try:
+        return JOB_KINDS[kind].model_validate(document)
+    except ValidationError as error:
+        raise SpecError(f"{source}: invalid spec\n{format_validation_error(error)}") from None
+
+
+def read_document(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise SpecError(f"{path}: cannot read the spec ({error.strerror or error})") from None
+    try:
+        # safe_load: a spec is data; it never constructs Python objects.
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise SpecError(f"{path}: not valid YAML: {error}") from None
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None, output: str | None = None) -> JobSpec:
+    """Read, override and validate a spec file.
+
+    `output` replaces `output.storage`; a relative one is resolved against the
+    current directory here, on the client, before the job is submitted.
+    """
+    document = read_document(path)
+    if isinstance(document, dict):
+        document = apply_overrides(document, overrides or [])
+        if output is not None:
+            resolved = output if output.startswith(REMOTE_SCHEMES) else os.path.abspath(os.path.expanduser(output))
+            document.setdefault("output", {})
+            if not isinstance(document["output"], dict):
+                raise SpecError(f"{path}: output must be a mapping")
+            document["output"]["storage"] = resolved
+    return validate_document(document, source=str(path))
+
+
+def spec_to_yaml(spec: BaseModel) -> str:
+    """The validated spec with every default filled in, as written next to the results."""
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+
+
+def json_schema() -> dict:
+    """The JSON Schema of every job kind (a `oneOf` keyed by `kind`)."""
+    from pydantic import TypeAdapter
+
+    if len(JOB_KINDS) == 1:
+        return next(iter(JOB_KINDS.values())).model_json_schema()
+    return TypeAdapter(Annotated[JobSpec, Field(discriminator="kind")]).json_schema()
+
+
+def run_dir(spec: JobBase) -> str:
+    """Where a job's results go: `<storage>/<name>` (a local path or a URI)."""
+    return f"{spec.output.storage.rstrip('/')}/{spec.name}"

@@ -1,0 +1,80 @@
+"""A run's folder under the storage root, on local disk or s3:// / gs://.
+
+Every file is written whole or not at all: locally to a temporary name then
+renamed (atomic on POSIX), remotely as a single object upload. A reader never
+sees a half-written `summary.json`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+
+class StorageError(ValueError):
+    """The run folder cannot be used; the message names it."""
+
+
+class RunStorage:
+    def __init__(self, uri: str):
+        self.uri = uri.rstrip("/")
+        if "://" in self.uri:
+            self.filesystem, self.root = pafs.FileSystem.from_uri(self.uri)
+        else:
+            self.filesystem, self.root = pafs.LocalFileSystem(), os.path.abspath(self.uri)
+
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self.filesystem, pafs.LocalFileSystem)
+
+    def path(self, relative: str = "") -> str:
+        """Where `relative` lives, as the user would write it (a local path or a URI)."""
+        relative = relative.strip("/")
+        if self.is_local:
+            return os.path.join(self.root, relative) if relative else self.root
+        return f"{self.uri}/{relative}" if relative else self.uri
+
+    def _full(self, relative: str) -> str:
+        return f"{self.root}/{relative.strip('/')}" if relative else self.root
+
+    def exists(self, relative: str) -> bool:
+        return self.filesystem.get_file_info(self._full(relative)).type != pafs.FileType.NotFound
+
+    def read_text(self, relative: str) -> str:
+        with self.filesystem.open_input_stream(self._full(relative)) as stream:
+            return stream.read().decode()
+
+    def write_bytes(self, relative: str, data: bytes) -> str:
+        target = self._full(relative)
+        if self.is_local:
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(dir=os.path.dirname(target), prefix=".tmp-")
+            try:
+                with os.fdopen(handle, "wb") as file:
+                    file.write(data)
+                    file.flush()
+                    os.fsync(file.fileno())
+                os.replace(temporary, target)
+            except BaseException:
+                Path(temporary).unlink(missing_ok=True)
+                raise
+        else:
+            with self.filesystem.open_output_stream(target) as stream:
+                stream.write(data)
+        return self.path(relative)
+
+    def write_text(self, relative: str, text: str) -> str:
+        return self.write_bytes(relative, text.encode())
+
+    def upload(self, local_path: str | os.PathLike, relative: str) -> str:
+        """Copy a local file, or a folder's files one by one, each written atomically."""
+        local_path = Path(local_path)
+        if local_path.is_dir():
+            for file in sorted(p for p in local_path.rglob("*") if p.is_file()):
+                self.write_bytes(f"{relative}/{file.relative_to(local_path).as_posix()}", file.read_bytes())
+        else:
+            self.write_bytes(relative, local_path.read_bytes())
+        return self.path(relative)

@@ -1,0 +1,1 @@
+"""Distributed training: Ray Train's TensorflowTrainer running MultiWorkerMirroredStrategy."""

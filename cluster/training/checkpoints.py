@@ -1,0 +1,71 @@
+"""Our checkpoint layout: model and optimizer state plus the epoch and the metrics so far.
+
+    <dir>/state.*        tf.train.Checkpoint(model=..., optimizer=...)
+    <dir>/meta.json      {"epoch": completed epochs, "history": [per-epoch metrics], "model": spec}
+
+`init_from` accepts such a folder (a Ray Train checkpoint of ours) or a saved
+Keras model file (.keras / .h5), loaded with safe mode.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import tensorflow as tf
+import tf_keras as keras
+
+STATE_PREFIX = "state"
+META_FILE = "meta.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or saved model that cannot be used; names the path."""
+
+
+def save(directory: str | os.PathLike, model: keras.Model, optimizer, meta: dict) -> None:
+    tf.train.Checkpoint(model=model, optimizer=optimizer).write(os.path.join(directory, STATE_PREFIX))
+    Path(directory, META_FILE).write_text(json.dumps(meta, indent=1))
+
+
+def read_meta(directory: str | os.PathLike) -> dict:
+    path = Path(directory, META_FILE)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path}: not a readable sweetspot checkpoint ({error})") from None
+
+
+def restore(directory: str | os.PathLike, model: keras.Model, optimizer=None) -> dict:
+    """Load weights (and optimizer state when given) into built objects; returns the meta."""
+    meta = read_meta(directory)
+    parts = {"model": model} if optimizer is None else {"model": model, "optimizer": optimizer}
+    try:
+        status = tf.train.Checkpoint(**parts).read(os.path.join(directory, STATE_PREFIX))
+        status.expect_partial()
+        if optimizer is None:
+            status.assert_existing_objects_matched()
+    except (tf.errors.OpError, AssertionError, ValueError) as error:
+        raise CheckpointError(f"{directory}: weights do not fit the model {model.name!r} ({error})") from None
+    return meta
+
+
+def load_initial_weights(source: str, model: keras.Model) -> None:
+    """Fine-tuning start: weights from a checkpoint folder of ours or a saved Keras model file."""
+    if os.path.isdir(source):
+        restore(source, model)
+        return
+    if not os.path.isfile(source):
+        raise CheckpointError(f"train.init_from: {source} does not exist")
+    try:
+        # safe_mode refuses models that would run arbitrary code (lambda layers) on load.
+        saved = keras.models.load_model(source, compile=False, safe_mode=True)
+    except Exception as error:  # the loader raises many types for a bad file
+        raise CheckpointError(f"train.init_from: {source} is not a loadable Keras model ({error})") from None
+    ours = [tuple(w.shape) for w in model.weights]
+    theirs = [tuple(w.shape) for w in saved.weights]
+    if ours != theirs:
+        raise CheckpointError(f"train.init_from: {source} has weight shapes {theirs}, "
+                              f"the spec's model has {ours}")
+    model.set_weights(saved.get_weights())

@@ -1,0 +1,1 @@
+"""What `ray job submit` runs: `python -m jobs <spec.yaml> [--set k=v ...] [--output DIR]`."""

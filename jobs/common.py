@@ -1,0 +1,42 @@
+"""What every job kind shares: logging, the run folder claim, and failures that end a job cleanly."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import yaml
+
+from cluster.spec import spec_to_yaml
+from cluster.storage import RunStorage
+
+
+class JobFailed(RuntimeError):
+    """A job that cannot go on; the message says why, for the user."""
+
+
+def log(message: str) -> None:
+    print(f"[sweetspot {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _comparable(document: dict) -> dict:
+    """The spec without the fields that may change between runs of the same job."""
+    document = dict(document)
+    document["output"] = {k: v for k, v in document.get("output", {}).items() if k != "overwrite"}
+    return document
+
+
+def claim_run_folder(spec, storage: RunStorage) -> None:
+    """Write spec.yaml, refusing a folder that holds a different spec unless output.overwrite is set.
+
+    The same spec again resumes (Ray Train continues from its checkpoints).
+    """
+    text = spec_to_yaml(spec)
+    if storage.exists("spec.yaml"):
+        previous = yaml.safe_load(storage.read_text("spec.yaml")) or {}
+        if _comparable(previous) != _comparable(yaml.safe_load(text)) and not spec.output.overwrite:
+            raise JobFailed(f"{storage.path()} holds the results of a different spec; use another name, "
+                            "or set output.overwrite=true to replace them")
+        if _comparable(previous) == _comparable(yaml.safe_load(text)):
+            log(f"{storage.path()} holds this spec already: resuming")
+    storage.write_text("spec.yaml", text)

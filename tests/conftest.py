@@ -1,0 +1,54 @@
+"""Shared fixtures: the bundled sample, spec documents, and the real local Ray cluster."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import cluster  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "data" / "fashion_mnist_sample"
+
+
+def train_document(**changes) -> dict:
+    """A small valid train spec on the bundled sample; `changes` replace top-level sections."""
+    document = {
+        "version": 1,
+        "kind": "train",
+        "name": "test-train",
+        "data": {"train": str(SAMPLE / "train.parquet"), "test": str(SAMPLE / "test.parquet"),
+                 "num_classes": 10, "image_shape": [28, 28, 1], "validation_fraction": 0.1},
+        "augment": [{"flip_left_right": {"p": 0.5}}],
+        "model": {"family": "cnn", "width": 0.5, "depth": 2},
+        "train": {"epochs": 2, "global_batch_size": 128, "seed": 0},
+        "scaling": {"num_workers": 2, "cpus_per_worker": 1},
+        "output": {"storage": "/tmp/sweetspot-tests"},
+    }
+    document.update(changes)
+    return document
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real local cluster started the way a user starts it (`ray start --head`), shared by the session."""
+    from cluster import local
+
+    started = local.up(num_cpus=4)
+    yield local.DASHBOARD_URL
+    if started:
+        local.down()
+
+
+@pytest.fixture(scope="session")
+def ray_client(ray_cluster):
+    """This test process connected to the local cluster as a driver."""
+    import ray
+
+    ray.init(address="auto", ignore_reinit_error=True, log_to_driver=False)
+    yield ray
+    ray.shutdown()

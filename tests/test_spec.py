@@ -1,0 +1,133 @@
+"""The job spec: valid specs load, each kind of mistake names its field, overrides and --output work."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from cluster.spec import SpecError, apply_overrides, json_schema, load_spec, validate_document
+from tests.conftest import ROOT, train_document
+
+
+def write(tmp_path, document) -> str:
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return str(path)
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_bundled_config_validates(config):
+    spec = load_spec(config)
+    assert spec.name
+
+
+def test_defaults_are_filled_in(tmp_path):
+    spec = load_spec(write(tmp_path, train_document()))
+    assert spec.train.optimizer.name == "adam"
+    assert spec.augment[0].op == "flip_left_right" and spec.augment[0].p == 0.5
+    assert spec.scaling.max_failures == 2
+
+
+@pytest.mark.parametrize("change, field, expected", [
+    ({"train": {"epochs": 0}}, "train.epochs", "greater than or equal to 1"),
+    ({"train": {"epochs": "ten"}}, "train.epochs", "valid integer"),
+    ({"train": {"optimizer": {"name": "adagrad"}}}, "train.optimizer.name", "'adam'"),
+    ({"model": {"family": "cnn", "colour": "blue"}}, "model.colour", "Extra inputs are not permitted"),
+    ({"data": {"train": "x", "test": "y", "num_classes": 1}}, "data.num_classes", "greater than or equal to 2"),
+    ({"data": {"train": "x", "num_classes": 10}}, "data.test", "Field required"),
+    ({"data": {"train": "x", "test": "y", "num_classes": 10, "validation_fraction": 0.7}},
+     "data.validation_fraction", "less than 0.5"),
+    ({"augment": [{"flip_left_right": {"p": 1.5}}]}, "augment.0.flip_left_right.p", "less than or equal to 1"),
+    ({"augment": [{"rotate": {"p": 0.5}}]}, "augment.0", "does not match any of the expected tags"),
+    ({"augment": [{"contrast": {"lower": 2.0, "upper": 1.0}}]}, "augment.0.contrast", "must not exceed"),
+    ({"scaling": {"num_workers": 2, "use_gpu": True}}, "scaling", "gpus_per_worker is 0"),
+    ({"output": {"storage": "results/"}}, "output.storage", "must be absolute"),
+    ({"name": "../escape"}, "name", "should match pattern"),
+    ({"name": "/abs"}, "name", "should match pattern"),
+    ({"kind": "deploy"}, "kind", "expected one of"),
+    ({"train": {"epochs": 3, "warmup_epochs": 3}}, "train", "fewer than epochs"),
+])
+def test_mistakes_name_the_field(tmp_path, change, field, expected):
+    with pytest.raises(SpecError) as error:
+        load_spec(write(tmp_path, train_document(**change)))
+    message = str(error.value)
+    assert f"  {field}: " in message or f"  {field}:" in message, message
+    assert expected in message, message
+
+
+def test_missing_section_and_unknown_top_level_key(tmp_path):
+    document = train_document()
+    del document["data"]
+    document["trian"] = {}
+    with pytest.raises(SpecError) as error:
+        load_spec(write(tmp_path, document))
+    assert "  data: Field required" in str(error.value)
+    assert "  trian: Extra inputs are not permitted" in str(error.value)
+
+
+def test_not_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: train\n  name: [unclosed")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_spec(bad)
+    with pytest.raises(SpecError, match="cannot read the spec"):
+        load_spec(tmp_path / "absent.yaml")
+
+
+def test_yaml_tags_are_not_constructed(tmp_path):
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("kind: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_spec(evil)
+
+
+def test_overrides_set_nested_fields_and_list_items(tmp_path):
+    spec = load_spec(write(tmp_path, train_document()),
+                     ["train.epochs=7", "train.optimizer.learning_rate=3e-4", "augment.0.flip_left_right.p=1.0",
+                      "model.family=mlp"])
+    assert spec.train.epochs == 7
+    assert spec.train.optimizer.learning_rate == pytest.approx(3e-4)
+    assert spec.augment[0].p == 1.0
+    assert spec.model.family == "mlp"
+
+
+def test_overrides_are_validated_like_the_file(tmp_path):
+    with pytest.raises(SpecError, match="  train.epochs: "):
+        load_spec(write(tmp_path, train_document()), ["train.epochs=-1"])
+    with pytest.raises(SpecError, match="expected dotted.key=value"):
+        apply_overrides({}, ["train.epochs"])
+    with pytest.raises(SpecError, match="not an index"):
+        apply_overrides({"augment": []}, ["augment.3.p=1"])
+
+
+def test_output_overrides_storage_and_resolves_relative_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec = load_spec(write(tmp_path, train_document()), output="results")
+    assert spec.output.storage == os.path.join(str(tmp_path), "results")
+    spec = load_spec(write(tmp_path, train_document()), output="s3://bucket/runs")
+    assert spec.output.storage == "s3://bucket/runs"
+
+
+def test_json_schema_is_printed_by_the_job_entrypoint():
+    done = subprocess.run([sys.executable, "-m", "jobs", "schema"], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    schema = json.loads(done.stdout)
+    assert schema == json.loads(json.dumps(json_schema()))
+    assert "data" in schema["properties"] and "kind" in schema["required"]
+
+
+def test_invalid_spec_exits_non_zero_with_the_field(tmp_path):
+    path = write(tmp_path, train_document(train={"epochs": 0}))
+    done = subprocess.run([sys.executable, "-m", "jobs", path], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120)
+    assert done.returncode == 2
+    assert "train.epochs" in done.stderr
+
+
+def test_validate_document_rejects_non_mapping():
+    with pytest.raises(SpecError, match="mapping"):
+        validate_document(["kind", "train"])
