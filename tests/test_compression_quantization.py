@@ -102,6 +102,7 @@ def test_qat_model_trains_and_converts_to_int8():
     for name, tensors in kernel_tensors(it).items():
         assert tensors and all(t["dtype"] == np.int8 for t in tensors), name
     assert it.get_input_details()[0]["dtype"] == np.int8
+    assert it.get_input_details()[0]["quantization"][0] > 0  # input range learned in QAT
     assert run(it, x[:1]).shape == (1, 10)
 
 

@@ -125,6 +125,3 @@ class Distiller(keras.Model):
         x, y = data[0], data[1]
         student_logits, per_example, hard = self._forward(x, y, training=False)
         return self._update_metrics(y, student_logits, per_example, hard)
-
-    def get_config(self):
-        return {"temperature": self.temperature, "alpha": self.alpha}

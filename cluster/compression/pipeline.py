@@ -258,10 +258,10 @@ def convert(pipeline: Pipeline | Sequence[Any], model: keras.Model,
     mode = pipeline.conversion
     if mode == "float":
         return quantization.convert_float(model)
-    last = pipeline.steps[-1] if mode != "qat" else next(s for s in pipeline.steps if s.technique == "qat")
+    quantizing = next(s for s in pipeline.steps if s.technique in ("qat", "quantize"))
     if mode == "qat":
-        return quantization.convert_qat(model, last.config.input_type, last.config.output_type)
-    return quantization.convert_post_training(model, last.config, representative_data)
+        return quantization.convert_qat(model, quantizing.config.input_type, quantizing.config.output_type)
+    return quantization.convert_post_training(model, quantizing.config, representative_data)
 
 
 FineTune = Callable[[Step, Prepared], None]
