@@ -109,14 +109,29 @@ def test_zeroed_weights_reduce_nonzero_and_sparse_macs():
 
 
 @pytest.mark.timeout(60)
-def test_pruning_wrappers_are_looked_through():
+def test_toolkit_wrappers_are_looked_through():
     import tensorflow_model_optimization as tfmot
 
-    plain = dense_model()
-    pruned = tfmot.sparsity.keras.prune_low_magnitude(plain)
-    # Masks, thresholds and step counters are not parameters.
-    assert compute.compute_profile(pruned).params == 43
-    assert compute.compute_profile(pruned).flops == 36
+    clustering = tfmot.clustering.keras
+    wrapped_models = {
+        "pruned": tfmot.sparsity.keras.prune_low_magnitude(dense_model()),
+        "clustered": clustering.cluster_weights(
+            dense_model(), number_of_clusters=3,
+            cluster_centroids_init=clustering.CentroidInitialization.LINEAR),
+        "qat": tfmot.quantization.keras.quantize_model(dense_model()),
+    }
+    for kind, model in wrapped_models.items():
+        profile = compute.compute_profile(model)
+        # Masks, centroids, quantizer ranges and step counters are not parameters.
+        assert (profile.params, profile.flops, profile.uncounted) == (43, 36, ()), kind
+
+
+@pytest.mark.timeout(60)
+def test_time_distributed_dense_counts_every_step():
+    inputs = keras.Input((3, 5))
+    model = keras.Model(inputs, keras.layers.TimeDistributed(keras.layers.Dense(2))(inputs))
+    profile = compute.compute_profile(model)
+    assert (profile.params, profile.flops) == (5 * 2 + 2, 3 * 5 * 2)
 
 
 @pytest.mark.timeout(60)

@@ -53,3 +53,15 @@ def test_missing_artifact_is_named(tmp_path):
         latency.measure_tflite_latency(tmp_path / "absent.tflite", **QUICK)
     with pytest.raises(ArtifactError, match="absent.keras"):
         latency.measure_latency_in_subprocess(tmp_path / "absent.keras", **QUICK)
+
+
+@pytest.mark.timeout(60)
+def test_thread_pools_cannot_change_once_tensorflow_runs():
+    import tensorflow as tf
+
+    from cluster.evaluation.errors import MeasurementError
+
+    tf.constant(1.0) + 1.0  # TensorFlow has now fixed its pools in this process
+    current = tf.config.threading.get_intra_op_parallelism_threads()
+    with pytest.raises(MeasurementError, match="fresh process"):
+        latency.configure_tf_threads(current + 3)

@@ -3,11 +3,12 @@
 Conventions (the same for every model, so variants compare fairly):
 
 * `params` counts every weight of the plain layers, trainable or not, like
-  `Model.count_params()`. Wrappers (tfmot pruning, TimeDistributed) are looked
-  through: their bookkeeping variables (pruning masks, thresholds, step
-  counters) are not model parameters and are left out. Strip tfmot wrappers
-  (`strip_pruning`, `strip_clustering`) before measuring when you can: this
-  module reads the wrapped layer's own weights.
+  `Model.count_params()`. Wrappers (tfmot prune/cluster/quantize wrappers,
+  TimeDistributed) are looked through: their bookkeeping variables (pruning
+  masks, cluster centroids and indices, quantizer ranges, step counters) are
+  not model parameters and are left out. Under a clustering wrapper the
+  kernel read is the unclustered one, so strip tfmot wrappers
+  (`strip_pruning`, `strip_clustering`) first when the values matter.
 * `flops` is multiply-accumulates (MACs) per sample, not 2x MACs. A layer with
   a kernel costs one MAC per kernel weight per output position it is applied
   at: Dense is applied at every position of its input but the last axis, a
@@ -46,6 +47,11 @@ ZERO_MAC_LAYERS = (
     keras.layers.LayerNormalization,
     keras.layers.Normalization,
 )
+
+# Layers that hold only toolkit bookkeeping, not model parameters: tfmot's
+# input quantizer keeps a range and a step counter. Matched by class name so
+# measuring does not import the toolkit.
+BOOKKEEPING_LAYERS = frozenset({"QuantizeLayer"})
 
 TRANSPOSED_CONVS = (
     keras.layers.Conv1DTranspose,
@@ -107,9 +113,11 @@ def compute_profile(model: keras.Model) -> ComputeProfile:
     layers = []
     uncounted = []
     for outer, inner in _plain_layers(model):
+        if type(inner).__name__ in BOOKKEEPING_LAYERS:
+            continue
         cost = _layer_compute(outer, inner)
         if cost is None:
-            weights = _weight_arrays(inner)
+            weights = list(_own_weights(outer, inner).values())
             cost = LayerCompute(inner.name, type(inner).__name__, _size(weights), _nonzero(weights), 0, 0)
             if weights and not isinstance(inner, ZERO_MAC_LAYERS):
                 uncounted.append(inner.name)
@@ -146,38 +154,60 @@ def _plain_layers(model: keras.Model):
 def _layer_compute(outer, inner) -> LayerCompute | None:
     """Cost of a layer with a MAC rule, or None when it has none."""
     if isinstance(inner, keras.layers.SeparableConv1D | keras.layers.SeparableConv2D):
-        kernels = [inner.depthwise_kernel, inner.pointwise_kernel]
+        kernel_names = ("depthwise_kernel", "pointwise_kernel")
         positions = _spatial_size(_output_shape(outer), inner.data_format)
     elif isinstance(inner, keras.layers.DepthwiseConv1D | keras.layers.DepthwiseConv2D):
-        kernels = [inner.depthwise_kernel]
+        kernel_names = ("depthwise_kernel",)
         positions = _spatial_size(_output_shape(outer), inner.data_format)
     elif isinstance(inner, TRANSPOSED_CONVS):
         # Each input pixel is scattered through the whole kernel.
-        kernels = [inner.kernel]
+        kernel_names = ("kernel",)
         positions = _spatial_size(_input_shape(outer), inner.data_format)
     elif isinstance(inner, keras.layers.Conv1D | keras.layers.Conv2D | keras.layers.Conv3D):
         # The kernel already holds in_channels / groups input channels.
-        kernels = [inner.kernel]
+        kernel_names = ("kernel",)
         positions = _spatial_size(_output_shape(outer), inner.data_format)
     elif isinstance(inner, keras.layers.Dense):
-        kernels = [inner.kernel]
+        kernel_names = ("kernel",)
         positions = _spatial_size(_output_shape(outer), "channels_last")
     else:
         return None
-    kernel_arrays = [np.asarray(k.numpy()) for k in kernels]
-    weights = _weight_arrays(inner)
+    weights = _own_weights(outer, inner)
+    kernels = [_kernel(outer, inner, weights, name) for name in kernel_names]
     return LayerCompute(
         name=inner.name,
         kind=type(inner).__name__,
-        params=_size(weights),
-        params_nonzero=_nonzero(weights),
-        macs=positions * _size(kernel_arrays),
-        macs_sparse=positions * _nonzero(kernel_arrays),
+        params=_size(weights.values()),
+        params_nonzero=_nonzero(weights.values()),
+        macs=positions * _size(kernels),
+        macs_sparse=positions * _nonzero(kernels),
     )
 
 
-def _weight_arrays(layer) -> list[np.ndarray]:
-    return [np.asarray(w) for w in layer.get_weights()]
+def _own_weights(outer, inner) -> dict[str, np.ndarray]:
+    """The plain layer's own variables by full name, without wrapper bookkeeping.
+
+    tfmot wrappers (prune, cluster, quantize) keep the wrapped layer's
+    variables under its name scope ('dense/kernel:0') and their own under
+    theirs ('prune_low_magnitude_dense/mask:0'). QAT and clustering wrappers
+    also take the kernel off the inner layer, so it is found only here.
+    """
+    variables = list(inner.weights)
+    if outer is not inner:
+        scoped = [w for w in outer.weights if w.name.startswith(f"{inner.name}/")]
+        # Keras wrappers like TimeDistributed scope the variables by their own name.
+        variables = scoped or variables
+    return {w.name: np.asarray(w.numpy()) for w in variables}
+
+
+def _kernel(outer, inner, weights: dict[str, np.ndarray], attribute: str) -> np.ndarray:
+    for name, value in weights.items():
+        if name.rsplit("/", 1)[-1].split(":")[0] == attribute:
+            return value
+    kernel = getattr(inner, attribute, None)
+    if not hasattr(kernel, "numpy"):
+        raise ValueError(f"layer {inner.name!r} (in {type(outer).__name__}): no {attribute} variable found")
+    return np.asarray(kernel.numpy())
 
 
 def _size(arrays) -> int:
