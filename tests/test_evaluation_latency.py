@@ -10,7 +10,7 @@ from cluster.evaluation.tflite import export_tflite
 from cluster.models import ModelShape, build_model
 
 SHAPE = ModelShape((12, 12, 1), 4)
-QUICK = dict(batch_sizes=(4, 16), repetitions=30, warmup=3, throughput_repetitions=3)
+QUICK = dict(batch_sizes=(4, 16), repetitions=30, warmup=3, throughput_repetitions=3, min_seconds=0.0)
 
 
 def check_result(result, backend, num_threads):
@@ -19,6 +19,7 @@ def check_result(result, backend, num_threads):
     assert result.num_threads == num_threads
     assert result.batch_sizes == (4, 16) and result.repetitions == 30
     assert set(result.throughput_sps) == {4, 16} and all(v > 0 for v in result.throughput_sps.values())
+    assert result.throughput_calls == {4: 3, 16: 3}
     assert latency.LatencyResult.from_dict(result.to_dict()) == result
 
 
@@ -38,6 +39,12 @@ def test_keras_latency_in_fresh_process(model, tmp_path):
     path = tmp_path / "m.keras"
     model.save(path)
     check_result(latency.measure_latency_in_subprocess(path, num_threads=1, **QUICK), "keras", 1)
+
+
+@pytest.mark.timeout(60)
+def test_min_seconds_extends_the_timing():
+    calls = latency.time_calls(lambda: None, repetitions=5, warmup=0, min_seconds=0.05)
+    assert len(calls) > 5 and sum(calls) <= 0.05 + 0.01
 
 
 @pytest.mark.timeout(60)

@@ -26,7 +26,8 @@ def test_measure_artifact_fills_every_field(tmp_path):
     labels = model.predict_on_batch(images).argmax(axis=1)
 
     record = measure_artifact(path, images, labels, keras_model=model, num_threads=1, batch_sizes=(8, 32),
-                              repetitions=20, warmup=2, throughput_repetitions=2, memory_samples=32,
+                              repetitions=20, warmup=2, throughput_repetitions=2, min_seconds=0.0,
+                              memory_samples=32,
                               extra={"width": 0.25})
     data = json.loads(record.to_json())
     assert all(data[key] is not None for key in REQUIRED)

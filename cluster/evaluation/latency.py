@@ -34,9 +34,12 @@ from cluster.evaluation.interpreter import DEFAULT_NUM_THREADS
 from cluster.evaluation.probe import run_probe
 
 DEFAULT_BATCH_SIZES = (32, 256)
-DEFAULT_REPETITIONS = 200  # timed batch-1 calls; enough for a stable p99
+DEFAULT_REPETITIONS = 500  # at least this many timed batch-1 calls: a stable p99
 DEFAULT_WARMUP = 20  # untimed calls first: allocation, caches, tracing
-DEFAULT_THROUGHPUT_REPETITIONS = 10  # timed calls per batch size
+DEFAULT_THROUGHPUT_REPETITIONS = 20  # at least this many timed calls per batch size
+# ...and keep timing each phase for at least this long, so a tiny model is not
+# judged on a few milliseconds of samples. A model takes a few seconds in all.
+DEFAULT_MIN_SECONDS = 1.0
 # Inter-op threads run independent ops side by side; our models are chains,
 # so one inter-op thread keeps the measured process at `num_threads` cores.
 INTER_OP_THREADS = 1
@@ -54,14 +57,16 @@ class LatencyResult:
     throughput_sps: dict[int, float]  # samples per second, by batch size
     num_threads: int
     batch_sizes: tuple[int, ...]
-    repetitions: int
-    throughput_repetitions: int
+    repetitions: int  # timed batch-1 calls made
+    throughput_calls: dict[int, int]  # timed calls made, by batch size
     warmup: int
+    min_seconds: float
 
     def to_dict(self) -> dict:
         """JSON-ready: batch sizes become string keys, as JSON requires."""
         data = asdict(self)
-        data["throughput_sps"] = {str(b): v for b, v in self.throughput_sps.items()}
+        for key in ("throughput_sps", "throughput_calls"):
+            data[key] = {str(b): v for b, v in data[key].items()}
         data["batch_sizes"] = list(self.batch_sizes)
         return data
 
@@ -69,6 +74,7 @@ class LatencyResult:
     def from_dict(cls, data: dict) -> "LatencyResult":
         data = dict(data)
         data["throughput_sps"] = {int(b): float(v) for b, v in data["throughput_sps"].items()}
+        data["throughput_calls"] = {int(b): int(v) for b, v in data["throughput_calls"].items()}
         data["batch_sizes"] = tuple(int(b) for b in data["batch_sizes"])
         return cls(**data)
 
@@ -82,12 +88,16 @@ def percentiles_ms(seconds: list[float]) -> tuple[float, float, float, float]:
     return float(p50), float(p95), float(p99), float(ms.mean())
 
 
-def time_calls(call, repetitions: int, warmup: int) -> list[float]:
-    """Seconds per call of `call()`, after `warmup` untimed calls."""
+def time_calls(call, repetitions: int, warmup: int, min_seconds: float = 0.0) -> list[float]:
+    """Seconds per call of `call()`, after `warmup` untimed calls.
+
+    Times at least `repetitions` calls, and more until `min_seconds` passed.
+    """
     for _ in range(warmup):
         call()
     timings = []
-    for _ in range(repetitions):
+    started = time.perf_counter()
+    while len(timings) < repetitions or time.perf_counter() - started < min_seconds:
         start = time.perf_counter()
         call()
         timings.append(time.perf_counter() - start)
@@ -100,25 +110,28 @@ def random_pixels(sample_shape: tuple[int, ...], batch: int, seed: int = 0) -> n
 
 
 def _measure(backend: str, make_call, num_threads: int, batch_sizes, repetitions: int, warmup: int,
-             throughput_repetitions: int) -> LatencyResult:
+             throughput_repetitions: int, min_seconds: float) -> LatencyResult:
     """Shared protocol: `make_call(batch)` returns a zero-argument timed call."""
-    if repetitions < 1 or throughput_repetitions < 1 or warmup < 0:
-        raise ValueError("repetitions must be >= 1 and warmup >= 0")
+    if repetitions < 1 or throughput_repetitions < 1 or warmup < 0 or min_seconds < 0:
+        raise ValueError("repetitions must be >= 1, warmup and min_seconds >= 0")
     batch_sizes = tuple(int(b) for b in batch_sizes)
-    p50, p95, p99, mean = percentiles_ms(time_calls(make_call(1), repetitions, warmup))
-    throughput = {}
+    single = time_calls(make_call(1), repetitions, warmup, min_seconds)
+    p50, p95, p99, mean = percentiles_ms(single)
+    throughput, calls = {}, {}
     for batch in batch_sizes:
         # Fewer warm-up calls: a big batch already warms caches on its first call.
-        timings = time_calls(make_call(batch), throughput_repetitions, max(1, warmup // 10))
+        timings = time_calls(make_call(batch), throughput_repetitions, max(1, warmup // 10), min_seconds)
         throughput[batch] = batch * len(timings) / sum(timings)
+        calls[batch] = len(timings)
     return LatencyResult(backend, p50, p95, p99, mean, throughput, num_threads, batch_sizes,
-                         repetitions, throughput_repetitions, warmup)
+                         len(single), calls, warmup, min_seconds)
 
 
 def measure_tflite_latency(path: str | os.PathLike, num_threads: int = DEFAULT_NUM_THREADS,
                            batch_sizes=DEFAULT_BATCH_SIZES, repetitions: int = DEFAULT_REPETITIONS,
                            warmup: int = DEFAULT_WARMUP,
-                           throughput_repetitions: int = DEFAULT_THROUGHPUT_REPETITIONS) -> LatencyResult:
+                           throughput_repetitions: int = DEFAULT_THROUGHPUT_REPETITIONS,
+                           min_seconds: float = DEFAULT_MIN_SECONDS) -> LatencyResult:
     """Time a .tflite file in the TFLite interpreter with `num_threads` threads."""
     from cluster.evaluation.tflite import TFLiteModel
 
@@ -138,7 +151,8 @@ def measure_tflite_latency(path: str | os.PathLike, num_threads: int = DEFAULT_N
             interpreter.get_tensor(output_index)
         return call
 
-    return _measure("tflite", make_call, num_threads, batch_sizes, repetitions, warmup, throughput_repetitions)
+    return _measure("tflite", make_call, num_threads, batch_sizes, repetitions, warmup, throughput_repetitions,
+                    min_seconds)
 
 
 def configure_tf_threads(num_threads: int) -> None:
@@ -164,7 +178,8 @@ def configure_tf_threads(num_threads: int) -> None:
 
 def measure_keras_latency(model, num_threads: int = DEFAULT_NUM_THREADS, batch_sizes=DEFAULT_BATCH_SIZES,
                           repetitions: int = DEFAULT_REPETITIONS, warmup: int = DEFAULT_WARMUP,
-                          throughput_repetitions: int = DEFAULT_THROUGHPUT_REPETITIONS) -> LatencyResult:
+                          throughput_repetitions: int = DEFAULT_THROUGHPUT_REPETITIONS,
+                          min_seconds: float = DEFAULT_MIN_SECONDS) -> LatencyResult:
     """Time a float tf_keras model in this process (see `configure_tf_threads`)."""
     configure_tf_threads(num_threads)
     sample_shape = tuple(1 if d is None else d for d in model.input_shape[1:])
@@ -177,14 +192,15 @@ def measure_keras_latency(model, num_threads: int = DEFAULT_NUM_THREADS, batch_s
             infer(pixels).numpy()
         return call
 
-    return _measure("keras", make_call, num_threads, batch_sizes, repetitions, warmup, throughput_repetitions)
+    return _measure("keras", make_call, num_threads, batch_sizes, repetitions, warmup, throughput_repetitions,
+                    min_seconds)
 
 
 def measure_latency_in_subprocess(path: str | os.PathLike, num_threads: int = DEFAULT_NUM_THREADS,
                                   batch_sizes=DEFAULT_BATCH_SIZES, repetitions: int = DEFAULT_REPETITIONS,
                                   warmup: int = DEFAULT_WARMUP,
                                   throughput_repetitions: int = DEFAULT_THROUGHPUT_REPETITIONS,
-                                  timeout: float = 600.0) -> LatencyResult:
+                                  min_seconds: float = DEFAULT_MIN_SECONDS, timeout: float = 600.0) -> LatencyResult:
     """Measure a .tflite file or a saved Keras model in a fresh Python process.
 
     The child sets its thread count before TensorFlow runs anything, so the
@@ -194,5 +210,6 @@ def measure_latency_in_subprocess(path: str | os.PathLike, num_threads: int = DE
         raise ArtifactError(path, "artifact not found")
     args = ["latency", os.fspath(path), "--threads", str(num_threads),
             "--batch-sizes", *[str(b) for b in batch_sizes], "--repetitions", str(repetitions),
-            "--warmup", str(warmup), "--throughput-repetitions", str(throughput_repetitions)]
+            "--warmup", str(warmup), "--throughput-repetitions", str(throughput_repetitions),
+            "--min-seconds", str(min_seconds)]
     return LatencyResult.from_dict(run_probe(args, timeout=timeout))

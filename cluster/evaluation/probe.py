@@ -88,7 +88,8 @@ def _latency(ns: argparse.Namespace) -> dict:
     # Before anything runs a TF op (loading a Keras model does).
     latency.configure_tf_threads(ns.threads)
     options = dict(num_threads=ns.threads, batch_sizes=ns.batch_sizes, repetitions=ns.repetitions,
-                   warmup=ns.warmup, throughput_repetitions=ns.throughput_repetitions)
+                   warmup=ns.warmup, throughput_repetitions=ns.throughput_repetitions,
+                   min_seconds=ns.min_seconds)
     options = {key: value for key, value in options.items() if value is not None}
     if is_tflite(ns.path):
         result = latency.measure_tflite_latency(ns.path, **options)
@@ -143,6 +144,7 @@ def _parser() -> argparse.ArgumentParser:
     lat.add_argument("--repetitions", type=int)
     lat.add_argument("--warmup", type=int)
     lat.add_argument("--throughput-repetitions", type=int)
+    lat.add_argument("--min-seconds", type=float)
     mem = sub.choices["memory"]
     mem.add_argument("--images", help=".npy file of float pixels; random pixels when absent")
     mem.add_argument("--num-samples", type=int, default=256)

@@ -32,6 +32,7 @@ from cluster.evaluation import compute
 from cluster.evaluation.interpreter import DEFAULT_NUM_THREADS
 from cluster.evaluation.latency import (
     DEFAULT_BATCH_SIZES,
+    DEFAULT_MIN_SECONDS,
     DEFAULT_REPETITIONS,
     DEFAULT_THROUGHPUT_REPETITIONS,
     DEFAULT_WARMUP,
@@ -104,7 +105,8 @@ def measure_artifact(tflite_path: str | os.PathLike, images: np.ndarray, labels:
                      batch_sizes=DEFAULT_BATCH_SIZES, repetitions: int = DEFAULT_REPETITIONS,
                      warmup: int = DEFAULT_WARMUP,
                      throughput_repetitions: int = DEFAULT_THROUGHPUT_REPETITIONS,
-                     latency_in_subprocess: bool = False, measure_memory: bool = True,
+                     min_seconds: float = DEFAULT_MIN_SECONDS, latency_in_subprocess: bool = False,
+                     measure_memory: bool = True,
                      memory_samples: int = MEMORY_SAMPLES, extra: dict | None = None) -> EvaluationRecord:
     """The full record of a .tflite file on test `images` / `labels`.
 
@@ -130,7 +132,7 @@ def measure_artifact(tflite_path: str | os.PathLike, images: np.ndarray, labels:
         record.flops, record.flops_sparse = profile.flops, profile.flops_sparse
 
     options = dict(num_threads=num_threads, batch_sizes=batch_sizes, repetitions=repetitions,
-                   warmup=warmup, throughput_repetitions=throughput_repetitions)
+                   warmup=warmup, throughput_repetitions=throughput_repetitions, min_seconds=min_seconds)
     measure = measure_latency_in_subprocess if latency_in_subprocess else measure_tflite_latency
     latency = measure(path, **options)
     record.latency_ms_p50 = latency.latency_ms_p50
