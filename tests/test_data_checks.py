@@ -1,0 +1,136 @@
+"""Bad data stops the job before training, with the spec field, the file and the row."""
+
+import io
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from cluster.data import DataError
+from cluster.data.checks import check_split
+from cluster.data.pipeline import load_arrays, prepare
+from cluster.data.sources import resolve
+from cluster.spec import DataSpec
+from tests.conftest import SAMPLE
+
+SHAPE = (28, 28, 1)
+
+
+def sample_table(rows: int = 50) -> pa.Table:
+    return pq.read_table(SAMPLE / "train.parquet").slice(0, rows)
+
+
+def with_image(table: pa.Table, row: int, data: bytes | None) -> pa.Table:
+    images = table.column("image").to_pylist()
+    images[row] = None if data is None else {"bytes": data, "path": None}
+    return table.set_column(table.schema.get_field_index("image"), "image",
+                            pa.array(images, type=table.schema.field("image").type))
+
+
+def png(shape) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros(shape, np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def check(path, **overrides):
+    options = dict(image_column="image", label_column="label", num_classes=10, image_shape=SHAPE)
+    options.update(overrides)
+    return check_split(resolve(str(path), "data.train"), field="data.train", **options)
+
+
+def write(tmp_path, table, name="bad.parquet"):
+    path = tmp_path / name
+    pq.write_table(table, path)
+    return path
+
+
+def test_the_bundled_sample_passes():
+    index = check(SAMPLE / "train.parquet")
+    assert index.num_rows == 6000
+    assert np.bincount(index.labels).tolist() == [600] * 10
+
+
+def test_missing_column_names_file_and_option(tmp_path):
+    path = write(tmp_path, sample_table().drop_columns(["label"]))
+    with pytest.raises(DataError, match=r"data\.train: .*bad\.parquet: no column 'label' \(data\.label_column\)"):
+        check(path)
+
+
+def test_wrong_label_dtype(tmp_path):
+    table = sample_table()
+    table = table.set_column(1, "label", pa.array([str(v) for v in table.column("label").to_pylist()]))
+    with pytest.raises(DataError, match=r"bad\.parquet: column 'label' has type string, expected integer"):
+        check(write(tmp_path, table))
+
+
+def test_corrupt_image_bytes_name_the_row(tmp_path):
+    path = write(tmp_path, with_image(sample_table(), 17, b"\x89PNG not really"))
+    with pytest.raises(DataError, match=r"bad\.parquet row 17: image bytes do not decode"):
+        check(path)
+
+
+def test_null_image_names_the_row(tmp_path):
+    with pytest.raises(DataError, match=r"row 3: image is null"):
+        check(write(tmp_path, with_image(sample_table(), 3, None)))
+
+
+def test_wrong_image_size_names_the_row(tmp_path):
+    path = write(tmp_path, with_image(sample_table(), 21, png((32, 32))))
+    with pytest.raises(DataError, match=r"row 21: image is \[32, 32, 1\], expected \[28, 28, 1\]"):
+        check(path)
+
+
+def test_label_outside_num_classes_names_the_row(tmp_path):
+    table = sample_table()
+    labels = table.column("label").to_pylist()
+    labels[9] = 10
+    table = table.set_column(1, "label", pa.array(labels, pa.int64()))
+    with pytest.raises(DataError, match=r"row 9: label 10 is outside \[0, 10\) \(data\.num_classes\)"):
+        check(write(tmp_path, table))
+
+
+def test_row_numbers_count_across_batches(tmp_path):
+    table = pq.read_table(SAMPLE / "train.parquet").slice(0, 3000)
+    path = write(tmp_path, with_image(table, 2500, b"junk"))
+    with pytest.raises(DataError, match=r"row 2500:"):
+        check(path)
+
+
+def test_empty_split(tmp_path):
+    with pytest.raises(DataError, match=r"data\.train: the split is empty"):
+        check(write(tmp_path, sample_table().slice(0, 0)))
+
+
+def test_unreadable_path_and_not_parquet(tmp_path):
+    with pytest.raises(DataError, match=r"data\.train: no Parquet files found"):
+        check(tmp_path / "absent" / "*.parquet")
+    junk = tmp_path / "junk.parquet"
+    junk.write_bytes(b"this is not parquet")
+    with pytest.raises(DataError, match=r"junk\.parquet: not a readable Parquet file"):
+        check(junk)
+
+
+def test_plain_numeric_columns_are_images_too(tmp_path):
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(40, 28 * 28), dtype=np.uint8)
+    table = pa.table({"pixels": pa.array(list(pixels), type=pa.list_(pa.uint8())),
+                      "y": pa.array(rng.integers(0, 10, 40), pa.int64())})
+    path = write(tmp_path, table, "numeric.parquet")
+    index = check(path, image_column="pixels", label_column="y")
+    assert index.num_rows == 40
+    spec = DataSpec(train=str(path), test=str(path), image_column="pixels", label_column="y", num_classes=10)
+    images, labels = load_arrays(resolve(str(path), "data.test"), spec)
+    np.testing.assert_array_equal(images.reshape(40, -1), pixels.astype(np.float32))
+    short = pa.table({"pixels": pa.array([list(range(10))], type=pa.list_(pa.uint8())), "y": pa.array([1])})
+    with pytest.raises(DataError, match=r"row 0: image has 10 values, expected 784"):
+        check(write(tmp_path, short, "short.parquet"), image_column="pixels", label_column="y")
+
+
+def test_prepare_checks_both_splits_and_names_the_test_field(tmp_path):
+    bad = write(tmp_path, with_image(sample_table(), 4, b"junk"))
+    spec = DataSpec(train=str(SAMPLE / "train.parquet"), test=str(bad), num_classes=10)
+    with pytest.raises(DataError, match=r"^data\.test: .*row 4"):
+        prepare(spec, seed=0)
