@@ -1,10 +1,21 @@
 """The `sweetspot` command.
 
+Local cluster:
     sweetspot up [--num-cpus N]        start a laptop-local Ray cluster (token auth on, dashboard on 127.0.0.1)
     sweetspot down                     stop it
+    sweetspot quickstart [SPEC]        up, `ray job submit` the spec, follow it, print the result
+
+Specs:
     sweetspot validate SPEC [--set k=v] [--output DIR]
     sweetspot schema                   print the spec's JSON Schema
-    sweetspot quickstart [SPEC]        up, `ray job submit` the spec, follow it, print the result
+
+Jobs (any cluster: --address, else $RAY_ADDRESS, else http://127.0.0.1:8265):
+    sweetspot submit SPEC [--set k=v] [--output DIR] [--wait]    validate, upload this project, run `python -m jobs SPEC`
+    sweetspot status ID | logs ID [--follow] | stop ID | list
+    sweetspot results NAME [--storage ROOT]                       the summary table of a finished job
+
+The auth token is found the way Ray finds it: $RAY_AUTH_TOKEN, the file in
+$RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token.
 """
 
 from __future__ import annotations
@@ -12,19 +23,29 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cluster  # noqa: F401
-from cluster import local
-from cluster.spec import REMOTE_SCHEMES, SpecError, json_schema, load_spec, run_dir
+from cluster import WORKER_ENV, local
+from cluster.spec import DEFAULT_STORAGE, REMOTE_SCHEMES, SpecError, json_schema, load_spec, run_dir
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART_SPEC = "configs/quickstart.yaml"
 # Two Train workers plus the Ray Data stage need more logical CPUs than a
 # 2-core laptop has; Ray schedules by these counts, the OS shares the cores.
 DEFAULT_LOCAL_CPUS = 4
+# A spec outside the uploaded working dir travels in this variable of the job's
+# runtime_env; the entrypoint writes it to a temporary file for `python -m jobs`.
+SPEC_ENV = "SWEETSPOT_SPEC_YAML"
+PATH_FIELDS = (("data", "train"), ("data", "test"), ("train", "init_from"))
+
+
+class ResultsError(RuntimeError):
+    """No readable summary.json for the name asked for."""
 
 
 def _spec_args(parser: argparse.ArgumentParser) -> None:
@@ -33,20 +54,26 @@ def _spec_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", help="storage root for the results (a relative path is taken from here)")
 
 
-def localize_data_paths(spec, overrides: list[str], working_dir: Path) -> list[str]:
-    """Overrides that make relative data paths outside the uploaded working dir absolute.
+def localize_data_paths(spec, overrides: list[str], working_dir: Path, cwd: Path | None = None) -> list[str]:
+    """Overrides that keep the spec's relative paths pointing where they point from `cwd`.
 
-    A submitted job runs in a copy of the working dir: paths inside it still
-    resolve there, paths outside it (../shared/...) only on this machine.
+    A submitted job runs in a copy of the working dir: a path inside it is
+    rewritten relative to the working dir (unchanged when `cwd` is the working
+    dir), a path outside it (../shared/...) made absolute, since it exists only
+    on this machine (or on a shared filesystem).
     """
+    cwd = Path(os.path.abspath(cwd or os.getcwd()))
+    working_dir = Path(os.path.abspath(working_dir))
     extra = []
-    for field in ("train", "test"):
-        value = getattr(spec.data, field, None) if hasattr(spec, "data") else None
+    for section, field in PATH_FIELDS:
+        value = getattr(getattr(spec, section, None), field, None)
         if not value or value.startswith(REMOTE_SCHEMES) or os.path.isabs(value):
             continue
-        absolute = Path(os.path.abspath(value))
+        absolute = Path(os.path.normpath(cwd / value))
         if not absolute.is_relative_to(working_dir):
-            extra.append(f"data.{field}={absolute}")
+            extra.append(f"{section}.{field}={absolute}")
+        elif cwd != working_dir:
+            extra.append(f"{section}.{field}={absolute.relative_to(working_dir).as_posix()}")
     return overrides + extra
 
 
@@ -64,22 +91,79 @@ def submit_with_ray_cli(spec_path: str, overrides: list[str], output: str | None
     return subprocess.run(command, env=local.client_env(), cwd=PROJECT_ROOT).returncode
 
 
+# ---------------------------------------------------------------- results
+
+
+def _format(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if value is None:
+        return "-"
+    return str(value)
+
+
+def _scalars(mapping: dict) -> dict:
+    return {k: v for k, v in mapping.items() if not isinstance(v, (dict, list))}
+
+
+def table(rows: list[list[str]], header: list[str] | None = None) -> str:
+    rows = ([header] if header else []) + rows
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    if header:
+        lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def summary_table(summary: dict) -> str:
+    """A train job: one row per figure. A job with `variants`: one row per variant."""
+    variants = summary.get("variants")
+    if isinstance(variants, list) and variants and all(isinstance(v, dict) for v in variants):
+        head = _scalars({k: v for k, v in summary.items() if k != "variants"})
+        columns: list[str] = []
+        for variant in variants:
+            columns += [key for key in _scalars(variant) if key not in columns]
+        body = [[_format(variant.get(key)) for key in columns] for variant in variants]
+        lines = [f"{key}: {_format(value)}" for key, value in head.items()]
+        return "\n".join(lines + ["", table(body, columns)])
+    return table([[key, _format(value)] for key, value in _scalars(summary).items()], ["figure", "value"])
+
+
+def read_summary(storage: str, name: str) -> tuple[str, dict]:
+    from cluster.storage import RunStorage, StorageError
+
+    root = storage if storage.startswith(REMOTE_SCHEMES) else os.path.abspath(os.path.expanduser(storage))
+    run = RunStorage(f"{root.rstrip('/')}/{name}")
+    try:
+        if not run.exists("summary.json"):
+            raise ResultsError(f"no results named {name!r} under {root}: {run.path('summary.json')} does not exist "
+                            f"(has the job finished? pass --storage if it wrote elsewhere)")
+        return run.path("summary.json"), json.loads(run.read_text("summary.json"))
+    except (OSError, StorageError, json.JSONDecodeError) as error:
+        raise ResultsError(f"cannot read {run.path('summary.json')}: {error}") from None
+
+
+def print_results(path: str, summary: dict) -> None:
+    print(f"results: {path.rsplit('/', 1)[0]}")
+    print(summary_table(summary))
+    report = summary.get("artifacts", {}).get("report") if isinstance(summary.get("artifacts"), dict) else None
+    if report:
+        print(f"report: {report}")
+
+
 def print_summary(summary_path: Path) -> None:
-    summary = json.loads(summary_path.read_text())
-    print(f"\nresults: {summary_path.parent}")
-    for key in ("test_accuracy", "tflite_test_accuracy", "epochs_completed", "samples_per_second",
-                "size_bytes_gzip", "sweet_spot"):
-        if key in summary:
-            print(f"  {key}: {summary[key]}")
-    if "report" in summary.get("artifacts", {}):
-        print(f"  report: {summary['artifacts']['report']}")
+    print()
+    print_results(str(summary_path), json.loads(Path(summary_path).read_text()))
+
+
+# ---------------------------------------------------------------- commands
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
     spec = load_spec(PROJECT_ROOT / args.spec, args.overrides, args.output)
     if local.up(num_cpus=args.num_cpus):
         print(f"started a local Ray cluster ({local.DASHBOARD_URL})")
-    overrides = localize_data_paths(spec, args.overrides, PROJECT_ROOT)
+    overrides = localize_data_paths(spec, args.overrides, PROJECT_ROOT, PROJECT_ROOT)
     storage = spec.output.storage
     code = submit_with_ray_cli(args.spec, overrides, storage)
     summary = Path(run_dir(spec)) / "summary.json"
@@ -88,7 +172,118 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     return code
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_submission(spec_arg: str, overrides: list[str], output: str | None, working_dir: Path,
+                     cwd: Path | None = None) -> tuple[object, str, dict]:
+    """Validate the spec here and build (spec, entrypoint, runtime_env) for the job server."""
+    spec = load_spec(spec_arg, overrides, output)
+    working_dir = Path(os.path.abspath(working_dir))
+    cwd = Path(os.path.abspath(cwd or os.getcwd()))
+    arguments = []
+    for item in localize_data_paths(spec, overrides, working_dir, cwd):
+        arguments += ["--set", item]
+    if output is not None:
+        arguments += ["--output", spec.output.storage]  # resolved here: the job runs elsewhere
+    env_vars = dict(WORKER_ENV)
+    spec_file = Path(os.path.normpath(cwd / os.path.expanduser(spec_arg)))
+    if spec_file.is_relative_to(working_dir):
+        entrypoint = shlex.join(["python", "-m", "jobs", spec_file.relative_to(working_dir).as_posix(), *arguments])
+    else:
+        # Not in the upload: ship its text and hand the job a temporary copy.
+        env_vars[SPEC_ENV] = spec_file.read_text()
+        entrypoint = ('spec=$(mktemp -t sweetspot-spec.XXXXXX) && printf "%s" "$' + SPEC_ENV + '" > "$spec" && '
+                      + shlex.join(["python", "-m", "jobs"]) + ' "$spec" ' + shlex.join(arguments)).rstrip()
+    runtime_env = {"working_dir": str(working_dir), "env_vars": env_vars}
+    return spec, entrypoint, runtime_env
+
+
+def _client(args):
+    from cluster.client import JobClient
+
+    return JobClient(args.address)
+
+
+def _follow(client, job_id: str) -> str:
+    for chunk in client.follow(job_id):
+        print(chunk, end="", flush=True)
+    return client.wait(job_id)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    spec, entrypoint, runtime_env = build_submission(args.spec, args.overrides, args.output, args.working_dir)
+    client = _client(args)
+    metadata = {"sweetspot_name": spec.name, "sweetspot_storage": spec.output.storage}
+    print(f"uploading {runtime_env['working_dir']} to {client.address}", file=sys.stderr, flush=True)
+    job_id = client.submit(entrypoint, runtime_env, metadata)
+    print(job_id, flush=True)
+    if not args.wait:
+        print(f"submitted {spec.name!r} to {client.address}; follow it with `sweetspot logs --follow {job_id}`, "
+              f"results with `sweetspot results {spec.name} --storage {spec.output.storage}`", file=sys.stderr)
+        return 0
+    status = _follow(client, job_id)
+    print(f"job {job_id}: {status}")
+    if status == "SUCCEEDED":
+        try:
+            print_results(*read_summary(spec.output.storage, spec.name))
+        except ResultsError:
+            pass  # storage this machine cannot see
+        return 0
+    return 1
+
+
+def cmd_status(args) -> int:
+    info = _client(args).info(args.job_id)
+    print(f"{args.job_id}: {info.status}" + (f" ({info.message})" if info.message else ""))
+    return 0
+
+
+def cmd_logs(args) -> int:
+    client = _client(args)
+    if args.follow:
+        status = _follow(client, args.job_id)
+        print(f"job {args.job_id}: {status}", file=sys.stderr)
+    else:
+        print(client.logs(args.job_id), end="")
+    return 0
+
+
+def cmd_stop(args) -> int:
+    client = _client(args)
+    stopped = client.stop(args.job_id)
+    if not stopped:
+        print(f"{args.job_id}: already {client.status(args.job_id)}")
+        return 0
+    print(f"{args.job_id}: stop requested")
+    if args.wait:
+        print(f"{args.job_id}: {client.wait(args.job_id, timeout=60)}")
+    return 0
+
+
+def cmd_list(args) -> int:
+    jobs = sorted(_client(args).list(), key=lambda job: job.start_time or 0)
+    if not jobs:
+        print("no jobs")
+        return 0
+    rows = []
+    for job in jobs:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.start_time / 1000)) if job.start_time else "-"
+        entrypoint = job.entrypoint or ""
+        rows.append([job.submission_id or job.job_id or "-", str(job.status), (job.metadata or {}).get(
+            "sweetspot_name", "-"), started, entrypoint if len(entrypoint) <= 60 else entrypoint[:57] + "..."])
+    print(table(rows, ["id", "status", "name", "started", "entrypoint"]))
+    return 0
+
+
+def cmd_results(args) -> int:
+    print_results(*read_summary(args.storage, args.name))
+    return 0
+
+
+def _address_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--address", help="the cluster's dashboard URL (default: $RAY_ADDRESS, else "
+                                          "http://127.0.0.1:8265)")
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sweetspot", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -103,7 +298,33 @@ def main(argv: list[str] | None = None) -> int:
     quick.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     quick.add_argument("--output")
     quick.add_argument("--num-cpus", type=int, default=DEFAULT_LOCAL_CPUS)
-    args = parser.parse_args(argv)
+
+    submit = commands.add_parser("submit", help="validate a spec and submit it as a Ray job")
+    _spec_args(submit)
+    _address_arg(submit)
+    submit.add_argument("--wait", action="store_true", help="follow the job's output until it ends")
+    submit.add_argument("--working-dir", type=Path, default=PROJECT_ROOT,
+                        help=f"the folder uploaded as the job's working dir (default: {PROJECT_ROOT})")
+    for name, text in (("status", "a job's status"), ("logs", "a job's output"), ("stop", "stop a job")):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("job_id", metavar="ID")
+        _address_arg(command)
+    commands.choices["logs"].add_argument("--follow", "-f", action="store_true", help="stream until the job ends")
+    commands.choices["stop"].add_argument("--wait", action="store_true", help="wait until it has stopped")
+    _address_arg(commands.add_parser("list", help="the cluster's jobs"))
+    results = commands.add_parser("results", help="print a finished job's summary table and report path")
+    results.add_argument("name")
+    results.add_argument("--storage", default=DEFAULT_STORAGE, help=f"the storage root (default {DEFAULT_STORAGE})")
+    return parser
+
+
+HANDLERS = {"submit": cmd_submit, "status": cmd_status, "logs": cmd_logs, "stop": cmd_stop, "list": cmd_list,
+            "results": cmd_results, "quickstart": cmd_quickstart}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from cluster.client import ClusterError
 
     try:
         if args.command == "up":
@@ -118,11 +339,17 @@ def main(argv: list[str] | None = None) -> int:
             print(spec_to_yaml(load_spec(args.spec, args.overrides, args.output)), end="")
         elif args.command == "schema":
             print(json.dumps(json_schema(), indent=2))
-        elif args.command == "quickstart":
-            return cmd_quickstart(args)
+        else:
+            return HANDLERS[args.command](args)
     except SpecError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except (ClusterError, ResultsError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted (a submitted job keeps running: `sweetspot stop ID` stops it)", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -1,0 +1,223 @@
+"""The `sweetspot` job commands on the real local cluster, and their bad-input lines.
+
+Every command runs as a user runs it: the installed console script in a
+subprocess, so exit codes and stderr are what a shell sees.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cluster import local
+from tests.conftest import ROOT, SAMPLE, train_document
+
+# One epoch of a quarter-width CNN on a fifth of the sample, one Train worker:
+# about a minute, and small enough to share the 4-CPU local cluster.
+TINY = ["--set", "train.epochs=1", "--set", "model.width=0.25", "--set", "data.train_fraction=0.2",
+        "--set", "scaling.num_workers=1"]
+
+
+def sweetspot(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    script = Path(sys.executable).with_name("sweetspot")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "cluster.cli"]
+    environment = local.client_env()
+    environment.update(env or {})
+    return subprocess.run(command + [str(a) for a in args], env=environment, capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
+def one_error_line(done: subprocess.CompletedProcess) -> str:
+    """A refused command: non-zero, no traceback, exactly one line on stderr."""
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    return lines[0]
+
+
+def job_ids() -> set[str]:
+    from cluster.client import JobClient
+
+    return {job.submission_id for job in JobClient(local.DASHBOARD_URL).list() if job.submission_id}
+
+
+def unused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write_spec(path: Path, **changes) -> Path:
+    path.write_text(yaml.safe_dump(train_document(**changes)))
+    return path
+
+
+# ---------------------------------------------------------------- the round trip
+
+
+@pytest.fixture(scope="module")
+def finished(ray_cluster, tmp_path_factory):
+    """`sweetspot submit --wait` of a tiny train spec that lives outside the project."""
+    storage = tmp_path_factory.mktemp("runs")
+    spec = write_spec(tmp_path_factory.mktemp("specs") / "tiny.yaml", name="cli-roundtrip")
+    before = job_ids()
+    done = sweetspot("submit", spec, *TINY, "--output", storage, "--wait", timeout=300)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    job_id = done.stdout.splitlines()[0].strip()
+    assert job_ids() - before == {job_id}
+    return job_id, storage, done
+
+
+@pytest.mark.timeout(330)
+def test_submit_wait_runs_the_job_and_prints_the_results(finished):
+    job_id, storage, done = finished
+    assert job_id.startswith("raysubmit_")
+    assert f"job {job_id}: SUCCEEDED" in done.stdout
+    assert "test accuracy" in done.stdout  # the job's own log line, streamed
+    assert f"results: {storage / 'cli-roundtrip'}" in done.stdout and "test_accuracy" in done.stdout
+    summary = json.loads((storage / "cli-roundtrip" / "summary.json").read_text())
+    assert summary["epochs_completed"] == 1  # --set reached the job
+
+
+@pytest.mark.timeout(120)
+def test_status_logs_list_and_results_of_the_finished_job(finished):
+    job_id, storage, _ = finished
+    status = sweetspot("status", job_id)
+    assert status.returncode == 0 and status.stdout.startswith(f"{job_id}: SUCCEEDED"), status.stdout
+    logs = sweetspot("logs", job_id)
+    assert logs.returncode == 0 and "test accuracy" in logs.stdout
+    followed = sweetspot("logs", job_id, "--follow")  # a finished job: the whole log, then its status
+    assert followed.returncode == 0 and "test accuracy" in followed.stdout
+    assert f"job {job_id}: SUCCEEDED" in followed.stderr
+    listed = sweetspot("list")
+    assert listed.returncode == 0
+    (row,) = [line for line in listed.stdout.splitlines() if line.startswith(job_id)]
+    assert row.split()[1:3] == ["SUCCEEDED", "cli-roundtrip"]
+    results = sweetspot("results", "cli-roundtrip", "--storage", storage)
+    assert results.returncode == 0, results.stderr
+    summary = json.loads((storage / "cli-roundtrip" / "summary.json").read_text())
+    table = dict(line.split(None, 1) for line in results.stdout.splitlines()[3:])
+    assert float(table["test_accuracy"]) == pytest.approx(summary["test_accuracy"], abs=1e-3)
+    assert table["epochs_completed"] == "1" and table["name"] == "cli-roundtrip"
+
+
+@pytest.mark.timeout(180)
+def test_stop_a_submitted_job(ray_cluster, tmp_path):
+    spec = write_spec(tmp_path / "stopme.yaml", name="cli-stop")
+    done = sweetspot("submit", spec, *TINY, "--output", tmp_path / "runs")
+    assert done.returncode == 0, done.stderr
+    job_id = done.stdout.strip()
+    assert "sweetspot logs --follow" in done.stderr
+    stopped = sweetspot("stop", job_id, "--wait")
+    assert stopped.returncode == 0, stopped.stderr
+    assert stopped.stdout.splitlines() == [f"{job_id}: stop requested", f"{job_id}: STOPPED"]
+    assert sweetspot("status", job_id).stdout.startswith(f"{job_id}: STOPPED")
+    again = sweetspot("stop", job_id)
+    assert again.returncode == 0 and again.stdout.strip() == f"{job_id}: already STOPPED"
+
+
+# ---------------------------------------------------------------- bad input: one line, nothing submitted
+
+
+@pytest.mark.timeout(120)
+def test_a_spec_that_fails_validation_submits_nothing(ray_cluster, tmp_path):
+    bad = write_spec(tmp_path / "bad.yaml", name="cli-bad", train={"epochs": 0})
+    before = sweetspot("list").stdout
+    done = sweetspot("submit", bad, "--output", tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: ") and "train.epochs" in done.stderr
+    override = sweetspot("submit", write_spec(tmp_path / "good.yaml", name="cli-bad"), "--set", "model.widht=2")
+    assert override.returncode == 2 and "model.widht" in override.stderr
+    missing = sweetspot("submit", tmp_path / "nope.yaml")
+    assert "cannot read the spec" in one_error_line(missing)
+    assert sweetspot("list").stdout == before
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("command", ["status", "logs", "stop"])
+def test_an_unknown_job_id_is_one_clear_line(ray_cluster, command):
+    line = one_error_line(sweetspot(command, "raysubmit_doesnotexist"))
+    assert line == (f"error: no job 'raysubmit_doesnotexist' on the Ray cluster at {local.DASHBOARD_URL} "
+                    "(`sweetspot list` shows the jobs there)")
+
+
+@pytest.mark.timeout(120)
+def test_no_cluster_at_the_address_is_one_clear_line(ray_cluster, tmp_path):
+    address = f"http://127.0.0.1:{unused_port()}"
+    line = one_error_line(sweetspot("list", "--address", address))
+    assert line.startswith(f"error: no Ray cluster answers at {address}")
+    before = job_ids()
+    spec = write_spec(tmp_path / "s.yaml", name="cli-nocluster")
+    assert "no Ray cluster answers" in one_error_line(sweetspot("submit", spec, "--address", address))
+    assert "no Ray cluster answers" in one_error_line(sweetspot("status", "x", env={"RAY_ADDRESS": address}))
+    assert job_ids() == before
+
+
+def test_results_of_a_name_without_a_summary_is_one_clear_line(tmp_path):
+    line = one_error_line(sweetspot("results", "never-ran", "--storage", tmp_path))
+    assert "no results named 'never-ran'" in line and str(tmp_path / "never-ran" / "summary.json") in line
+
+
+# ---------------------------------------------------------------- results tables (no cluster)
+
+
+def test_results_of_a_job_with_variants_is_one_row_per_variant(tmp_path):
+    run = tmp_path / "sweep"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps({
+        "kind": "compress", "name": "sweep", "sweet_spot": "int8",
+        "variants": [{"name": "float", "accuracy": 0.9012, "size_bytes": 120000, "latency_ms": 1.5},
+                     {"name": "int8", "accuracy": 0.8987, "size_bytes": 31000, "latency_ms": 0.7,
+                      "config": {"bits": 8}}],
+        "artifacts": {"report": str(run / "report.html")},
+    }))
+    done = sweetspot("results", "sweep", "--storage", tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"results: {run}"
+    assert "sweet_spot: int8" in lines
+    header = next(i for i, line in enumerate(lines) if line.split()[:1] == ["name"])
+    assert lines[header].split() == ["name", "accuracy", "size_bytes", "latency_ms"]
+    assert lines[header + 2].split() == ["float", "0.9012", "120000", "1.5"]
+    assert lines[header + 3].split() == ["int8", "0.8987", "31000", "0.7"]
+    assert lines[-1] == f"report: {run / 'report.html'}"
+
+
+# ---------------------------------------------------------------- what submit sends (no cluster)
+
+
+def test_a_spec_in_the_project_runs_by_its_relative_path(monkeypatch):
+    from cluster.cli import build_submission
+
+    monkeypatch.chdir(ROOT)
+    spec, entrypoint, runtime_env = build_submission("configs/quickstart.yaml", ["train.epochs=2"], "runs", ROOT)
+    assert entrypoint == f"python -m jobs configs/quickstart.yaml --set train.epochs=2 --output {ROOT / 'runs'}"
+    assert runtime_env["working_dir"] == str(ROOT)
+    assert runtime_env["env_vars"]["TF_USE_LEGACY_KERAS"] == "1"
+    assert spec.train.epochs == 2
+
+
+def test_paths_are_rewritten_for_the_jobs_copy_of_the_working_dir(monkeypatch, tmp_path):
+    from cluster.cli import SPEC_ENV, build_submission
+
+    inside = ROOT / "configs"
+    monkeypatch.chdir(inside)  # relative paths below are relative to configs/
+    spec_file = write_spec(tmp_path / "spec.yaml", name="paths",
+                           data={"train": "../data/fashion_mnist_sample/train.parquet",
+                                 "test": "../../elsewhere/test.parquet", "num_classes": 10})
+    _, entrypoint, runtime_env = build_submission(str(spec_file), [], None, ROOT)
+    # inside the project: relative to the working dir; outside it: absolute
+    assert "--set data.train=data/fashion_mnist_sample/train.parquet" in entrypoint
+    assert f"--set data.test={(ROOT / '../elsewhere/test.parquet').resolve()}" in entrypoint
+    # a spec outside the working dir travels in the runtime env
+    assert runtime_env["env_vars"][SPEC_ENV] == spec_file.read_text()
+    assert entrypoint.startswith("spec=$(mktemp") and 'python -m jobs "$spec"' in entrypoint
+    assert (SAMPLE / "train.parquet").exists()
