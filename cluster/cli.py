@@ -41,7 +41,8 @@ DEFAULT_LOCAL_CPUS = 4
 # A spec outside the uploaded working dir travels in this variable of the job's
 # runtime_env; the entrypoint writes it to a temporary file for `python -m jobs`.
 SPEC_ENV = "SWEETSPOT_SPEC_YAML"
-PATH_FIELDS = (("data", "train"), ("data", "test"), ("train", "init_from"))
+# Spec fields holding local paths a job opens (those a kind lacks are skipped).
+PATH_FIELDS = ("data.train", "data.test", "train.init_from", "baseline")
 
 
 class ResultsError(RuntimeError):
@@ -65,15 +66,19 @@ def localize_data_paths(spec, overrides: list[str], working_dir: Path, cwd: Path
     cwd = Path(os.path.abspath(cwd or os.getcwd()))
     working_dir = Path(os.path.abspath(working_dir))
     extra = []
-    for section, field in PATH_FIELDS:
-        value = getattr(getattr(spec, section, None), field, None)
-        if not value or value.startswith(REMOTE_SCHEMES) or os.path.isabs(value):
+    for dotted in PATH_FIELDS:
+        value = spec
+        for part in dotted.split("."):
+            value = getattr(value, part, None)
+        # ~ expands where the job runs; URIs and absolute paths mean the same everywhere.
+        if not isinstance(value, str) or not value or value.startswith((*REMOTE_SCHEMES, "~")) \
+                or os.path.isabs(value):
             continue
         absolute = Path(os.path.normpath(cwd / value))
         if not absolute.is_relative_to(working_dir):
-            extra.append(f"{section}.{field}={absolute}")
+            extra.append(f"{dotted}={absolute}")
         elif cwd != working_dir:
-            extra.append(f"{section}.{field}={absolute.relative_to(working_dir).as_posix()}")
+            extra.append(f"{dotted}={absolute.relative_to(working_dir).as_posix()}")
     return overrides + extra
 
 
@@ -163,6 +168,9 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     spec = load_spec(PROJECT_ROOT / args.spec, args.overrides, args.output)
     if local.up(num_cpus=args.num_cpus):
         print(f"started a local Ray cluster ({local.DASHBOARD_URL})")
+    from cluster.client import JobClient
+
+    JobClient(local.DASHBOARD_URL)  # the job server answers and takes our token, or one clear line
     overrides = localize_data_paths(spec, args.overrides, PROJECT_ROOT, PROJECT_ROOT)
     storage = spec.output.storage
     code = submit_with_ray_cli(args.spec, overrides, storage)

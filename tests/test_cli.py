@@ -212,8 +212,10 @@ def test_paths_are_rewritten_for_the_jobs_copy_of_the_working_dir(monkeypatch, t
     monkeypatch.chdir(inside)  # relative paths below are relative to configs/
     spec_file = write_spec(tmp_path / "spec.yaml", name="paths",
                            data={"train": "../data/fashion_mnist_sample/train.parquet",
-                                 "test": "../../elsewhere/test.parquet", "num_classes": 10})
+                                 "test": "../../elsewhere/test.parquet", "num_classes": 10},
+                           train={"init_from": "~/runs/base/checkpoint"})
     _, entrypoint, runtime_env = build_submission(str(spec_file), [], None, ROOT)
+    assert "init_from" not in entrypoint  # ~ expands where the job runs
     # inside the project: relative to the working dir; outside it: absolute
     assert "--set data.train=data/fashion_mnist_sample/train.parquet" in entrypoint
     assert f"--set data.test={(ROOT / '../elsewhere/test.parquet').resolve()}" in entrypoint

@@ -8,6 +8,7 @@ key anywhere the schema lists its keys is a typo the API server would drop).
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import re
 import shlex
@@ -49,7 +50,13 @@ def crd_schema(filename: str) -> dict:
     if not KUBERAY_SCHEMAS.is_dir():
         pytest.skip(f"KubeRay CRDs not found at {KUBERAY_SCHEMAS.resolve()} (../shared/schemas/kuberay "
                     "beside the repo)")
-    crd = yaml.safe_load((KUBERAY_SCHEMAS / filename).read_text())
+    return copy.deepcopy(_crd_schema(filename))
+
+
+@functools.cache
+def _crd_schema(filename: str) -> dict:
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the CRDs are 1-2 MB of YAML
+    crd = yaml.load((KUBERAY_SCHEMAS / filename).read_text(), Loader=loader)
     (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
     assert version["served"] and version["storage"]
     return version["schema"]["openAPIV3Schema"]
