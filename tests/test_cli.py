@@ -198,8 +198,8 @@ def test_a_spec_in_the_project_runs_by_its_relative_path(monkeypatch):
     from cluster.cli import build_submission
 
     monkeypatch.chdir(ROOT)
-    spec, entrypoint, runtime_env = build_submission("configs/quickstart.yaml", ["train.epochs=2"], "runs", ROOT)
-    assert entrypoint == f"python -m jobs configs/quickstart.yaml --set train.epochs=2 --output {ROOT / 'runs'}"
+    spec, entrypoint, runtime_env = build_submission("configs/train_sample.yaml", ["train.epochs=2"], "runs", ROOT)
+    assert entrypoint == f"python -m jobs configs/train_sample.yaml --set train.epochs=2 --output {ROOT / 'runs'}"
     assert runtime_env["working_dir"] == str(ROOT)
     assert runtime_env["env_vars"]["TF_USE_LEGACY_KERAS"] == "1"
     assert spec.train.epochs == 2
