@@ -199,7 +199,8 @@ def build_submission(spec_arg: str, overrides: list[str], output: str | None, wo
         # Not in the upload: ship its text and hand the job a temporary copy.
         env_vars[SPEC_ENV] = spec_file.read_text()
         entrypoint = ('spec=$(mktemp -t sweetspot-spec.XXXXXX) && printf "%s" "$' + SPEC_ENV + '" > "$spec" && '
-                      + shlex.join(["python", "-m", "jobs"]) + ' "$spec" ' + shlex.join(arguments)).rstrip()
+                      + ('python -m jobs "$spec" ' + shlex.join(arguments)).rstrip()
+                      + '; status=$?; rm -f "$spec"; exit $status')
     runtime_env = {"working_dir": str(working_dir), "env_vars": env_vars}
     return spec, entrypoint, runtime_env
 
@@ -219,7 +220,8 @@ def _follow(client, job_id: str) -> str:
 def cmd_submit(args: argparse.Namespace) -> int:
     spec, entrypoint, runtime_env = build_submission(args.spec, args.overrides, args.output, args.working_dir)
     client = _client(args)
-    metadata = {"sweetspot_name": spec.name, "sweetspot_storage": spec.output.storage}
+    metadata = {"sweetspot_name": spec.name, "sweetspot_storage": spec.output.storage,
+                "sweetspot_spec": os.path.abspath(args.spec)}
     print(f"uploading {runtime_env['working_dir']} to {client.address}", file=sys.stderr, flush=True)
     job_id = client.submit(entrypoint, runtime_env, metadata)
     print(job_id, flush=True)
@@ -275,6 +277,8 @@ def cmd_list(args) -> int:
     for job in jobs:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.start_time / 1000)) if job.start_time else "-"
         entrypoint = job.entrypoint or ""
+        if entrypoint.startswith("spec=$(mktemp"):  # a spec sent along with the job: show where it came from
+            entrypoint = f"python -m jobs {(job.metadata or {}).get('sweetspot_spec', '<spec>')} ..."
         rows.append([job.submission_id or job.job_id or "-", str(job.status), (job.metadata or {}).get(
             "sweetspot_name", "-"), started, entrypoint if len(entrypoint) <= 60 else entrypoint[:57] + "..."])
     print(table(rows, ["id", "status", "name", "started", "entrypoint"]))
