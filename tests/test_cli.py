@@ -7,7 +7,6 @@ subprocess, so exit codes and stderr are what a shell sees.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
