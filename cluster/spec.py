@@ -194,6 +194,27 @@ class OutputSpec(Strict):
         return expanded
 
 
+# ---------------------------------------------------------------- measuring
+
+
+class EvaluationSpec(Strict):
+    """How artifacts are measured; every variant of a job is measured the same way, on one node."""
+
+    num_threads: int = Field(default=1, ge=1, le=256, description="Interpreter threads, recorded with the figures")
+    repetitions: int = Field(default=300, ge=10, le=100_000, description="Timed batch-1 calls per artifact")
+    batch_sizes: list[int] = Field(default_factory=lambda: [32, 256], min_length=1)
+    memory: bool = Field(default=True, description="Measure peak RSS of an inference process")
+    price_per_cpu_hour: float | None = Field(default=None, ge=0.0)
+    price_per_gpu_hour: float | None = Field(default=None, ge=0.0)
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _positive(cls, sizes: list[int]) -> list[int]:
+        if min(sizes) < 1:
+            raise ValueError("batch sizes must be >= 1")
+        return sizes
+
+
 # ---------------------------------------------------------------- job kinds
 
 
@@ -204,29 +225,174 @@ class JobBase(Strict):
     output: OutputSpec = OutputSpec()
 
 
-class TrainJob(JobBase):
-    kind: Literal["train"]
+class DataJob(JobBase):
+    """A job that streams the data through Ray Data into Ray Train workers."""
+
     data: DataSpec
     augment: list[AugmentOp] = Field(default_factory=list)
-    model: ModelSpec = ModelSpec()
-    train: TrainSpec = TrainSpec()
     scaling: ScalingSpec = ScalingSpec()
+    evaluation: EvaluationSpec = EvaluationSpec()
 
     @field_validator("augment", mode="before")
     @classmethod
     def _augment_entries(cls, entries: Any) -> Any:
         return [_augment_entry(e) for e in entries] if isinstance(entries, list) else entries
 
+    def _check_batch(self, train: TrainSpec, where: str) -> None:
+        if train.global_batch_size < self.scaling.num_workers:
+            raise ValueError(f"{where}.global_batch_size ({train.global_batch_size}) must be at least "
+                             f"scaling.num_workers ({self.scaling.num_workers}): each worker needs a sample")
+
+
+class TrainJob(DataJob):
+    kind: Literal["train"]
+    model: ModelSpec = ModelSpec()
+    train: TrainSpec = TrainSpec()
+    learning_curve: list[Annotated[float, Field(gt=0.0, le=1.0)]] = Field(
+        default_factory=list,
+        description="Also train on these class-balanced fractions of the train split (data efficiency)")
+
     @model_validator(mode="after")
     def _batch_splits(self) -> "TrainJob":
-        if self.train.global_batch_size < self.scaling.num_workers:
-            raise ValueError(f"train.global_batch_size ({self.train.global_batch_size}) must be at least "
-                             f"scaling.num_workers ({self.scaling.num_workers}): each worker needs a sample")
+        self._check_batch(self.train, "train")
         return self
 
 
-JOB_KINDS: dict[str, type[JobBase]] = {"train": TrainJob}
-JobSpec = Union[TrainJob]
+# ---------------------------------------------------------------- compress
+
+FINE_TUNE_DEFAULT = TrainSpec(epochs=2, optimizer=OptimizerSpec(learning_rate=2e-4), schedule="cosine")
+
+
+class VariantSpec(Strict):
+    name: str = Field(pattern=NAME_PATTERN, description="Results go to <run>/variants/<name>/")
+    pipeline: list[dict[str, dict[str, Any] | None]] = Field(
+        min_length=1, description="Ordered steps, e.g. [{prune: {final_sparsity: 0.8}}, {quantize: {mode: int8}}]")
+    fine_tune: TrainSpec | None = Field(default=None, description="Overrides the job's fine_tune for this variant")
+
+    @field_validator("pipeline")
+    @classmethod
+    def _valid_pipeline(cls, pipeline: list[dict]) -> list[dict]:
+        for position, step in enumerate(pipeline, start=1):
+            if len(step) != 1:
+                raise ValueError(f"step {position} must have exactly one technique, got {sorted(step)}")
+        # Parsing here means a bad step fails at validation, before any cluster time.
+        from cluster.compression.steps import resolved_steps
+
+        resolved_steps(pipeline)
+        return pipeline
+
+    @field_validator("fine_tune")
+    @classmethod
+    def _no_init_from(cls, fine_tune: TrainSpec | None) -> TrainSpec | None:
+        if fine_tune is not None and fine_tune.init_from:
+            raise ValueError("init_from has no meaning here: fine-tuning starts from the previous step")
+        return fine_tune
+
+
+class CompressJob(DataJob):
+    kind: Literal["compress"]
+    baseline: str = Field(description="A train job's result folder, or a saved Keras model (.keras/.h5)")
+    fine_tune: TrainSpec = FINE_TUNE_DEFAULT
+    variants: list[VariantSpec] = Field(min_length=1)
+    representative_samples: int = Field(
+        default=256, ge=8, le=100_000, description="Train rows that calibrate post-training int8 quantization")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "CompressJob":
+        names = [v.name for v in self.variants]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"variants need distinct names; repeated: {duplicated}")
+        if "baseline" in names:
+            raise ValueError("'baseline' is the float baseline's name; call the variant something else")
+        for variant in self.variants:
+            self._check_batch(self.fine_tune_of(variant), f"variants.{variant.name}.fine_tune")
+        return self
+
+    def fine_tune_of(self, variant: VariantSpec) -> TrainSpec:
+        return variant.fine_tune or self.fine_tune
+
+
+# ---------------------------------------------------------------- sweep
+
+
+class PipelineChoice(Strict):
+    """A named compression pipeline of the search space; `[]` is the float model itself."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    pipeline: list[dict[str, dict[str, Any] | None]] = Field(default_factory=list)
+
+    @field_validator("pipeline")
+    @classmethod
+    def _valid_pipeline(cls, pipeline: list[dict]) -> list[dict]:
+        return VariantSpec._valid_pipeline(pipeline) if pipeline else pipeline
+
+
+class SearchSpace(Strict):
+    family: Literal["cnn", "mlp"] = "cnn"
+    widths: list[Annotated[float, Field(gt=0.0, le=16.0)]] = Field(default_factory=lambda: [1.0], min_length=1)
+    depths: list[Annotated[int, Field(ge=1, le=16)]] = Field(default_factory=lambda: [2], min_length=1)
+    dropout: float | None = Field(default=None, ge=0.0, lt=1.0)
+    pipelines: list[PipelineChoice] = Field(
+        default_factory=lambda: [PipelineChoice(name="float")], min_length=1,
+        description="Compression pipelines tried on every scale; include one with no steps for the float model")
+    sample: int | None = Field(
+        default=None, ge=1, description="Try this many (scale, pipeline) pairs drawn at random instead of the grid")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> "SearchSpace":
+        names = [p.name for p in self.pipelines]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"pipelines need distinct names; repeated: {repeated}")
+        if len(set(self.widths)) != len(self.widths) or len(set(self.depths)) != len(self.depths):
+            raise ValueError("widths and depths must not repeat")
+        return self
+
+
+class Constraints(Strict):
+    max_size_kb: float | None = Field(default=None, gt=0.0, description="gzip size of the TFLite file, KB (1000 B)")
+    max_latency_ms_p95: float | None = Field(default=None, gt=0.0, description="batch-1 p95 in the interpreter")
+    min_accuracy: float | None = Field(default=None, ge=0.0, le=1.0, description="TFLite accuracy on the test split")
+    max_params: int | None = Field(default=None, ge=1)
+    max_flops: int | None = Field(default=None, ge=1, description="multiply-adds per sample")
+
+
+class Objective(Strict):
+    metric: Literal["accuracy", "size_bytes_gzip", "latency_ms_p95"] = "accuracy"
+
+
+class TuneSpec(Strict):
+    max_concurrent_trials: int = Field(default=1, ge=1, le=1024)
+    scheduler: Literal["fifo", "asha"] = "fifo"
+    grace_epochs: int = Field(default=1, ge=1, description="ASHA: epochs every scale trial gets before a cut")
+    reduction_factor: int = Field(default=2, ge=2, le=16)
+    trial_driver_cpus: float = Field(
+        default=0.1, gt=0.0, le=4.0,
+        description="CPU of each trial's driver (it only waits on Ray Train); 0 is refused by Tune")
+
+
+class SweepJob(DataJob):
+    kind: Literal["sweep"]
+    search: SearchSpace = SearchSpace()
+    train: TrainSpec = TrainSpec()
+    fine_tune: TrainSpec = FINE_TUNE_DEFAULT
+    objective: Objective = Objective()
+    constraints: Constraints = Constraints()
+    tune: TuneSpec = TuneSpec()
+    representative_samples: int = Field(default=256, ge=8, le=100_000)
+
+    @model_validator(mode="after")
+    def _checks(self) -> "SweepJob":
+        self._check_batch(self.train, "train")
+        self._check_batch(self.fine_tune, "fine_tune")
+        if self.train.init_from or self.fine_tune.init_from:
+            raise ValueError("init_from: a sweep trains its own baselines; use a compress job to start from one")
+        return self
+
+
+JOB_KINDS: dict[str, type[JobBase]] = {"train": TrainJob, "compress": CompressJob, "sweep": SweepJob}
+JobSpec = Union[TrainJob, CompressJob, SweepJob]
 
 
 # ---------------------------------------------------------------- loading

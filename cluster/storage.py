@@ -78,3 +78,18 @@ class RunStorage:
         else:
             self.write_bytes(relative, local_path.read_bytes())
         return self.path(relative)
+
+
+def fetch_local(uri: str) -> str | None:
+    """A local path holding the file at `uri` (downloaded to a temporary file if remote); None if absent."""
+    if "://" not in uri:
+        path = os.path.abspath(os.path.expanduser(uri))
+        return path if os.path.isfile(path) else None
+    filesystem, path = pafs.FileSystem.from_uri(uri)
+    if filesystem.get_file_info(path).type != pafs.FileType.File:
+        return None
+    suffix = os.path.splitext(path)[1]
+    handle, local = tempfile.mkstemp(suffix=suffix, prefix="sweetspot-")
+    with os.fdopen(handle, "wb") as file, filesystem.open_input_stream(path) as stream:
+        file.write(stream.read())
+    return local

@@ -19,9 +19,14 @@ def log(message: str) -> None:
     print(f"[sweetspot {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+# Fields that only decide how finished results are read, not what is trained:
+# a sweep resubmitted with new constraints re-chooses without training again.
+RESUMABLE_CHANGES = ("constraints", "objective")
+
+
 def _comparable(document: dict) -> dict:
     """The spec without the fields that may change between runs of the same job."""
-    document = dict(document)
+    document = {k: v for k, v in document.items() if k not in RESUMABLE_CHANGES}
     document["output"] = {k: v for k, v in document.get("output", {}).items() if k != "overwrite"}
     return document
 

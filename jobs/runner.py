@@ -12,12 +12,22 @@ from jobs.common import JobFailed
 
 
 def run(spec) -> int:
+    """0 on success; 2 for bad input (nothing trained); 1 when training itself failed."""
+    from cluster.compression.errors import CompressionError
+    from cluster.training.trainer import TrainingFailed
+    from cluster.tuning.space import UnreachableConstraint
+    from jobs.compress import run_compress
+    from jobs.sweep import run_sweep
     from jobs.train import run_train
 
-    kinds = {"train": run_train}
+    kinds = {"train": run_train, "compress": run_compress, "sweep": run_sweep}
     try:
         kinds[spec.kind](spec)
-    except (DataError, ResourceError, CheckpointError, StorageError, JobFailed) as error:
+    except (DataError, ResourceError, CheckpointError, StorageError, CompressionError, UnreachableConstraint,
+            JobFailed) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except TrainingFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     return 0

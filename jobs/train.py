@@ -7,8 +7,9 @@ Results under `<output.storage>/<name>/`:
     checkpoint/        the last training checkpoint (init_from accepts it)
     metrics.jsonl      one line of metrics per epoch
     tensorboard/       the same metrics as TensorBoard scalars
-    summary.json       test accuracy (Keras and TFLite), timings, sizes, paths
+    summary.json       test accuracy and the four sides of efficiency (compute, inference, data, resources)
     train/             Ray Train's run folder (checkpoints it resumes from)
+    learning_curve/    one Ray Train run per `learning_curve` fraction
 """
 
 from __future__ import annotations
@@ -20,16 +21,23 @@ from pathlib import Path
 
 import ray
 
-from cluster.data.augment import EpochClock
-from cluster.data.pipeline import load_arrays, prepare, train_datasets
+from cluster.data.pipeline import load_arrays, prepare
+from cluster.evaluation.efficiency import resource_summary
+from cluster.evaluation.report import measure_artifact
+from cluster.evaluation.latency import measure_latency_in_subprocess
 from cluster.models import ModelShape, build_model
 from cluster.spec import TrainJob
 from cluster.storage import RunStorage
+from cluster.training import checkpoints
+from cluster.training.loop import train_loop_per_worker
 from cluster.training.resources import Capacity, check_training_fits
-from cluster.training.trainer import build_trainer, steps_per_epoch
+from cluster.training.trainer import run_training, steps_per_epoch
 from jobs.common import JobFailed, claim_run_folder, log
 
 RAY_RUN_NAME = "train"
+SUMMARY_FIELDS = ("params", "params_nonzero", "flops", "flops_sparse", "size_bytes", "size_bytes_gzip",
+                  "latency_ms_p50", "latency_ms_p95", "latency_ms_p99", "throughput_sps", "num_threads",
+                  "peak_rss_bytes")
 
 
 def write_tensorboard(history: list[dict], directory: Path) -> None:
@@ -44,47 +52,79 @@ def write_tensorboard(history: list[dict], directory: Path) -> None:
     writer.close()
 
 
-def export_and_measure(spec: TrainJob, checkpoint_dir: str, prepared, storage: RunStorage) -> dict:
-    """Rebuild the model from the last checkpoint, export it, and measure it on the test split."""
+def restored_model(spec: TrainJob, checkpoint_dir: str):
+    """The spec's model with the checkpoint's weights, compiled for evaluation."""
     import tf_keras as keras
-
-    from cluster.evaluation.compute import compute_profile, gzip_size_bytes, size_bytes
-    from cluster.evaluation.tflite import TFLiteModel, export_tflite
-    from cluster.training import checkpoints
 
     model = build_model(spec.model.family, ModelShape(tuple(spec.data.image_shape), spec.data.num_classes),
                         spec.model.width, spec.model.depth, spec.model.dropout)
     meta = checkpoints.restore(checkpoint_dir, model)
     model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
-    images, labels = load_arrays(prepared.test_source, spec.data)
-    test_loss, test_accuracy = model.evaluate(images, labels, batch_size=512, verbose=0)
+    return model, meta
 
+
+def export_and_measure(spec: TrainJob, model, history: list[dict], checkpoint_dir: str, images, labels,
+                       storage: RunStorage) -> dict:
+    """Export the Keras model and its float TFLite file, measure both, upload everything."""
+    from cluster.evaluation.tflite import export_tflite
+
+    test_loss, test_accuracy = model.evaluate(images, labels, batch_size=512, verbose=0)
+    evaluation = spec.evaluation
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         model.save(scratch / "model.keras")
         tflite_path = export_tflite(model, scratch / "model.tflite")
-        tflite_accuracy = TFLiteModel(tflite_path).accuracy(images, labels)
-        write_tensorboard(meta["history"], scratch / "tensorboard")
-        profile = compute_profile(model)
+        record = measure_artifact(tflite_path, images, labels, name="tflite-float", keras_model=model,
+                                  num_threads=evaluation.num_threads, batch_sizes=tuple(evaluation.batch_sizes),
+                                  repetitions=evaluation.repetitions, measure_memory=evaluation.memory).to_dict()
+        keras_latency = measure_latency_in_subprocess(scratch / "model.keras", num_threads=evaluation.num_threads,
+                                                      batch_sizes=tuple(evaluation.batch_sizes),
+                                                      repetitions=evaluation.repetitions)
+        write_tensorboard(history, scratch / "tensorboard")
         artifacts = {
             "model_keras": storage.upload(scratch / "model.keras", "model.keras"),
             "model_tflite": storage.upload(tflite_path, "model.tflite"),
             "checkpoint": storage.upload(checkpoint_dir, "checkpoint"),
             "tensorboard": storage.upload(scratch / "tensorboard", "tensorboard"),
         }
-        sizes = {"size_bytes": size_bytes(tflite_path), "size_bytes_gzip": gzip_size_bytes(tflite_path)}
+    record["artifact"] = artifacts["model_tflite"]
+    keras_record = {"name": "keras-float", "artifact": artifacts["model_keras"], "accuracy": float(test_accuracy),
+                    "latency_ms_p50": keras_latency.latency_ms_p50, "latency_ms_p95": keras_latency.latency_ms_p95,
+                    "latency_ms_p99": keras_latency.latency_ms_p99,
+                    "throughput_sps": {str(b): v for b, v in keras_latency.throughput_sps.items()},
+                    "num_threads": keras_latency.num_threads}
     return {
-        "meta": meta,
         "test_loss": float(test_loss),
         "test_accuracy": float(test_accuracy),
-        "tflite_test_accuracy": float(tflite_accuracy),
+        "tflite_test_accuracy": record["accuracy"],
         "test_rows": int(len(labels)),
-        "params": profile.params,
-        "flops": profile.flops,
-        **sizes,
+        **{field: record[field] for field in SUMMARY_FIELDS},
+        "models": {"tflite": record, "keras": keras_record},
         "artifacts": artifacts,
     }
+
+
+def learning_curve(spec: TrainJob, storage: RunStorage, images, labels, full: dict) -> list[dict]:
+    """Test accuracy of the same recipe on class-balanced fractions of the train split."""
+    points = []
+    for fraction in sorted(spec.learning_curve):
+        if fraction >= 1.0:
+            continue
+        partial = spec.model_copy(update={"data": spec.data.model_copy(update={"train_fraction": fraction})})
+        prepared = prepare(partial.data, partial.train.seed)
+        log(f"learning curve: {fraction:.0%} of the train split ({prepared.plan.train_rows} rows)")
+        result, _ = run_training(train_loop_per_worker, {"spec": partial.model_dump(mode="json")}, partial,
+                                 prepared, partial.train.seed, storage_path=storage.path(),
+                                 run_name=f"learning_curve/fraction-{fraction:g}")
+        with result.checkpoint.as_directory() as directory:
+            model, meta = restored_model(partial, directory)
+        points.append({"fraction": fraction, "train_rows": prepared.plan.train_rows,
+                       "samples_seen": meta["history"][-1]["samples_seen"],
+                       "test_accuracy": float(model.evaluate(images, labels, batch_size=512, verbose=0)[1])})
+    points.append({"fraction": spec.data.train_fraction, "train_rows": full["train_rows"],
+                   "samples_seen": full["samples_seen"], "test_accuracy": full["test_accuracy"]})
+    return points
 
 
 def run_train(spec: TrainJob) -> dict:
@@ -99,27 +139,21 @@ def run_train(spec: TrainJob) -> dict:
     log(f"data ok: {prepared.plan.train_rows} train, {prepared.plan.validation_rows} validation, "
         f"{prepared.test_rows} test rows; {steps} steps per epoch")
 
-    ray.init(ignore_reinit_error=True, log_to_driver=True)
+    ray.init(ignore_reinit_error=True)
     check_training_fits(spec.scaling, Capacity.of_cluster())
-    clock = EpochClock.remote()
-    datasets = train_datasets(prepared, spec.data, [op.model_dump() for op in spec.augment], spec.train.seed,
-                              clock)
-    trainer = build_trainer(spec, datasets, clock, prepared.plan.train_rows, prepared.plan.validation_rows,
-                            storage_path=storage.path(), run_name=RAY_RUN_NAME)
     started = time.perf_counter()
-    result = trainer.fit()
+    result, usage = run_training(train_loop_per_worker, {"spec": spec.model_dump(mode="json")}, spec, prepared,
+                                 spec.train.seed, storage_path=storage.path(), run_name=RAY_RUN_NAME)
     wall_seconds = time.perf_counter() - started
-    if result.error is not None:
-        raise JobFailed(f"training failed: {result.error}")
-    if result.checkpoint is None:
-        raise JobFailed("training finished without a checkpoint")
 
+    images, labels = load_arrays(prepared.test_source, spec.data)
     with result.checkpoint.as_directory() as checkpoint_dir:
-        measured = export_and_measure(spec, checkpoint_dir, prepared, storage)
-    history = measured.pop("meta")["history"]
+        model, meta = restored_model(spec, checkpoint_dir)
+        history = meta["history"]
+        measured = export_and_measure(spec, model, history, checkpoint_dir, images, labels, storage)
     storage.write_text("metrics.jsonl", "".join(json.dumps(m) + "\n" for m in history))
     train_seconds = sum(m["train_seconds"] for m in history)
-    samples = sum(m["samples_seen"] - (history[i - 1]["samples_seen"] if i else 0) for i, m in enumerate(history))
+    samples_seen = history[-1]["samples_seen"] if history else 0
     summary = {
         "kind": "train",
         "name": spec.name,
@@ -130,12 +164,18 @@ def run_train(spec: TrainJob) -> dict:
         **measured,
         "train_seconds": train_seconds,
         "wall_seconds": wall_seconds,
-        "samples_per_second": samples / train_seconds if train_seconds else 0.0,
+        "samples_per_second": samples_seen / train_seconds if train_seconds else 0.0,
+        "samples_seen": samples_seen,
         "workers": spec.scaling.num_workers,
     }
-    summary["artifacts"]["metrics"] = storage.path("metrics.jsonl")
-    summary["artifacts"]["summary"] = storage.path("summary.json")
-    summary["artifacts"]["ray_train_run"] = storage.path(RAY_RUN_NAME)
+    summary["data_efficiency"] = {
+        "accuracy_vs_samples_seen": [{"samples_seen": m["samples_seen"], "val_accuracy": m.get("val_accuracy")}
+                                     for m in history],
+        "learning_curve": learning_curve(spec, storage, images, labels, summary),
+    }
+    summary["resources"] = resource_summary(spec.scaling, spec.evaluation, wall_seconds, usage)
+    summary["artifacts"].update(metrics=storage.path("metrics.jsonl"), summary=storage.path("summary.json"),
+                                ray_train_run=storage.path(RAY_RUN_NAME))
     storage.write_text("summary.json", json.dumps(summary, indent=2))
     log(f"test accuracy {summary['test_accuracy']:.4f} (TFLite {summary['tflite_test_accuracy']:.4f}) after "
         f"{summary['epochs_completed']} epochs, {summary['samples_per_second']:.0f} samples/s; "

@@ -35,13 +35,14 @@ def train_document(**changes) -> dict:
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """A real local cluster started the way a user starts it (`ray start --head`), shared by the session."""
+    """A real local cluster started the way a user starts it (`ray start --head`), shared by the session.
+
+    Left running afterwards: other sessions may share it, and `.ci/run` stops it.
+    """
     from cluster import local
 
-    started = local.up(num_cpus=4)
+    local.up(num_cpus=4)
     yield local.DASHBOARD_URL
-    if started:
-        local.down()
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ import tf_keras as keras
 from cluster.compression.errors import CompressionError
 from cluster.compression.layers import check_exclusions, check_functional, select_layers, wrap_layers
 from cluster.compression.prepared import Prepared
+from cluster.compression.rescaling import fold_input_rescaling
 
 qkeras = tfmot.quantization.keras
 
@@ -120,37 +121,6 @@ def convert_post_training(model: keras.Model, config: PostTrainingConfig,
     return convert_int8(model, representative_data, config.input_type, config.output_type)
 
 
-class NoOpQuantizeConfig(qkeras.QuantizeConfig):
-    """Leave a layer float during QAT.
-
-    Given to `Rescaling`: no scheme has a config for it, and a pure scale needs
-    none (the converter folds it into the quantized input's scale).
-    """
-
-    def get_weights_and_quantizers(self, layer):
-        return []
-
-    def get_activations_and_quantizers(self, layer):
-        return []
-
-    def set_quantize_weights(self, layer, quantize_weights):
-        pass
-
-    def set_quantize_activations(self, layer, quantize_activations):
-        pass
-
-    def get_output_quantizers(self, layer):
-        return []
-
-    def get_config(self):
-        return {}
-
-
-# Custom objects QAT models need when cloned or loaded: wrap loads in
-# `quantize_scope(QAT_CUSTOM_OBJECTS)`.
-QAT_CUSTOM_OBJECTS = {"NoOpQuantizeConfig": NoOpQuantizeConfig}
-
-
 @dataclass(frozen=True)
 class QATConfig:
     """Quantization-aware training options.
@@ -190,8 +160,8 @@ def _default_registry():
 
 
 def is_quantizable(layer: keras.layers.Layer) -> bool:
-    """Layers QAT wraps: those the default 8-bit registry knows, plus Rescaling (kept float)."""
-    return isinstance(layer, keras.layers.Rescaling) or _default_registry().supports(layer)
+    """Layers QAT wraps: those the default 8-bit registry knows (an input Rescaling is folded away first)."""
+    return _default_registry().supports(layer)
 
 
 def _has_quantizable_weights(layer: keras.layers.Layer) -> bool:
@@ -207,8 +177,6 @@ def quantizable_layer_names(model: keras.Model, exclude=()) -> list[str]:
 
 
 def _annotate(layer: keras.layers.Layer) -> keras.layers.Layer:
-    if isinstance(layer, keras.layers.Rescaling):
-        return qkeras.quantize_annotate_layer(layer, NoOpQuantizeConfig())
     return qkeras.quantize_annotate_layer(layer)
 
 
@@ -220,8 +188,9 @@ def prepare_qat(model: keras.Model, config: QATConfig | None = None) -> Prepared
     `strategy.scope()` when training distributed; compile afterwards.
     """
     config = config or QATConfig()
+    model = fold_input_rescaling(model)
     names = quantizable_layer_names(model, config.exclude)
-    with qkeras.quantize_scope(QAT_CUSTOM_OBJECTS):
+    with qkeras.quantize_scope():
         annotated = wrap_layers(model, names, _annotate)
         quantized = qkeras.quantize_apply(annotated, config.scheme())
     return Prepared(quantized, [])

@@ -91,3 +91,27 @@ def load_arrays(source: Source, data) -> tuple[np.ndarray, np.ndarray]:
         images.append(decode_column(table.column(data.image_column), tuple(data.image_shape)))
         labels.append(table.column(data.label_column).to_numpy().astype(np.int64))
     return np.concatenate(images).astype(np.float32), np.concatenate(labels)
+
+
+def representative_images(prepared: PreparedData, data, count: int, batch_size: int = 32):
+    """Calibration data for int8 quantization: `count` rows of the train split (never validation or test).
+
+    Returns the callable the TFLite converter wants: each call yields batches
+    of raw pixels, the same rows every time.
+    """
+    chosen = []
+    for path in prepared.train_source.files:
+        table = pq.read_table(prepared.train_source.filesystem.open_input_file(path),
+                              columns=[data.image_column, data.label_column])
+        pixels = decode_column(table.column(data.image_column), tuple(data.image_shape))
+        labels = table.column(data.label_column).to_numpy().astype(np.int64)
+        train, _ = prepared.plan.assign(row_keys(pixels), labels)
+        chosen.append(pixels[train][: count - sum(len(c) for c in chosen)].astype(np.float32))
+        if sum(len(c) for c in chosen) >= count:
+            break
+    images = np.concatenate(chosen)
+
+    def batches():
+        for start in range(0, len(images), batch_size):
+            yield images[start:start + batch_size]
+    return batches

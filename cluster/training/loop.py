@@ -1,16 +1,19 @@
 """What every Ray Train worker runs: Keras `fit` under MultiWorkerMirroredStrategy, an epoch at a time.
 
-Each epoch streams the worker's shard of the augmented train split from Ray
-Data, then every rank reports its metrics and rank 0 attaches a checkpoint
-(weights, optimizer state, epoch, history), so a restarted worker group
-resumes from the last finished epoch.
+Two entry points share the epoch loop: `train_loop_per_worker` trains a model
+of the spec's family (or fine-tunes one from `init_from`), and
+`finetune_loop_per_worker` fine-tunes one compression step (prune, cluster,
+QAT, distill) of a saved model. Each epoch streams the worker's shard of the
+augmented train split from Ray Data, then every rank reports its metrics and
+rank 0 attaches a checkpoint (weights, optimizer state, epoch, history), so a
+restarted worker group resumes from the last finished epoch.
 """
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
+from dataclasses import dataclass
 
 import cluster  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import ray.train
@@ -20,12 +23,14 @@ import tf_keras as keras
 from cluster.models import ModelShape, build_model
 from cluster.training import checkpoints
 from cluster.training.optim import build_optimizer
+from cluster.training.usage import record as record_usage
 
 SHUFFLE_BUFFER_ROWS = 2048
 
 
 def configure_devices(cpus_per_worker: float) -> None:
     """Threads to match the CPUs Ray reserved; GPU memory grows on demand (TF grabs it all otherwise)."""
+    tf.get_logger().setLevel("ERROR")  # the strategy's INFO lines would drown the job's log
     threads = max(1, int(cpus_per_worker))
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
@@ -56,76 +61,73 @@ def distributed(strategy, shard, batch_size: int, drop_last: bool, shuffle_seed:
     return strategy.distribute_datasets_from_function(dataset_fn)
 
 
-def compile_model(model: keras.Model, optimizer, label_smoothing: float) -> None:
-    if label_smoothing:
-        # Label smoothing needs one-hot targets; the data holds class ids.
-        num_classes = model.output_shape[-1]
-        loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=label_smoothing)
+def classification_loss(num_classes: int, label_smoothing: float):
+    if not label_smoothing:
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    # Label smoothing needs one-hot targets; the data holds class ids.
+    loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=label_smoothing)
 
-        def loss(labels, logits):
-            return loss_fn(tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), num_classes), logits)
-    else:
-        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    model.compile(optimizer=optimizer, loss=loss,
+    def loss(labels, logits):
+        return loss_fn(tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), num_classes), logits)
+    return loss
+
+
+def compile_classifier(model: keras.Model, optimizer, num_classes: int, label_smoothing: float = 0.0) -> None:
+    """Loss and accuracy for class-id labels and logits (a Distiller keeps its own loss)."""
+    model.compile(optimizer=optimizer, loss=classification_loss(num_classes, label_smoothing),
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
 
 
-def train_loop_per_worker(config: dict) -> None:
-    """`config`: the dumped TrainJob spec, the split sizes, and `clock` (an EpochClock handle)."""
-    from cluster.spec import TrainJob
+@dataclass(frozen=True)
+class Geometry:
+    """How the global batch and the rows divide between workers and replicas."""
 
-    spec = TrainJob.model_validate(config["spec"])
-    clock = config["clock"]
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
+    rank: int
+    world: int
+    replicas: int
+    per_replica_batch: int
+    steps_per_epoch: int
+    validation_steps: int
 
-    configure_devices(spec.scaling.cpus_per_worker)
-    strategy = make_strategy()
-    replicas = strategy.num_replicas_in_sync
-    per_replica_batch = max(1, spec.train.global_batch_size // replicas)
-    # Ray Data splits rows equally between workers, so every worker runs the
-    # same number of steps (the collectives would hang otherwise).
-    per_worker_batch = per_replica_batch * (replicas // world)
-    steps_per_epoch = (config["train_rows"] // world) // per_worker_batch
-    validation_steps = -(-(config["validation_rows"] // world) // per_worker_batch)
-    keras.utils.set_random_seed(spec.train.seed)
+    @classmethod
+    def of(cls, strategy, global_batch_size: int, train_rows: int, validation_rows: int) -> "Geometry":
+        context = ray.train.get_context()
+        world, replicas = context.get_world_size(), strategy.num_replicas_in_sync
+        per_replica = max(1, global_batch_size // replicas)
+        per_worker = per_replica * (replicas // world)
+        # Ray Data splits rows equally between workers, so every worker runs the
+        # same number of steps (the collectives would hang otherwise).
+        return cls(rank=context.get_world_rank(), world=world, replicas=replicas, per_replica_batch=per_replica,
+                   steps_per_epoch=(train_rows // world) // per_worker,
+                   validation_steps=-(-(validation_rows // world) // per_worker))
 
-    shape = ModelShape(tuple(spec.data.image_shape), spec.data.num_classes)
-    with strategy.scope():
-        model = build_model(spec.model.family, shape, spec.model.width, spec.model.depth, spec.model.dropout)
-        optimizer = build_optimizer(spec.train, steps_per_epoch)
-        compile_model(model, optimizer, spec.train.label_smoothing)
+    @property
+    def samples_per_epoch(self) -> int:
+        return self.steps_per_epoch * self.per_replica_batch * self.replicas
 
-    start_epoch, history = 0, []
-    resume = ray.train.get_checkpoint()
-    if resume is not None:
-        with resume.as_directory() as directory:
-            # Build the optimizer's slots first so their state restores now, not lazily.
-            optimizer.build(model.trainable_variables)
-            meta = checkpoints.restore(directory, model, optimizer)
-        start_epoch, history = meta["epoch"], meta["history"]
-    elif spec.train.init_from:
-        checkpoints.load_initial_weights(spec.train.init_from, model)
 
+def run_epochs(strategy, model: keras.Model, optimizer, geometry: Geometry, train, config: dict, meta: dict,
+               callbacks=(), start_epoch: int = 0, history: list | None = None) -> None:
+    """The epoch loop: stream, fit, validate, report; rank 0's report carries the checkpoint."""
+    history = list(history or [])
     train_shard = ray.train.get_dataset_shard("train")
     validation_shard = ray.train.get_dataset_shard("validation")
-    for epoch in range(start_epoch, spec.train.epochs):
-        if rank == 0:
+    for epoch in range(start_epoch, train.epochs):
+        if geometry.rank == 0:
             # Ray Data starts this epoch's execution only after every worker asks for it.
-            ray.get(clock.set.remote(epoch))
+            ray.get(config["clock"].set.remote(epoch))
         started = time.perf_counter()
-        train_data = distributed(strategy, train_shard, per_replica_batch, drop_last=True,
-                                 shuffle_seed=spec.train.seed * 100_003 + epoch * 101 + rank)
-        fit = model.fit(train_data, epochs=epoch + 1, initial_epoch=epoch, steps_per_epoch=steps_per_epoch,
-                        verbose=0)
+        train_data = distributed(strategy, train_shard, geometry.per_replica_batch, drop_last=True,
+                                 shuffle_seed=train.seed * 100_003 + epoch * 101 + geometry.rank)
+        fit = model.fit(train_data, epochs=epoch + 1, initial_epoch=epoch, steps_per_epoch=geometry.steps_per_epoch,
+                        callbacks=list(callbacks), verbose=0)
         train_seconds = time.perf_counter() - started
         validation = {}
-        if validation_steps:
-            validation_data = distributed(strategy, validation_shard, per_replica_batch, drop_last=False,
+        if geometry.validation_steps:
+            validation_data = distributed(strategy, validation_shard, geometry.per_replica_batch, drop_last=False,
                                           shuffle_seed=None)
-            loss, accuracy = model.evaluate(validation_data, steps=validation_steps, verbose=0)
-            validation = {"val_loss": float(loss), "val_accuracy": float(accuracy)}
-        seen = steps_per_epoch * per_worker_batch * world
+            scores = model.evaluate(validation_data, steps=geometry.validation_steps, verbose=0, return_dict=True)
+            validation = {"val_loss": float(scores["loss"]), "val_accuracy": float(scores["accuracy"])}
         metrics = {
             "epoch": epoch + 1,
             "loss": float(fit.history["loss"][-1]),
@@ -134,18 +136,80 @@ def train_loop_per_worker(config: dict) -> None:
             "learning_rate": float(keras.backend.get_value(optimizer.learning_rate)),
             "epoch_seconds": time.perf_counter() - started,
             "train_seconds": train_seconds,
-            "samples_per_second": seen / train_seconds,
-            "samples_seen": seen * (epoch + 1),
-            "workers": world,
-            "replicas": replicas,
+            "samples_per_second": geometry.samples_per_epoch / train_seconds,
+            "samples_seen": geometry.samples_per_epoch * (epoch + 1),
+            "workers": geometry.world,
+            "replicas": geometry.replicas,
+            **record_usage(config["usage"], geometry.rank),
         }
         history.append(metrics)
         with tempfile.TemporaryDirectory() as directory:
             # Every worker writes (the save may run collectives); only rank 0's copy is kept.
-            checkpoints.save(directory, model, optimizer,
-                             {"epoch": epoch + 1, "history": history, "spec": config["spec"]})
-            checkpoint = ray.train.Checkpoint.from_directory(directory) if rank == 0 else None
+            checkpoints.save(directory, model, optimizer, {**meta, "epoch": epoch + 1, "history": history})
+            checkpoint = ray.train.Checkpoint.from_directory(directory) if geometry.rank == 0 else None
             ray.train.report(metrics, checkpoint=checkpoint)
-    if start_epoch >= spec.train.epochs and resume is not None:
+    if start_epoch >= train.epochs:
         # A resumed run that was already complete still reports, so Result has metrics.
         ray.train.report(history[-1] if history else {"epoch": start_epoch})
+
+
+def resume_state(model: keras.Model, optimizer) -> tuple[int, list]:
+    """(start epoch, history) from Ray Train's latest checkpoint of this run, or (0, [])."""
+    resume = ray.train.get_checkpoint()
+    if resume is None:
+        return 0, []
+    with resume.as_directory() as directory:
+        # Build the optimizer's slots first so their state restores now, not lazily.
+        optimizer.build(model.trainable_variables)
+        meta = checkpoints.restore(directory, model, optimizer)
+    return meta["epoch"], meta["history"]
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Train the spec's model. `config`: the TrainJob dump, split sizes, and the EpochClock handle."""
+    from cluster.spec import TrainJob
+
+    spec = TrainJob.model_validate(config["spec"])
+    configure_devices(spec.scaling.cpus_per_worker)
+    strategy = make_strategy()
+    geometry = Geometry.of(strategy, spec.train.global_batch_size, config["train_rows"], config["validation_rows"])
+    keras.utils.set_random_seed(spec.train.seed)
+
+    shape = ModelShape(tuple(spec.data.image_shape), spec.data.num_classes)
+    with strategy.scope():
+        model = build_model(spec.model.family, shape, spec.model.width, spec.model.depth, spec.model.dropout)
+        optimizer = build_optimizer(spec.train, geometry.steps_per_epoch)
+        compile_classifier(model, optimizer, spec.data.num_classes, spec.train.label_smoothing)
+    start_epoch, history = resume_state(model, optimizer)
+    if start_epoch == 0 and spec.train.init_from:
+        checkpoints.load_initial_weights(spec.train.init_from, model)
+    run_epochs(strategy, model, optimizer, geometry, spec.train, config, {"spec": config["spec"]},
+               start_epoch=start_epoch, history=history)
+
+
+def finetune_loop_per_worker(config: dict) -> None:
+    """Fine-tune one compression step of a saved model.
+
+    `config`: `train` (TrainSpec dump), `scaling`, `step` (the pipeline step as
+    written), `input_model` (a local .keras path every worker can read), the
+    split sizes, `num_classes` and the EpochClock handle.
+    """
+    from cluster.compression.pipeline import prepare_step
+    from cluster.compression.steps import load_model, step_with_schedule
+    from cluster.spec import ScalingSpec, TrainSpec
+
+    train, scaling = TrainSpec.model_validate(config["train"]), ScalingSpec.model_validate(config["scaling"])
+    configure_devices(scaling.cpus_per_worker)
+    strategy = make_strategy()
+    geometry = Geometry.of(strategy, train.global_batch_size, config["train_rows"], config["validation_rows"])
+    keras.utils.set_random_seed(train.seed)
+
+    step = step_with_schedule(config["step"], train.epochs * geometry.steps_per_epoch)
+    with strategy.scope():
+        prepared = prepare_step(step, load_model(config["input_model"]))
+        model = prepared.model
+        optimizer = build_optimizer(train, geometry.steps_per_epoch)
+        compile_classifier(model, optimizer, config["num_classes"], train.label_smoothing)
+    start_epoch, history = resume_state(model, optimizer)
+    run_epochs(strategy, model, optimizer, geometry, train, config, {"step": config["step"]},
+               callbacks=prepared.callbacks, start_epoch=start_epoch, history=history)

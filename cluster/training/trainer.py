@@ -1,13 +1,19 @@
-"""Build Ray Train's TensorflowTrainer from a spec."""
+"""Build and run Ray Train's TensorflowTrainer on the Ray Data pipeline."""
 
 from __future__ import annotations
 
 import ray
-from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, Result, RunConfig, ScalingConfig
 from ray.train.tensorflow import TensorflowTrainer
 
 from cluster import WORKER_ENV
-from cluster.training.loop import train_loop_per_worker
+from cluster.data.augment import EpochClock
+from cluster.data.pipeline import PreparedData, train_datasets
+from cluster.training.usage import WorkerUsage
+
+
+class TrainingFailed(RuntimeError):
+    """A Ray Train run that ended in error after its retries; names the run."""
 
 
 def scaling_config(scaling) -> ScalingConfig:
@@ -25,25 +31,42 @@ def steps_per_epoch(train_rows: int, scaling, global_batch_size: int) -> int:
     return per_worker_rows // per_worker_batch
 
 
-def build_trainer(spec, datasets: dict[str, ray.data.Dataset], clock, train_rows: int, validation_rows: int,
-                  storage_path: str, run_name: str) -> TensorflowTrainer:
-    config = {
-        "spec": spec.model_dump(mode="json"),
-        "clock": clock,
-        "train_rows": train_rows,
-        "validation_rows": validation_rows,
-    }
-    return TensorflowTrainer(
-        train_loop_per_worker,
+def run_training(loop, config: dict, job, prepared: PreparedData, seed: int, storage_path: str,
+                 run_name: str, callbacks=()) -> tuple[Result, dict]:
+    """Run `loop` on every worker over fresh train/validation datasets; resumes `run_name` if it exists.
+
+    `job` is a spec with `data`, `augment` and `scaling`; `config` gets the
+    split sizes, the EpochClock and the WorkerUsage log added. Returns Ray
+    Train's result and the workers' resource use (CPU seconds, peak RSS).
+    `callbacks` go to Ray Train (e.g. Tune's TuneReportCallback inside a trial).
+    """
+    clock, usage = EpochClock.remote(), WorkerUsage.remote()
+    datasets = train_datasets(prepared, job.data, [op.model_dump() for op in job.augment], seed, clock)
+    config = {**config, "clock": clock, "usage": usage, "train_rows": prepared.plan.train_rows,
+              "validation_rows": prepared.plan.validation_rows, "num_classes": job.data.num_classes}
+    trainer = TensorflowTrainer(
+        loop,
         train_loop_config=config,
-        scaling_config=scaling_config(spec.scaling),
+        scaling_config=scaling_config(job.scaling),
         datasets=datasets,
         dataset_config=DataConfig(datasets_to_split="all"),
         run_config=RunConfig(
             name=run_name,
             storage_path=storage_path,
-            failure_config=FailureConfig(max_failures=spec.scaling.max_failures),
+            failure_config=FailureConfig(max_failures=job.scaling.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             worker_runtime_env={"env_vars": WORKER_ENV},
+            callbacks=list(callbacks),
         ),
     )
+    try:
+        result = trainer.fit()
+        used = ray.get(usage.summary.remote())
+    except Exception as error:  # Ray raises its own error types for a failed run
+        raise TrainingFailed(f"{storage_path}/{run_name}: training failed: {error}") from error
+    finally:
+        ray.kill(clock)
+        ray.kill(usage)
+    if result.checkpoint is None:
+        raise TrainingFailed(f"{storage_path}/{run_name}: training finished without a checkpoint")
+    return result, used

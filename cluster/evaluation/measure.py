@@ -1,0 +1,25 @@
+"""Measure one deployable artifact the way the spec's `evaluation` section says."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cluster.evaluation.report import measure_artifact
+from cluster.evaluation.tensors import unique_value_counts
+
+
+def measure(name: str, tflite_path: Path, keras_model, images, labels, evaluation, extra: dict) -> dict:
+    """The evaluation record of a TFLite file, plus the sparsity counted in its Keras model."""
+    from cluster.compression.pruning import measured_sparsity
+
+    record = measure_artifact(tflite_path, images, labels, name=name, keras_model=keras_model,
+                              num_threads=evaluation.num_threads, batch_sizes=tuple(evaluation.batch_sizes),
+                              repetitions=evaluation.repetitions, measure_memory=evaluation.memory, extra=extra)
+    row = record.to_dict()
+    row["technique"] = extra.get("technique", "float")
+    row["unique_values_per_layer"] = unique_value_counts(tflite_path)
+    if keras_model is not None:
+        report = measured_sparsity(keras_model)
+        row["sparsity"] = report.overall
+        row["sparsity_per_layer"] = report.per_layer
+    return row

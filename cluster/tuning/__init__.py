@@ -1,0 +1,1 @@
+"""The sweet-spot search: the search space, the CPU budget, and choosing among measured variants."""

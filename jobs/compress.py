@@ -1,0 +1,145 @@
+"""`kind: compress`: build each listed variant from a trained baseline, export it, measure the artifact.
+
+Each variant is an ordered pipeline (e.g. distill -> prune -> quantize). A step
+that needs fine-tuning (distill, prune, cluster, qat) runs as its own Ray
+Train run over the same streaming data pipeline and scaling as training,
+starting from the previous step's model; the driver then rebuilds the step's
+model from the run's checkpoint, finalizes it (strips wrappers, takes the
+student) and hands it to the next step. The last model is converted to TFLite
+and every figure in the report is measured on that file.
+
+Results under `<output.storage>/<name>/`:
+    spec.yaml, summary.json, report.md
+    baseline/model.tflite                       the float baseline, for the ratios
+    variants/<variant>/model.tflite             the deployable artifact
+    variants/<variant>/model.keras              the finalized Keras model (float, where it can be saved)
+    variants/<variant>/record.json              its measured row (a rerun skips finished variants)
+    variants/<variant>/step<k>-<technique>/     Ray Train's run folder of each fine-tuned step
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import ray
+
+from cluster.compression.pipeline import check_model
+from cluster.compression.steps import load_model, resolved_steps, technique
+from cluster.compression.variants import build_variant
+from cluster.data.pipeline import load_arrays, prepare, representative_images
+from cluster.evaluation.measure import measure
+from cluster.evaluation.report import markdown_table
+from cluster.evaluation.tflite import export_tflite
+from cluster.spec import CompressJob
+from cluster.storage import RunStorage, fetch_local
+from cluster.training.resources import Capacity, check_training_fits
+from cluster.training.trainer import steps_per_epoch
+from jobs.common import JobFailed, claim_run_folder, log
+
+
+def baseline_model_path(baseline: str) -> str:
+    """A local .keras file for the baseline: a train job's folder holds `model.keras`."""
+    local = fetch_local(baseline.rstrip("/") + "/model.keras") if not baseline.endswith((".keras", ".h5")) \
+        else fetch_local(baseline)
+    if local is None:
+        raise JobFailed(f"baseline: {baseline} is neither a train job's result folder (with model.keras) "
+                        "nor a saved Keras model file")
+    return local
+
+
+def check_fits_data(model, spec: CompressJob) -> None:
+    expected, classes = tuple(spec.data.image_shape), spec.data.num_classes
+    if tuple(model.input_shape[1:]) != expected:
+        raise JobFailed(f"baseline: the model takes inputs of shape {list(model.input_shape[1:])}, "
+                        f"the data has images of {list(expected)} (data.image_shape)")
+    if model.output_shape[-1] != classes:
+        raise JobFailed(f"baseline: the model has {model.output_shape[-1]} outputs, the data "
+                        f"{classes} classes (data.num_classes)")
+
+
+def run_compress(spec: CompressJob) -> dict:
+    storage = RunStorage(f"{spec.output.storage.rstrip('/')}/{spec.name}")
+    baseline_path = baseline_model_path(spec.baseline)
+    baseline = load_model(baseline_path)
+    check_fits_data(baseline, spec)
+    for variant in spec.variants:
+        # Every technique must find layers it supports before any cluster time is spent.
+        try:
+            check_model(resolved_steps(variant.pipeline), baseline)
+        except ValueError as error:
+            raise JobFailed(f"variants.{variant.name}: {error}") from None
+    claim_run_folder(spec, storage)
+    log(f"checking data: {spec.data.train} and {spec.data.test}")
+    prepared = prepare(spec.data, spec.fine_tune.seed)
+    for variant in spec.variants:
+        tune = spec.fine_tune_of(variant)
+        if steps_per_epoch(prepared.plan.train_rows, spec.scaling, tune.global_batch_size) == 0:
+            raise JobFailed(f"variants.{variant.name}: fine_tune.global_batch_size ({tune.global_batch_size}) "
+                            f"exceeds the {prepared.plan.train_rows} training rows")
+    ray.init(ignore_reinit_error=True)
+    check_training_fits(spec.scaling, Capacity.of_cluster())
+
+    images, labels = load_arrays(prepared.test_source, spec.data)
+    representative = representative_images(prepared, spec.data, spec.representative_samples)
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        baseline_tflite = export_tflite(baseline, scratch / "baseline.tflite")
+        row = measure("baseline", baseline_tflite, baseline, images, labels, spec.evaluation,
+                      {"technique": "float", "pipeline": []})
+        row["artifact"] = storage.upload(baseline_tflite, "baseline/model.tflite")
+        rows.append(row)
+        for variant in spec.variants:
+            record = f"variants/{variant.name}/record.json"
+            if storage.exists(record):
+                log(f"{variant.name}: already measured, skipping")
+                rows.append(json.loads(storage.read_text(record)))
+                continue
+            model, tflite_path, histories = build_variant(
+                spec, spec.fine_tune_of(variant), variant.name, variant.pipeline, baseline_path, prepared,
+                representative, storage, scratch)
+            extra = {"technique": "+".join(technique(s) for s in variant.pipeline), "pipeline": variant.pipeline,
+                     "fine_tune_history": histories}
+            row = measure(variant.name, tflite_path, model, images, labels, spec.evaluation, extra)
+            row["artifact"] = storage.upload(tflite_path, f"variants/{variant.name}/model.tflite")
+            keras_path = scratch / f"{variant.name}.keras"
+            if not any(technique(s) == "qat" for s in variant.pipeline):
+                model.save(keras_path)
+                row["keras_model"] = storage.upload(keras_path, f"variants/{variant.name}/model.keras")
+            storage.write_text(record, json.dumps(row, indent=1))
+            rows.append(row)
+            log(f"{variant.name}: TFLite accuracy {row['accuracy']:.4f}, {row['size_bytes_gzip']} B gzip")
+
+    summary = compress_summary(spec, rows, storage)
+    storage.write_text("summary.json", json.dumps(summary, indent=2))
+    storage.write_text("report.md", compress_report(summary))
+    return summary
+
+
+def compress_summary(spec: CompressJob, rows: list[dict], storage: RunStorage) -> dict:
+    base = rows[0]
+    for row in rows:
+        row["size_ratio"] = base["size_bytes_gzip"] / row["size_bytes_gzip"]
+        row["accuracy_drop_pt"] = 100.0 * (base["accuracy"] - row["accuracy"])
+    return {"kind": "compress", "name": spec.name, "baseline": "baseline", "baseline_source": spec.baseline,
+            "variants": rows,
+            "artifacts": {"summary": storage.path("summary.json"), "report": storage.path("report.md")}}
+
+
+def compress_report(summary: dict) -> str:
+    lines = [f"# {summary['name']}: compressed variants", "",
+             "Every figure is measured on the TFLite file (accuracy: the interpreter over the whole test split; "
+             "size ratio: gzip size of the float baseline / gzip size of the variant).", "",
+             "| variant | technique | TFLite accuracy | drop (pt) | gzip bytes | ratio | sparsity |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for row in summary["variants"]:
+        lines.append(f"| {row['name']} | {row['technique']} | {row['accuracy']:.4f} | {row['accuracy_drop_pt']:+.2f} "
+                     f"| {row['size_bytes_gzip']} | {row['size_ratio']:.1f}x | {row.get('sparsity', 0.0):.3f} |")
+    from cluster.evaluation.report import EvaluationRecord
+
+    known = set(EvaluationRecord.__dataclass_fields__)
+    records = [EvaluationRecord.from_dict({k: v for k, v in row.items() if k in known}) for row in summary["variants"]]
+    lines += ["", "## Efficiency", "", markdown_table(records), ""]
+    return "\n".join(lines)

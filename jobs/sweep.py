@@ -1,0 +1,270 @@
+"""`kind: sweep`: search model scale x compression with Ray Tune, measure every artifact, pick the sweet spot.
+
+Two Tune experiments, each trial running Ray Train inside it:
+  1. scales: one trial per (width, depth) trains the float baseline; ASHA (optional)
+     stops weak scales early on validation accuracy.
+  2. variants: one trial per (scale, compression pipeline) fine-tunes from that
+     scale's baseline checkpoint (a distillation step uses it as teacher).
+Then every artifact is measured here, in one process on one node, so the
+ratios are fair; the Pareto frontiers and the sweet spot follow, the sweet
+spot's file is copied to `best.tflite`, and the report is written.
+
+Submitting the same spec again resumes both experiments (Tune's restore):
+finished trials are not run again, and measured variants are not measured again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import ray
+from ray import tune
+
+from cluster.data.pipeline import PreparedData, load_arrays, prepare, representative_images
+from cluster.reporting import html_page, markdown
+from cluster.spec import ModelSpec, SweepJob, TrainJob
+from cluster.storage import RunStorage
+from cluster.training.resources import Capacity
+from cluster.tuning.budget import plan_concurrency
+from cluster.tuning.pareto import choose, pareto_front
+from cluster.tuning.space import Scale, Variant, check_reachable, expand
+from jobs.common import JobFailed, claim_run_folder, log
+
+SCALE_MODEL = "scales/{scale}/model.keras"
+SCALE_HISTORY = "scales/{scale}/history.json"
+VARIANT_TFLITE = "variants/{variant}/model.tflite"
+VARIANT_MODEL = "variants/{variant}/model.keras"
+VARIANT_HISTORY = "variants/{variant}/history.json"
+RECORD = "records/{variant}.json"
+
+
+def scale_train_job(spec: SweepJob, scale: Scale) -> TrainJob:
+    return TrainJob(kind="train", name=f"{spec.name}-{scale.name}", data=spec.data, augment=spec.augment,
+                    scaling=spec.scaling, evaluation=spec.evaluation, train=spec.train, output=spec.output,
+                    model=ModelSpec(family=scale.family, width=scale.width, depth=scale.depth,
+                                    dropout=spec.search.dropout))
+
+
+# ---------------------------------------------------------------- trials (run in Tune's trial actors)
+
+
+def scale_trial(config: dict, spec_dump: dict, prepared: PreparedData, storage_uri: str,
+                fail_trial: str | None = None) -> None:
+    """Train one scale's float baseline with Ray Train; save it for the compression trials."""
+    if fail_trial == config["name"]:
+        raise RuntimeError(f"injected failure in trial {fail_trial} (SWEETSPOT_FAIL_TRIAL)")
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from cluster.training.loop import train_loop_per_worker
+    from cluster.training.trainer import run_training
+    from jobs.train import restored_model
+
+    spec, scale = SweepJob.model_validate(spec_dump), Scale(**config["scale"])
+    storage = RunStorage(storage_uri)
+    job = scale_train_job(spec, scale)
+    result, _ = run_training(train_loop_per_worker, {"spec": job.model_dump(mode="json")}, job, prepared,
+                             spec.train.seed, storage_path=storage.path("trials"), run_name=scale.name,
+                             callbacks=[TuneReportCallback()])
+    with result.checkpoint.as_directory() as directory, tempfile.TemporaryDirectory() as scratch:
+        model, meta = restored_model(job, directory)
+        model.save(Path(scratch) / "model.keras")
+        storage.upload(Path(scratch) / "model.keras", SCALE_MODEL.format(scale=scale.name))
+    storage.write_text(SCALE_HISTORY.format(scale=scale.name), json.dumps(meta["history"]))
+
+
+def variant_trial(config: dict, spec_dump: dict, prepared: PreparedData, storage_uri: str,
+                  fail_trial: str | None = None) -> None:
+    """Build one compressed variant from its scale's baseline; its fine-tuning steps are Ray Train runs.
+
+    `fail_trial` names a variant that raises at once: the fault-injection hook
+    the reliability tests use (set by SWEETSPOT_FAIL_TRIAL in the driver).
+    """
+    if fail_trial == config["name"]:
+        raise RuntimeError(f"injected failure in trial {fail_trial} (SWEETSPOT_FAIL_TRIAL)")
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from cluster.compression.variants import build_variant
+    from cluster.storage import fetch_local
+
+    spec = SweepJob.model_validate(spec_dump)
+    variant = Variant(Scale(**config["scale"]), config["pipeline_name"], tuple(config["pipeline"]))
+    storage = RunStorage(storage_uri)
+    baseline = fetch_local(storage.path(SCALE_MODEL.format(scale=variant.scale.name)))
+    if baseline is None:
+        raise RuntimeError(f"the baseline of scale {variant.scale.name} is missing (its trial failed or stopped)")
+    representative = representative_images(prepared, spec.data, spec.representative_samples)
+    with tempfile.TemporaryDirectory() as scratch:
+        model, tflite_path, histories = build_variant(
+            spec, spec.fine_tune, variant.name, list(variant.pipeline), baseline, prepared, representative, storage,
+            Path(scratch), run_root="trials", callbacks_factory=lambda: [TuneReportCallback()])
+        storage.upload(tflite_path, VARIANT_TFLITE.format(variant=variant.name))
+        if not any("qat" in step for step in variant.pipeline):
+            model.save(Path(scratch) / "final.keras")
+            storage.upload(Path(scratch) / "final.keras", VARIANT_MODEL.format(variant=variant.name))
+    storage.write_text(VARIANT_HISTORY.format(variant=variant.name), json.dumps(histories))
+    tune.report({"done": 1})
+
+
+# ---------------------------------------------------------------- driver
+
+
+def run_tune(trainable, configs: list[dict], spec: SweepJob, prepared, storage: RunStorage, experiment: str,
+             concurrency: int, scheduler=None):
+    """One Tune experiment over `configs`, resumed from storage when it ran before."""
+    path = storage.path(f"tune/{experiment}")
+    trainable = tune.with_resources(
+        tune.with_parameters(trainable, spec_dump=spec.model_dump(mode="json"), prepared=prepared,
+                             storage_uri=storage.path(), fail_trial=os.environ.get("SWEETSPOT_FAIL_TRIAL")),
+        {"cpu": spec.tune.trial_driver_cpus})
+    if tune.Tuner.can_restore(path):
+        log(f"resuming the {experiment} experiment from {path}: finished trials are not run again")
+        tuner = tune.Tuner.restore(path, trainable=trainable, restart_errored=False)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"variant": tune.grid_search(configs)},
+            tune_config=tune.TuneConfig(max_concurrent_trials=concurrency, scheduler=scheduler),
+            run_config=tune.RunConfig(name=experiment, storage_path=storage.path("tune"),
+                                      failure_config=tune.FailureConfig(max_failures=0)),
+        )
+    return tuner.fit()
+
+
+def unwrap(trainable):
+    """Tune's grid puts each trial's config under "variant"."""
+    def trial(config, **kwargs):
+        return trainable(config["variant"], **kwargs)
+    trial.__name__ = trainable.__name__
+    return trial
+
+
+def trial_errors(results) -> dict[str, str]:
+    """Variant name -> the last line of its trial's error."""
+    errors = {}
+    for result in results:
+        if result.error is not None:
+            # A trial restored in its errored state comes back without its config; Tune kept it on disk.
+            config = result.config or json.loads(Path(result.path, "params.json").read_text())
+            errors[config["variant"]["name"]] = str(result.error).strip().splitlines()[-1][:500]
+    return errors
+
+
+def run_sweep(spec: SweepJob) -> dict:
+    storage = RunStorage(f"{spec.output.storage.rstrip('/')}/{spec.name}")
+    scales, variants = expand(spec.search, spec.train.seed)
+    check_reachable(spec.constraints, scales, variants, spec.data.image_shape, spec.data.num_classes)
+    log(f"checking data: {spec.data.train} and {spec.data.test}")
+    prepared = prepare(spec.data, spec.train.seed)
+    ray.init(ignore_reinit_error=True)
+    budget = plan_concurrency(spec.scaling, spec.tune, Capacity.of_cluster())
+    log(budget.explanation)
+    claim_run_folder(spec, storage)
+    log(f"search space: {len(scales)} scale(s), {len(variants)} variant(s)")
+
+    scheduler = None
+    if spec.tune.scheduler == "asha":
+        scheduler = tune.schedulers.ASHAScheduler(metric="val_accuracy", mode="max", time_attr="epoch",
+                                                  max_t=spec.train.epochs, grace_period=spec.tune.grace_epochs,
+                                                  reduction_factor=spec.tune.reduction_factor)
+    scale_configs = [{"name": s.name, "scale": vars(s)} for s in scales]
+    scale_results = run_tune(unwrap(scale_trial), scale_configs, spec, prepared, storage, "scales",
+                             budget.concurrency, scheduler)
+    errors = trial_errors(scale_results)
+    trained = [s for s in scales if storage.exists(SCALE_MODEL.format(scale=s.name))]
+    stopped = [s.name for s in scales if s not in trained and s.name not in errors]
+    compressed = [v for v in variants if not v.is_float and v.scale in trained]
+    if compressed:
+        variant_configs = [{"name": v.name, "scale": vars(v.scale), "pipeline_name": v.pipeline_name,
+                            "pipeline": list(v.pipeline)} for v in compressed]
+        errors.update(trial_errors(run_tune(unwrap(variant_trial), variant_configs, spec, prepared, storage,
+                                            "variants", budget.concurrency)))
+
+    rows = measure_all(spec, prepared, storage, [v for v in variants if v.scale in trained])
+    summary = sweep_summary(spec, storage, rows, errors, stopped, scales, variants)
+    write_report(summary, storage)
+    log(markdown(summary).split("\n")[2])
+    return summary
+
+
+def measure_all(spec: SweepJob, prepared, storage: RunStorage, variants: list[Variant]) -> list[dict]:
+    """Every variant's artifact measured here, one after another: same node, same threads, fair ratios."""
+    from cluster.compression.steps import load_model
+    from cluster.evaluation.tflite import export_tflite
+    from cluster.storage import fetch_local
+    from cluster.evaluation.measure import measure
+
+    images, labels = load_arrays(prepared.test_source, spec.data)
+    rows = []
+    for variant in variants:
+        record = RECORD.format(variant=variant.name)
+        if storage.exists(record):
+            rows.append(json.loads(storage.read_text(record)))
+            continue
+        if variant.is_float:
+            keras_path = fetch_local(storage.path(SCALE_MODEL.format(scale=variant.scale.name)))
+            model = load_model(keras_path)
+            with tempfile.TemporaryDirectory() as scratch:
+                tflite = export_tflite(model, Path(scratch) / "model.tflite")
+                storage.upload(tflite, VARIANT_TFLITE.format(variant=variant.name))
+        tflite = fetch_local(storage.path(VARIANT_TFLITE.format(variant=variant.name)))
+        if tflite is None:
+            continue  # its trial failed; reported with its error
+        keras_path = fetch_local(storage.path(VARIANT_MODEL.format(variant=variant.name))) if not variant.is_float \
+            else keras_path
+        model = load_model(keras_path) if keras_path else None
+        extra = {"technique": "+".join(next(iter(s)) for s in variant.pipeline) or "float",
+                 "scale": vars(variant.scale), "pipeline": list(variant.pipeline)}
+        row = measure(variant.name, Path(tflite), model, images, labels, spec.evaluation, extra)
+        row["artifact"] = storage.path(VARIANT_TFLITE.format(variant=variant.name))
+        storage.write_text(record, json.dumps(row))
+        rows.append(row)
+        log(f"measured {variant.name}: accuracy {row['accuracy']:.4f}, {row['size_bytes_gzip']} B gzip, "
+            f"p95 {row['latency_ms_p95']:.3f} ms")
+    return rows
+
+
+def sweep_summary(spec: SweepJob, storage: RunStorage, rows: list[dict], errors: dict, stopped: list[str],
+                  scales: list[Scale], variants: list[Variant]) -> dict:
+    floats = [r for r in rows if r["technique"] == "float"]
+    baseline = max(floats, key=lambda r: r["accuracy"])["name"] if floats else None
+    base = next((r for r in rows if r["name"] == baseline), None)
+    for row in rows:
+        row["size_ratio"] = base["size_bytes_gzip"] / row["size_bytes_gzip"] if base else None
+        row["accuracy_drop_pt"] = 100.0 * (base["accuracy"] - row["accuracy"]) if base else None
+    constraints = spec.constraints.model_dump()
+    choice = choose(rows, constraints, spec.objective.metric)
+    learning = {}
+    for scale in scales:
+        if storage.exists(SCALE_HISTORY.format(scale=scale.name)):
+            learning[scale.name] = json.loads(storage.read_text(SCALE_HISTORY.format(scale=scale.name)))
+    for variant in variants:
+        if storage.exists(VARIANT_HISTORY.format(variant=variant.name)):
+            for step, history in json.loads(storage.read_text(VARIANT_HISTORY.format(variant=variant.name))).items():
+                learning[f"{variant.name}/{step}"] = history
+    summary = {
+        "kind": "sweep", "name": spec.name, "baseline": baseline, "variants": rows,
+        "pareto": {"size_bytes_gzip": pareto_front(rows, "size_bytes_gzip"),
+                   "latency_ms_p95": pareto_front(rows, "latency_ms_p95")},
+        "sweet_spot": choice.sweet_spot, "closest": choice.closest, "closest_violations": choice.closest_violations,
+        "feasible": choice.feasible, "constraints": constraints, "objective": spec.objective.metric,
+        "failed": [{"name": name, "error": error} for name, error in sorted(errors.items())],
+        "stopped_early": stopped, "num_threads": spec.evaluation.num_threads, "learning_curves": learning,
+        "artifacts": {"summary": storage.path("summary.json"), "report_md": storage.path("report.md"),
+                      "report": storage.path("report.html")},
+    }
+    if choice.sweet_spot:
+        from cluster.storage import fetch_local
+
+        best = next(r for r in rows if r["name"] == choice.sweet_spot)
+        data = Path(fetch_local(best["artifact"])).read_bytes()
+        summary["artifacts"]["best"] = storage.write_bytes("best.tflite", data)
+    return summary
+
+
+def write_report(summary: dict, storage: RunStorage) -> None:
+    storage.write_text("report.md", markdown(summary))
+    storage.write_text("report.html", html_page(summary))
+    storage.write_text("summary.json", json.dumps(summary, indent=2))

@@ -1,0 +1,191 @@
+"""The compress job on the real local cluster: every technique yields a measured, deployable TFLite file."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from cluster.compression.pruning import check_nm_pattern, layer_kernels
+from cluster.evaluation.tensors import unique_value_counts, weight_dtypes
+from cluster.evaluation.tflite import TFLiteModel
+from tests.conftest import ROOT, SAMPLE, train_document
+
+PRUNE_TARGET = 0.75
+CLUSTERS = 8
+
+
+def compress_document(baseline: str, variants: list, **changes) -> dict:
+    base = train_document()
+    document = {
+        "version": 1, "kind": "compress", "name": "test-compress", "baseline": baseline,
+        "data": base["data"], "augment": [{"flip_left_right": {"p": 0.5}}],
+        "fine_tune": {"epochs": 1, "global_batch_size": 128, "optimizer": {"name": "adam", "learning_rate": 2e-4}},
+        "scaling": {"num_workers": 2, "cpus_per_worker": 1},
+        "evaluation": {"repetitions": 30, "batch_sizes": [32], "memory": False},
+        "variants": variants, "output": {"storage": "/tmp/sweetspot-tests"},
+    }
+    document.update(changes)
+    return document
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory):
+    """A small CNN trained for 2 epochs on the sample, saved the way a train job saves it."""
+    import tf_keras as keras
+
+    from cluster.data.pipeline import load_arrays
+    from cluster.data.sources import resolve
+    from cluster.models import ModelShape, build_model
+    from cluster.spec import DataSpec
+
+    data = DataSpec(train=str(SAMPLE / "train.parquet"), test=str(SAMPLE / "test.parquet"), num_classes=10)
+    images, labels = load_arrays(resolve(data.train, "data.train"), data)
+    keras.utils.set_random_seed(0)
+    model = build_model("cnn", ModelShape((28, 28, 1), 10), width=0.5, depth=2)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model.fit(images, labels, epochs=2, batch_size=64, verbose=0)
+    path = tmp_path_factory.mktemp("baseline") / "model.keras"
+    model.save(path)
+    return path
+
+
+VARIANTS = [
+    {"name": "int8", "pipeline": [{"quantize": {"mode": "int8"}}]},
+    {"name": "float16", "pipeline": [{"quantize": {"mode": "float16"}}]},
+    {"name": "pruned", "pipeline": [{"prune": {"final_sparsity": PRUNE_TARGET, "exclude": ["logits"]}}]},
+    {"name": "pruned-2of4-int8", "pipeline": [{"prune": {"sparsity_m_by_n": [2, 4]}}, {"quantize": {"mode": "int8"}}]},
+    {"name": "clustered", "pipeline": [{"cluster": {"number_of_clusters": CLUSTERS}}]},
+    {"name": "distilled", "pipeline": [{"distill": {"student": {"family": "cnn", "width": 0.25}}}],
+     # A student starts from scratch: it needs a training-sized rate, not a fine-tuning one.
+     "fine_tune": {"epochs": 2, "global_batch_size": 128, "optimizer": {"name": "adam", "learning_rate": 3e-3}}},
+    {"name": "pruned-qat", "pipeline": [{"prune": {"final_sparsity": 0.5, "exclude": ["logits"]}}, {"qat": {}}]},
+]
+
+
+@pytest.fixture(scope="module")
+def compressed(ray_cluster, baseline, tmp_path_factory):
+    storage = tmp_path_factory.mktemp("compress")
+    spec = storage / "compress.yaml"
+    spec.write_text(yaml.safe_dump(compress_document(str(baseline), VARIANTS)))
+    done = subprocess.run([sys.executable, "-m", "jobs", str(spec), "--output", str(storage)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=1500)
+    assert done.returncode == 0, done.stderr[-4000:]
+    summary = json.loads((storage / "test-compress" / "summary.json").read_text())
+    return storage / "test-compress", {row["name"]: row for row in summary["variants"]}, summary
+
+
+@pytest.fixture(scope="module")
+def test_split():
+    from cluster.data.pipeline import load_arrays
+    from cluster.data.sources import resolve
+    from cluster.spec import DataSpec
+
+    data = DataSpec(train=str(SAMPLE / "train.parquet"), test=str(SAMPLE / "test.parquet"), num_classes=10)
+    return load_arrays(resolve(data.test, "data.test"), data)
+
+
+@pytest.mark.timeout(1800)
+def test_every_variant_is_a_measured_tflite_file(compressed, test_split):
+    run, rows, summary = compressed
+    images, labels = test_split
+    assert summary["kind"] == "compress" and summary["baseline"] == "baseline"
+    assert list(rows) == ["baseline"] + [v["name"] for v in VARIANTS]
+    for name, row in rows.items():
+        for field in ("name", "technique", "accuracy", "size_bytes", "size_bytes_gzip", "sparsity", "artifact",
+                      "params", "params_nonzero", "flops", "latency_ms_p50", "latency_ms_p95", "throughput_sps"):
+            assert row.get(field) is not None, (name, field)
+        # The reported accuracy is the interpreter's on the whole test split of that very file.
+        assert row["num_test_samples"] == len(labels)
+        assert TFLiteModel(row["artifact"]).accuracy(images, labels) == pytest.approx(row["accuracy"], abs=1e-9)
+        assert row["latency_ms_p50"] <= row["latency_ms_p95"] <= row["latency_ms_p99"]
+    assert (run / "report.md").read_text().count("| ") > 10
+
+
+@pytest.mark.timeout(60)
+def test_pruned_layers_reach_the_target(compressed):
+    import tf_keras as keras
+
+    run, rows, _ = compressed
+    per_layer = rows["pruned"]["sparsity_per_layer"]
+    assert per_layer["logits"] < 0.01, "the excluded layer stays dense"
+    for layer in ("conv1", "conv2", "dense1"):
+        assert per_layer[layer] >= PRUNE_TARGET - 0.01, per_layer
+    model = keras.models.load_model(run / "variants" / "pruned" / "model.keras", safe_mode=True)
+    kernel = model.get_layer("dense1").kernel.numpy()
+    assert (kernel == 0).mean() >= PRUNE_TARGET - 0.01
+    assert (model.get_layer("logits").kernel.numpy() != 0).all()
+
+
+@pytest.mark.timeout(60)
+def test_two_of_four_holds_in_every_group_and_the_file_is_int8(compressed):
+    import tf_keras as keras
+
+    run, rows, _ = compressed
+    dtypes = weight_dtypes(rows["pruned-2of4-int8"]["artifact"])
+    assert dtypes.get("int8", 0) >= 4, dtypes
+    assert weight_dtypes(rows["int8"]["artifact"]).get("int8", 0) >= 4
+    assert weight_dtypes(rows["float16"]["artifact"]).get("float16", 0) >= 4
+    assert weight_dtypes(rows["pruned-qat"]["artifact"]).get("int8", 0) >= 4
+    # The flatbuffer itself carries the zeros: the int8 dense kernel keeps the 2:4 pattern.
+    from cluster.evaluation.tensors import constant_tensors
+
+    dense = [t for t in constant_tensors(rows["pruned-2of4-int8"]["artifact"])
+             if t.role == "kernel" and t.op == "FULLY_CONNECTED" and t.dtype == "int8"]
+    assert dense
+    assert rows["pruned-2of4-int8"]["sparsity"] >= 0.45
+
+
+@pytest.mark.timeout(60)
+def test_clustered_layers_have_at_most_k_values_in_the_file(compressed):
+    _, rows, _ = compressed
+    counts = {name: n for name, n in unique_value_counts(rows["clustered"]["artifact"]).items() if n is not None}
+    assert counts and all(n <= CLUSTERS for n in counts.values()), counts
+
+
+@pytest.mark.timeout(60)
+def test_distilled_student_is_smaller_and_learned(compressed):
+    _, rows, _ = compressed
+    assert rows["distilled"]["params"] < rows["baseline"]["params"] / 3
+    assert rows["distilled"]["accuracy"] > 0.5
+
+
+@pytest.mark.timeout(60)
+def test_quantized_variants_shrink_the_file_and_keep_accuracy(compressed):
+    _, rows, _ = compressed
+    assert rows["int8"]["size_bytes"] < rows["baseline"]["size_bytes"] / 3
+    assert rows["float16"]["size_bytes"] < rows["baseline"]["size_bytes"] / 1.8
+    for name in ("int8", "float16", "pruned-qat"):
+        # int8 TFLite from PTQ and from QAT: within a few points of the float file, far from chance.
+        assert rows[name]["accuracy"] > rows["baseline"]["accuracy"] - 0.05, name
+
+
+@pytest.mark.parametrize("variant, expected", [
+    ({"name": "v", "pipeline": [{"prune": {"final_sparsity": 1.0}}]}, "final_sparsity"),
+    ({"name": "v", "pipeline": [{"cluster": {"number_of_clusters": 1}}]}, "number_of_clusters"),
+    ({"name": "v", "pipeline": [{"shrink": {}}]}, "unknown technique"),
+    ({"name": "v", "pipeline": [{"quantize": {"mode": "int8"}}, {"prune": {}}]}, "quantize"),
+])
+def test_bad_pipelines_fail_validation_naming_the_field(tmp_path, variant, expected):
+    from cluster.spec import SpecError, load_spec
+
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(compress_document("/nonexistent.keras", [variant])))
+    with pytest.raises(SpecError) as error:
+        load_spec(path)
+    assert "variants.0.pipeline" in str(error.value) and expected in str(error.value)
+
+
+@pytest.mark.timeout(300)
+def test_incompatible_baseline_fails_before_fine_tuning(baseline, tmp_path):
+    document = compress_document(str(baseline), [{"name": "p", "pipeline": [{"prune": {}}]}])
+    document["data"]["num_classes"] = 12
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(document))
+    done = subprocess.run([sys.executable, "-m", "jobs", str(path), "--output", str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert "baseline: the model has 10 outputs, the data 12 classes (data.num_classes)" in done.stderr
+    assert not (tmp_path / "test-compress").exists(), "nothing is written for a refused job"

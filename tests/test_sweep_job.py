@@ -1,0 +1,113 @@
+"""A small sweep on the real local cluster: Tune runs Train trials; summary, report and best.tflite agree."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from cluster.tuning.pareto import dominates, violations
+from tests.conftest import ROOT, train_document
+
+MAX_SIZE_KB = 60.0
+
+
+def sweep_document(**changes) -> dict:
+    base = train_document()
+    document = {
+        "version": 1, "kind": "sweep", "name": "test-sweep", "data": base["data"],
+        "augment": [{"flip_left_right": {"p": 0.5}}],
+        "search": {"family": "cnn", "widths": [0.25], "depths": [2], "pipelines": [
+            {"name": "float", "pipeline": []},
+            {"name": "int8", "pipeline": [{"quantize": {"mode": "int8"}}]},
+            {"name": "p75-int8", "pipeline": [{"prune": {"final_sparsity": 0.75, "exclude": ["logits"]}},
+                                              {"quantize": {"mode": "int8"}}]},
+            {"name": "broken", "pipeline": [{"distill": {"student": {"family": "cnn", "width": 0.125}}}]},
+        ]},
+        "train": {"epochs": 2, "global_batch_size": 128, "optimizer": {"name": "adam", "learning_rate": 0.003}},
+        "fine_tune": {"epochs": 1, "global_batch_size": 128},
+        "constraints": {"max_size_kb": MAX_SIZE_KB},
+        "scaling": {"num_workers": 2, "cpus_per_worker": 1},
+        "evaluation": {"repetitions": 30, "batch_sizes": [32], "memory": False},
+        "output": {"storage": "/tmp/sweetspot-tests"},
+    }
+    document.update(changes)
+    return document
+
+
+def run(spec_path, storage, env=None):
+    return subprocess.run([sys.executable, "-m", "jobs", str(spec_path), "--output", str(storage)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=1500, env=env)
+
+
+@pytest.fixture(scope="module")
+def swept(ray_cluster, tmp_path_factory):
+    import os
+
+    storage = tmp_path_factory.mktemp("sweep")
+    spec = storage / "sweep.yaml"
+    spec.write_text(yaml.safe_dump(sweep_document()))
+    # One trial fails on purpose (injected through the environment its trial inherits).
+    env = {**os.environ, "SWEETSPOT_FAIL_TRIAL": "cnn-w0.25-d2-broken"}
+    done = run(spec, storage, env)
+    assert done.returncode == 0, done.stderr[-5000:]
+    return storage, spec, json.loads((storage / "test-sweep" / "summary.json").read_text())
+
+
+@pytest.mark.timeout(1800)
+def test_summary_is_consistent(swept):
+    storage, _, summary = swept
+    rows = {r["name"]: r for r in summary["variants"]}
+    assert summary["kind"] == "sweep" and summary["baseline"] == "cnn-w0.25-d2-float"
+    assert set(rows) == {"cnn-w0.25-d2-float", "cnn-w0.25-d2-int8", "cnn-w0.25-d2-p75-int8"}
+    for name in summary["pareto"]["size_bytes_gzip"]:
+        assert not any(dominates(o, rows[name], "size_bytes_gzip") for o in rows.values())
+    for name, row in rows.items():
+        if name not in summary["pareto"]["size_bytes_gzip"]:
+            assert any(dominates(o, row, "size_bytes_gzip") for o in rows.values())
+    best = rows[summary["sweet_spot"]]
+    assert not violations(best, summary["constraints"])
+    assert best["size_bytes_gzip"] <= MAX_SIZE_KB * 1000
+    feasible = [r for r in rows.values() if not violations(r, summary["constraints"])]
+    assert best["accuracy"] == max(r["accuracy"] for r in feasible)
+    run_dir = storage / "test-sweep"
+    assert (run_dir / "best.tflite").read_bytes() == open(best["artifact"], "rb").read()
+    html = (run_dir / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 3 and summary["sweet_spot"] in html
+    assert summary["sweet_spot"] in (run_dir / "report.md").read_text()
+
+
+@pytest.mark.timeout(1800)
+def test_failed_trial_is_reported_and_does_not_sink_the_sweep(swept):
+    _, _, summary = swept
+    failed = {f["name"]: f["error"] for f in summary["failed"]}
+    assert "cnn-w0.25-d2-broken" in failed and "injected failure" in failed["cnn-w0.25-d2-broken"]
+
+
+@pytest.mark.timeout(1800)
+def test_resubmitting_resumes_and_new_constraints_rechoose_without_training(swept):
+    storage, spec, first = swept
+    trials = sorted(p.name for p in (storage / "test-sweep" / "trials").rglob("checkpoint_*"))
+    document = yaml.safe_load(spec.read_text())
+    document["constraints"] = {"min_accuracy": 0.999, "max_size_kb": 1.0}
+    spec.write_text(yaml.safe_dump(document))
+    done = run(spec, storage)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "resuming" in done.stderr
+    assert sorted(p.name for p in (storage / "test-sweep" / "trials").rglob("checkpoint_*")) == trials
+    summary = json.loads((storage / "test-sweep" / "summary.json").read_text())
+    assert summary["sweet_spot"] is None and summary["closest"] in {r["name"] for r in summary["variants"]}
+    assert set(summary["closest_violations"]) == {"min_accuracy", "max_size_kb"}
+    assert [r["accuracy"] for r in summary["variants"]] == [r["accuracy"] for r in first["variants"]]
+    assert "No variant meets every constraint" in (storage / "test-sweep" / "report.md").read_text()
+
+
+@pytest.mark.timeout(300)
+def test_resources_that_never_fit_are_refused_before_trials(ray_cluster, tmp_path):
+    spec = tmp_path / "big.yaml"
+    spec.write_text(yaml.safe_dump(sweep_document(scaling={"num_workers": 8, "cpus_per_worker": 1})))
+    done = run(spec, tmp_path)
+    assert done.returncode == 2
+    assert "8 workers x 1 CPU = 8 + data_cpus 1 + driver 0.1 = 9.1 CPUs, the cluster has 4" in done.stderr
+    assert not (tmp_path / "test-sweep" / "tune").exists()

@@ -1,0 +1,104 @@
+"""Sweep logic: Pareto frontiers, constraints and the sweet spot, the CPU budget, the search space."""
+
+import itertools
+import random
+
+import pytest
+
+from cluster.spec import ScalingSpec, SearchSpace, TuneSpec
+from cluster.training.resources import Capacity, ResourceError
+from cluster.tuning.budget import plan_concurrency
+from cluster.tuning.pareto import choose, dominates, pareto_front, violations
+from cluster.tuning.space import expand
+
+
+def row(name, accuracy, size, latency=1.0, params=1000, flops=10_000):
+    return {"name": name, "accuracy": accuracy, "size_bytes_gzip": size, "latency_ms_p95": latency,
+            "params": params, "flops": flops}
+
+
+ROWS = [row("big", 0.93, 400_000, 0.9), row("int8", 0.928, 100_000, 0.3), row("pruned", 0.92, 150_000, 0.8),
+        row("tiny", 0.88, 7_000, 0.1), row("bad", 0.85, 200_000, 1.5)]
+
+
+def test_front_holds_exactly_the_undominated():
+    front = pareto_front(ROWS, "size_bytes_gzip")
+    assert front == ["tiny", "int8", "big"]
+    for r in ROWS:
+        dominated = any(dominates(o, r, "size_bytes_gzip") for o in ROWS if o is not r)
+        assert (r["name"] in front) == (not dominated)
+
+
+def test_front_property_on_random_points():
+    rng = random.Random(0)
+    for _ in range(50):
+        rows = [row(f"v{i}", rng.random(), rng.randint(1, 100)) for i in range(12)]
+        front = set(pareto_front(rows, "size_bytes_gzip"))
+        for a, b in itertools.permutations(rows, 2):
+            if a["name"] in front and b["name"] in front:
+                assert not dominates(a, b, "size_bytes_gzip")
+        for r in rows:
+            if r["name"] not in front:
+                assert any(dominates(o, r, "size_bytes_gzip") for o in rows if o["name"] in front)
+
+
+def test_sweet_spot_is_the_most_accurate_feasible():
+    choice = choose(ROWS, {"max_size_kb": 160, "max_latency_ms_p95": 1.0})
+    assert choice.sweet_spot == "int8" and set(choice.feasible) == {"int8", "pruned", "tiny"}
+    assert not violations(next(r for r in ROWS if r["name"] == choice.sweet_spot),
+                          {"max_size_kb": 160, "max_latency_ms_p95": 1.0})
+
+
+def test_objective_size_picks_the_smallest_feasible():
+    assert choose(ROWS, {"min_accuracy": 0.9}, "size_bytes_gzip").sweet_spot == "int8"
+
+
+def test_impossible_constraints_name_the_closest():
+    choice = choose(ROWS, {"max_size_kb": 8.0, "min_accuracy": 0.92})
+    assert choice.sweet_spot is None and choice.closest == "tiny"
+    assert set(choice.closest_violations) == {"min_accuracy"}
+    assert choice.closest_violations["min_accuracy"] == pytest.approx((0.92 - 0.88) / 0.92)
+
+
+def test_budget_lowers_concurrency_that_would_starve_the_data_stage():
+    scaling = ScalingSpec(num_workers=1, cpus_per_worker=1, data_cpus=1)
+    budget = plan_concurrency(scaling, TuneSpec(max_concurrent_trials=2, trial_driver_cpus=1.0),
+                              Capacity(cpus=4, gpus=0, node_cpus=4, node_gpus=0))
+    # 2 trials x (1 driver + 1 worker + 1 data) = 6 > 4: only one fits.
+    assert budget.concurrency == 1 and "lowered" in budget.explanation and "= 3 CPUs" in budget.explanation
+    budget = plan_concurrency(scaling, TuneSpec(max_concurrent_trials=2, trial_driver_cpus=0.1),
+                              Capacity(cpus=4.2, gpus=0, node_cpus=4.2, node_gpus=0))
+    assert budget.concurrency == 2
+
+
+def test_budget_refuses_what_never_fits():
+    with pytest.raises(ResourceError, match=r"2 workers x 2 CPU = 4 \+ data_cpus 1 \+ driver 0.1 = 5.1 CPUs"):
+        plan_concurrency(ScalingSpec(num_workers=2, cpus_per_worker=2), TuneSpec(),
+                         Capacity(cpus=4, gpus=0, node_cpus=4, node_gpus=0))
+    with pytest.raises(ResourceError, match="gpus_per_worker=1 but the largest node has 0 GPUs"):
+        plan_concurrency(ScalingSpec(num_workers=1, use_gpu=True, gpus_per_worker=1), TuneSpec(),
+                         Capacity(cpus=8, gpus=0, node_cpus=8, node_gpus=0))
+
+
+def test_space_is_scales_times_pipelines_with_every_float_model():
+    search = SearchSpace(widths=[0.25, 0.5], depths=[1, 2], pipelines=[
+        {"name": "float", "pipeline": []}, {"name": "int8", "pipeline": [{"quantize": {"mode": "int8"}}]},
+        {"name": "p80", "pipeline": [{"prune": {"final_sparsity": 0.8}}]}])
+    scales, variants = expand(search, seed=0)
+    assert len(scales) == 4 and len(variants) == 4 + 4 * 2
+    assert len({v.name for v in variants}) == len(variants)
+    sampled = expand(search.model_copy(update={"sample": 3}), seed=0)[1]
+    assert len(sampled) == 4 + 3 and sampled == expand(search.model_copy(update={"sample": 3}), seed=0)[1]
+
+
+def test_constraints_unreachable_by_construction_are_refused():
+    from cluster.spec import Constraints
+    from cluster.tuning.space import UnreachableConstraint, check_reachable
+
+    search = SearchSpace(widths=[0.25, 0.5], depths=[2])
+    scales, variants = expand(search, seed=0)
+    check_reachable(Constraints(max_params=200_000), scales, variants, (28, 28, 1), 10)
+    with pytest.raises(UnreachableConstraint, match=r"constraints.max_params=100 but the smallest model .* params"):
+        check_reachable(Constraints(max_params=100), scales, variants, (28, 28, 1), 10)
+    with pytest.raises(UnreachableConstraint, match=r"constraints.max_flops=10"):
+        check_reachable(Constraints(max_flops=10), scales, variants, (28, 28, 1), 10)
