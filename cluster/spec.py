@@ -177,7 +177,8 @@ class ScalingSpec(Strict):
 
 
 class OutputSpec(Strict):
-    storage: str = Field(default=DEFAULT_STORAGE, description="Absolute path, ~/path, s3:// or gs:// root")
+    storage: str = Field(default=DEFAULT_STORAGE, validate_default=True,
+                         description="Absolute path, ~/path, s3:// or gs:// root")
     overwrite: bool = Field(default=False, description="Replace results of a different spec with the same name")
 
     @field_validator("storage")
@@ -391,8 +392,47 @@ class SweepJob(DataJob):
         return self
 
 
-JOB_KINDS: dict[str, type[JobBase]] = {"train": TrainJob, "compress": CompressJob, "sweep": SweepJob}
-JobSpec = Union[TrainJob, CompressJob, SweepJob]
+# ---------------------------------------------------------------- evaluate
+
+
+class TestDataSpec(Strict):
+    test: str = Field(description="Parquet file, folder or glob of the test split")
+    image_column: str = "image"
+    label_column: str = "label"
+    num_classes: int = Field(ge=2, le=100_000)
+    image_shape: tuple[int, int, int] = (28, 28, 1)
+
+    _positive_shape = field_validator("image_shape")(DataSpec._positive_shape.__func__)
+
+
+class ArtifactSpec(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    path: str = Field(description="A .tflite file, a saved Keras model (.keras/.h5) or a SavedModel folder")
+
+
+class EvaluateJob(JobBase):
+    kind: Literal["evaluate"]
+    data: TestDataSpec
+    artifacts: list[ArtifactSpec] = Field(min_length=1)
+    evaluation: EvaluationSpec = EvaluationSpec()
+    cpus: float = Field(default=1.0, gt=0.0, le=1024,
+                        description="CPUs of the one Ray task that measures every artifact, one after another")
+
+    @model_validator(mode="after")
+    def _unique(self) -> "EvaluateJob":
+        names = [a.name for a in self.artifacts]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"artifacts need distinct names; repeated: {repeated}")
+        if self.cpus < self.evaluation.num_threads:
+            raise ValueError(f"cpus ({self.cpus:g}) must cover evaluation.num_threads "
+                             f"({self.evaluation.num_threads}), or the timings share cores")
+        return self
+
+
+JOB_KINDS: dict[str, type[JobBase]] = {"train": TrainJob, "compress": CompressJob, "sweep": SweepJob,
+                                       "evaluate": EvaluateJob}
+JobSpec = Union[TrainJob, CompressJob, SweepJob, EvaluateJob]
 
 
 # ---------------------------------------------------------------- loading

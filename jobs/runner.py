@@ -16,15 +16,17 @@ def run(spec) -> int:
     from cluster.compression.errors import CompressionError
     from cluster.training.trainer import TrainingFailed
     from cluster.tuning.space import UnreachableConstraint
+    from cluster.evaluation.errors import ArtifactError
     from jobs.compress import run_compress
+    from jobs.evaluate import run_evaluate
     from jobs.sweep import run_sweep
     from jobs.train import run_train
 
-    kinds = {"train": run_train, "compress": run_compress, "sweep": run_sweep}
+    kinds = {"train": run_train, "compress": run_compress, "sweep": run_sweep, "evaluate": run_evaluate}
     try:
         kinds[spec.kind](spec)
     except (DataError, ResourceError, CheckpointError, StorageError, CompressionError, UnreachableConstraint,
-            JobFailed) as error:
+            ArtifactError, JobFailed) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except TrainingFailed as error:

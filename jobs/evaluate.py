@@ -1,0 +1,136 @@
+"""`kind: evaluate`: measure given artifacts (TFLite files, Keras models) on a test split, side by side.
+
+Every artifact is checked (it exists, loads, takes the data's image shape and
+gives one output per class) before any cluster time is spent. Then one Ray
+task, pinned to `cpus`, measures them one after another on one node, so their
+latency and throughput ratios are fair.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import ray
+
+from cluster.data.checks import check_split
+from cluster.data.pipeline import load_arrays
+from cluster.data.sources import resolve
+from cluster.evaluation.errors import ArtifactError
+from cluster.evaluation.report import EvaluationRecord, markdown_table
+from cluster.spec import EvaluateJob
+from cluster.storage import RunStorage, fetch_local
+from jobs.common import claim_run_folder, log
+
+
+def local_artifact(path: str) -> str:
+    """A local copy of the artifact (a SavedModel folder must be local)."""
+    expanded = str(Path(path).expanduser())
+    if Path(expanded).is_dir():
+        return expanded
+    local = fetch_local(path)
+    if local is None:
+        raise ArtifactError(path, "artifact not found")
+    return local
+
+
+def check_artifact(name: str, path: str, image_shape: tuple, num_classes: int) -> str:
+    """'tflite' or 'keras', after checking the artifact fits the data; ArtifactError names the file."""
+    if path.endswith(".tflite"):
+        from cluster.evaluation.tflite import TFLiteModel
+
+        model = TFLiteModel(path)
+        shape, outputs = tuple(model.sample_shape), model.interpreter.get_output_details()[0]["shape"][-1]
+        kind = "tflite"
+    else:
+        from cluster.compression.steps import load_model
+
+        try:
+            model = load_model(path)
+        except ValueError as error:
+            raise ArtifactError(path, f"not a loadable Keras model ({error})") from None
+        shape, outputs = tuple(model.input_shape[1:]), model.output_shape[-1]
+        kind = "keras"
+    if shape != tuple(image_shape):
+        raise ArtifactError(path, f"artifact {name!r} takes inputs of shape {list(shape)}, the test data has "
+                                  f"{list(image_shape)} (data.image_shape)")
+    if outputs != num_classes:
+        raise ArtifactError(path, f"artifact {name!r} has {outputs} outputs, the data {num_classes} classes")
+    return kind
+
+
+def measure_keras(name: str, path: str, images, labels, evaluation) -> dict:
+    import tf_keras as keras
+
+    from cluster.compression.steps import load_model
+    from cluster.evaluation.compute import compute_profile, gzip_size_bytes, size_bytes
+    from cluster.evaluation.latency import measure_latency_in_subprocess
+    from cluster.evaluation.memory import measure_peak_rss
+
+    model = load_model(path)
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    profile = compute_profile(model)
+    latency = measure_latency_in_subprocess(path, num_threads=evaluation.num_threads,
+                                            batch_sizes=tuple(evaluation.batch_sizes),
+                                            repetitions=evaluation.repetitions)
+    files = [p for p in Path(path).rglob("*") if p.is_file()] if Path(path).is_dir() else [Path(path)]
+    record = EvaluationRecord(
+        name=name, artifact=path, params=profile.params, params_nonzero=profile.params_nonzero,
+        flops=profile.flops, flops_sparse=profile.flops_sparse, size_bytes=sum(size_bytes(f) for f in files),
+        size_bytes_gzip=sum(gzip_size_bytes(f) for f in files),
+        latency_ms_p50=latency.latency_ms_p50, latency_ms_p95=latency.latency_ms_p95,
+        latency_ms_p99=latency.latency_ms_p99, throughput_sps={str(b): v for b, v in latency.throughput_sps.items()},
+        num_threads=latency.num_threads, accuracy=float(model.evaluate(images, labels, verbose=0)[1]),
+        num_test_samples=len(labels), batch_sizes=list(latency.batch_sizes), repetitions=latency.repetitions,
+        extra={"format": "keras"})
+    if evaluation.memory:
+        record.peak_rss_bytes = measure_peak_rss(path, images=images[:256]).peak_rss_bytes
+    return record.to_dict()
+
+
+def measure_all(artifacts: list[tuple[str, str, str]], images: np.ndarray, labels: np.ndarray,
+                evaluation) -> list[dict]:
+    """Runs inside one Ray task: every artifact measured in turn, on the same node and cores."""
+    import cluster  # noqa: F401
+    from cluster.evaluation.measure import measure
+
+    rows = []
+    for name, path, kind in artifacts:
+        if kind == "tflite":
+            row = measure(name, Path(path), None, images, labels, evaluation, {"format": "tflite"})
+        else:
+            row = measure_keras(name, path, images, labels, evaluation)
+        row["node"] = ray.get_runtime_context().get_node_id()
+        rows.append(row)
+    return rows
+
+
+def run_evaluate(spec: EvaluateJob) -> dict:
+    storage = RunStorage(f"{spec.output.storage.rstrip('/')}/{spec.name}")
+    artifacts = []
+    for position, artifact in enumerate(spec.artifacts):
+        local = local_artifact(artifact.path)
+        artifacts.append((artifact.name, local, check_artifact(artifact.name, local, spec.data.image_shape,
+                                                               spec.data.num_classes)))
+    source = resolve(spec.data.test, "data.test")
+    check_split(source, spec.data.image_column, spec.data.label_column, spec.data.num_classes,
+                tuple(spec.data.image_shape), "data.test")
+    images, labels = load_arrays(source, spec.data)
+    claim_run_folder(spec, storage)
+    ray.init(ignore_reinit_error=True)
+    log(f"measuring {len(artifacts)} artifact(s) in one task on {spec.cpus:g} CPU(s)")
+    task = ray.remote(num_cpus=spec.cpus)(measure_all)
+    rows = ray.get(task.remote(artifacts, images, labels, spec.evaluation))
+    for row, artifact in zip(rows, spec.artifacts):
+        row["artifact"] = artifact.path
+    summary = {"kind": "evaluate", "name": spec.name, "variants": rows, "num_threads": spec.evaluation.num_threads,
+               "artifacts": {"summary": storage.path("summary.json"), "report": storage.path("report.md")}}
+    known = set(EvaluationRecord.__dataclass_fields__)
+    table = markdown_table([EvaluationRecord.from_dict({k: v for k, v in r.items() if k in known}) for r in rows])
+    storage.write_text("report.md", f"# {spec.name}: measured artifacts\n\nAll measured in one Ray task on one "
+                                    f"node, {spec.evaluation.num_threads} thread(s).\n\n{table}\n")
+    storage.write_text("summary.json", json.dumps(summary, indent=2))
+    log(f"results in {storage.path()}")
+    return summary

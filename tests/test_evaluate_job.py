@@ -1,0 +1,77 @@
+"""The evaluate job: given artifacts measured side by side in one Ray task; bad artifacts named up front."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, SAMPLE
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    import tf_keras as keras
+
+    from cluster.evaluation.tflite import export_tflite
+    from cluster.models import ModelShape, build_model
+
+    folder = tmp_path_factory.mktemp("artifacts")
+    keras.utils.set_random_seed(0)
+    model = build_model("mlp", ModelShape((28, 28, 1), 10), width=0.25, depth=1)
+    model.save(folder / "mlp.keras")
+    export_tflite(model, folder / "mlp.tflite")
+    wrong = build_model("mlp", ModelShape((32, 32, 1), 10), width=0.25, depth=1)
+    export_tflite(wrong, folder / "wrong.tflite")
+    return folder
+
+
+def document(artifacts: list[dict]) -> dict:
+    return {"version": 1, "kind": "evaluate", "name": "test-evaluate",
+            "data": {"test": str(SAMPLE / "test.parquet"), "num_classes": 10},
+            "artifacts": artifacts, "evaluation": {"repetitions": 30, "batch_sizes": [32], "memory": False}}
+
+
+def run(tmp_path, spec_document):
+    spec = tmp_path / "evaluate.yaml"
+    spec.write_text(yaml.safe_dump(spec_document))
+    return subprocess.run([sys.executable, "-m", "jobs", str(spec), "--output", str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.timeout(600)
+def test_tflite_and_keras_measured_in_one_task(ray_cluster, artifacts, tmp_path):
+    from cluster.data.pipeline import load_arrays
+    from cluster.data.sources import resolve
+    from cluster.evaluation.tflite import TFLiteModel
+    from cluster.spec import TestDataSpec
+
+    done = run(tmp_path, document([{"name": "tflite", "path": str(artifacts / "mlp.tflite")},
+                                   {"name": "keras", "path": str(artifacts / "mlp.keras")}]))
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "test-evaluate" / "summary.json").read_text())
+    rows = {r["name"]: r for r in summary["variants"]}
+    assert rows["tflite"]["node"] == rows["keras"]["node"]
+    data = TestDataSpec(test=str(SAMPLE / "test.parquet"), num_classes=10)
+    images, labels = load_arrays(resolve(data.test, "data.test"), data)
+    assert rows["tflite"]["accuracy"] == pytest.approx(TFLiteModel(artifacts / "mlp.tflite").accuracy(images, labels))
+    # The same untrained weights: float TFLite and Keras agree on accuracy and on the parameter count.
+    assert rows["keras"]["accuracy"] == pytest.approx(rows["tflite"]["accuracy"], abs=0.002)
+    assert rows["keras"]["params"] == 784 * 64 + 64 + 64 * 10 + 10
+    for row in rows.values():
+        assert row["latency_ms_p50"] <= row["latency_ms_p95"] <= row["latency_ms_p99"]
+        assert row["num_threads"] == 1
+    assert "| tflite" in (tmp_path / "test-evaluate" / "report.md").read_text()
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("artifact, message", [
+    ("missing.tflite", "missing.tflite: artifact not found"),
+    ("wrong.tflite", "takes inputs of shape [32, 32, 1], the test data has [28, 28, 1]"),
+])
+def test_bad_artifacts_are_named_before_any_cluster_time(artifacts, tmp_path, artifact, message):
+    done = run(tmp_path, document([{"name": "bad", "path": str(artifacts / artifact)}]))
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert not (tmp_path / "test-evaluate").exists()
