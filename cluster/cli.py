@@ -151,6 +151,10 @@ def read_summary(storage: str, name: str) -> tuple[str, dict]:
 def print_results(path: str, summary: dict) -> None:
     print(f"results: {path.rsplit('/', 1)[0]}")
     print(summary_table(summary))
+    if summary.get("kind") == "sweep":
+        from cluster.reporting import verdict
+
+        print(verdict(summary).replace("**", ""))
     report = summary.get("artifacts", {}).get("report") if isinstance(summary.get("artifacts"), dict) else None
     if report:
         print(f"report: {report}")

@@ -26,6 +26,12 @@ class SpecError(ValueError):
     """A spec that does not validate; the message lists every offending field."""
 
 
+def require_distinct(names: list[str], what: str) -> None:
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"{what} need distinct names; repeated: {repeated}")
+
+
 class Strict(BaseModel):
     """Base for every section: unknown keys are mistakes, not silently ignored."""
 
@@ -47,6 +53,10 @@ class DataSpec(Strict):
     train_fraction: float = Field(
         default=1.0, gt=0.0, le=1.0,
         description="Use this class-balanced fraction of the train split (learning curves, quick runs)")
+    cache: bool = Field(
+        default=True,
+        description="Decode once and keep the split pixels in Ray's object store; only augmentation streams "
+                    "each epoch. Turn off for data larger than the object store (then every epoch decodes).")
 
     @field_validator("image_shape")
     @classmethod
@@ -301,9 +311,7 @@ class CompressJob(DataJob):
     @model_validator(mode="after")
     def _unique_names(self) -> "CompressJob":
         names = [v.name for v in self.variants]
-        duplicated = sorted({n for n in names if names.count(n) > 1})
-        if duplicated:
-            raise ValueError(f"variants need distinct names; repeated: {duplicated}")
+        require_distinct(names, "variants")
         if "baseline" in names:
             raise ValueError("'baseline' is the float baseline's name; call the variant something else")
         for variant in self.variants:
@@ -342,10 +350,7 @@ class SearchSpace(Strict):
 
     @model_validator(mode="after")
     def _distinct(self) -> "SearchSpace":
-        names = [p.name for p in self.pipelines]
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise ValueError(f"pipelines need distinct names; repeated: {repeated}")
+        require_distinct([p.name for p in self.pipelines], "pipelines")
         if len(set(self.widths)) != len(self.widths) or len(set(self.depths)) != len(self.depths):
             raise ValueError("widths and depths must not repeat")
         return self
@@ -420,10 +425,7 @@ class EvaluateJob(JobBase):
 
     @model_validator(mode="after")
     def _unique(self) -> "EvaluateJob":
-        names = [a.name for a in self.artifacts]
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise ValueError(f"artifacts need distinct names; repeated: {repeated}")
+        require_distinct([a.name for a in self.artifacts], "artifacts")
         if self.cpus < self.evaluation.num_threads:
             raise ValueError(f"cpus ({self.cpus:g}) must cover evaluation.num_threads "
                              f"({self.evaluation.num_threads}), or the timings share cores")

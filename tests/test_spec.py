@@ -117,7 +117,10 @@ def test_json_schema_is_printed_by_the_job_entrypoint():
     assert done.returncode == 0, done.stderr
     schema = json.loads(done.stdout)
     assert schema == json.loads(json.dumps(json_schema()))
-    assert "data" in schema["properties"] and "kind" in schema["required"]
+    kinds = {branch["$ref"].rsplit("/", 1)[-1] for branch in schema["oneOf"]}
+    assert kinds == {"TrainJob", "CompressJob", "SweepJob", "EvaluateJob"}
+    assert "data" in schema["$defs"]["TrainJob"]["properties"]
+    assert schema["discriminator"]["propertyName"] == "kind"
 
 
 def test_invalid_spec_exits_non_zero_with_the_field(tmp_path):
@@ -131,3 +134,31 @@ def test_invalid_spec_exits_non_zero_with_the_field(tmp_path):
 def test_validate_document_rejects_non_mapping():
     with pytest.raises(SpecError, match="mapping"):
         validate_document(["kind", "train"])
+
+
+def sweep_document(**changes) -> dict:
+    document = train_document(kind="sweep", name="s")
+    del document["model"]
+    document.update(changes)
+    return document
+
+
+@pytest.mark.parametrize("change, field, expected", [
+    ({"search": {"widths": []}}, "search.widths", "at least 1 item"),
+    ({"search": {"pipelines": []}}, "search.pipelines", "at least 1 item"),
+    ({"search": {"widths": [0.5, 0.5]}}, "search", "must not repeat"),
+    ({"search": {"pipelines": [{"name": "a"}, {"name": "a"}]}}, "search", "repeated: ['a']"),
+    ({"search": {"pipelines": [{"name": "p", "pipeline": [{"prune": {"final_sparsity": 1.2}}]}]}},
+     "search.pipelines.0.pipeline", "final_sparsity"),
+    ({"constraints": {"max_size_kb": -1}}, "constraints.max_size_kb", "greater than 0"),
+    ({"constraints": {"min_accuracy": 1.5}}, "constraints.min_accuracy", "less than or equal to 1"),
+    ({"constraints": {"max_sizekb": 5}}, "constraints.max_sizekb", "Extra inputs"),
+    ({"tune": {"max_concurrent_trials": 0}}, "tune.max_concurrent_trials", "greater than or equal to 1"),
+    ({"tune": {"trial_driver_cpus": 0}}, "tune.trial_driver_cpus", "greater than 0"),
+    ({"tune": {"scheduler": "hyperband"}}, "tune.scheduler", "'fifo' or 'asha'"),
+    ({"objective": {"metric": "speed"}}, "objective.metric", "'accuracy'"),
+])
+def test_sweep_mistakes_name_the_field(tmp_path, change, field, expected):
+    with pytest.raises(SpecError) as error:
+        load_spec(write(tmp_path, sweep_document(**change)))
+    assert f"  {field}:" in str(error.value) and expected in str(error.value), str(error.value)

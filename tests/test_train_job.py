@@ -27,8 +27,10 @@ def submit(spec_path: Path, *args: str, timeout: float = 600) -> subprocess.Comp
 def trained(ray_cluster, tmp_path_factory):
     storage = tmp_path_factory.mktemp("runs")
     spec = tmp_path_factory.mktemp("specs") / "train.yaml"
-    spec.write_text(yaml.safe_dump(train_document(name="e2e", train={"epochs": 3, "global_batch_size": 128,
-                                                                     "seed": 0})))
+    document = train_document(name="e2e", train={"epochs": 3, "global_batch_size": 128, "seed": 0},
+                              learning_curve=[0.25])
+    document["evaluation"] = {"repetitions": 50, "batch_sizes": [32, 256], "price_per_cpu_hour": 0.05}
+    spec.write_text(yaml.safe_dump(document))
     done = submit(spec, "--output", str(storage))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return storage / "e2e", done
@@ -70,6 +72,26 @@ def test_accuracy_is_measured_on_the_test_split_and_clears_the_floor(trained):
     assert TFLiteModel(run / "model.tflite").accuracy(images, labels) == pytest.approx(
         summary["tflite_test_accuracy"], abs=1e-9)
     assert abs(summary["tflite_test_accuracy"] - summary["test_accuracy"]) < 0.01
+
+
+@pytest.mark.timeout(900)
+def test_summary_has_the_four_sides_of_efficiency(trained):
+    run, _ = trained
+    summary = json.loads((run / "summary.json").read_text())
+    for field in ("latency_ms_p50", "latency_ms_p95", "throughput_sps", "flops", "params", "params_nonzero",
+                  "size_bytes_gzip", "peak_rss_bytes"):
+        assert summary[field], field
+    assert summary["latency_ms_p50"] <= summary["latency_ms_p95"]
+    assert set(summary["throughput_sps"]) == {"32", "256"}
+    assert summary["models"]["keras"]["latency_ms_p50"] > 0 and summary["models"]["tflite"]["num_threads"] == 1
+    curve = summary["data_efficiency"]["learning_curve"]
+    assert [p["fraction"] for p in curve] == [0.25, 1.0]
+    assert curve[0]["train_rows"] == 1350 and curve[1]["train_rows"] == 5400
+    assert len(summary["data_efficiency"]["accuracy_vs_samples_seen"]) == 3
+    resources = summary["resources"]
+    assert set(resources["peak_rss_bytes_per_worker"]) == {"0", "1"}
+    assert 0 < resources["worker_cpu_seconds"] and resources["gpu_seconds"] == 0.0
+    assert resources["cost"] == pytest.approx(resources["reserved_cpu_seconds"] / 3600 * 0.05)
 
 
 @pytest.mark.timeout(900)

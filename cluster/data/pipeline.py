@@ -76,10 +76,14 @@ def train_datasets(prepared: PreparedData, data, augment: list[dict], seed: int,
     decoded = read_decoded(prepared.train_source, data)
     train = decoded.map_batches(_select, fn_kwargs=dict(plan=prepared.plan, split="train"), batch_format="numpy")
     validation = decoded.map_batches(_select, fn_kwargs=dict(plan=prepared.plan, split="validation"),
-                                     batch_format="numpy")
+                                     batch_format="numpy").map_batches(_as_float, batch_format="numpy")
+    if data.cache:
+        # Decode once, not once per epoch: the split, un-augmented pixels stay in
+        # the object store (uint8) and only augmentation streams every epoch.
+        train, validation = train.materialize(), validation.materialize()
     train = train.randomize_block_order(seed=seed).map_batches(
         augment_batch, fn_kwargs=dict(ops=augment, seed=seed, clock=clock), batch_format="numpy")
-    return {"train": train, "validation": validation.map_batches(_as_float, batch_format="numpy")}
+    return {"train": train, "validation": validation}
 
 
 def load_arrays(source: Source, data) -> tuple[np.ndarray, np.ndarray]:
