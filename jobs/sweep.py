@@ -141,6 +141,15 @@ def unwrap(trainable):
     return trial
 
 
+def trial_epochs(results) -> dict[str, int]:
+    """Epochs each scale trial trained before it finished or ASHA stopped it."""
+    epochs = {}
+    for result in results:
+        config = result.config or json.loads(Path(result.path, "params.json").read_text())
+        epochs[config["variant"]["name"]] = int((result.metrics or {}).get("epoch", 0))
+    return epochs
+
+
 def trial_errors(results) -> dict[str, str]:
     """Variant name -> the last line of its trial's error."""
     errors = {}
@@ -172,7 +181,7 @@ def run_sweep(spec: SweepJob) -> dict:
     scale_configs = [{"name": s.name, "scale": vars(s)} for s in scales]
     scale_results = run_tune(unwrap(scale_trial), scale_configs, spec, prepared, storage, "scales",
                              budget.concurrency, scheduler)
-    errors = trial_errors(scale_results)
+    errors, epochs = trial_errors(scale_results), trial_epochs(scale_results)
     trained = [s for s in scales if storage.exists(SCALE_MODEL.format(scale=s.name))]
     stopped = [s.name for s in scales if s not in trained and s.name not in errors]
     compressed = [v for v in variants if not v.is_float and v.scale in trained]
@@ -184,6 +193,9 @@ def run_sweep(spec: SweepJob) -> dict:
 
     rows = measure_all(spec, prepared, storage, [v for v in variants if v.scale in trained])
     summary = sweep_summary(spec, storage, rows, errors, stopped, scales, variants)
+    summary["scale_trial_epochs"] = epochs
+    summary["scale_trial_epochs_used"] = sum(epochs.values())
+    summary["scale_trial_epochs_full_grid"] = len(scales) * spec.train.epochs
     write_report(summary, storage)
     log(markdown(summary).split("\n")[2])
     return summary
