@@ -53,26 +53,47 @@ def scale_train_job(spec: SweepJob, scale: Scale) -> TrainJob:
 
 def scale_trial(config: dict, spec_dump: dict, prepared: PreparedData, storage_uri: str,
                 fail_trial: str | None = None) -> None:
-    """Train one scale's float baseline with Ray Train; save it for the compression trials."""
-    if fail_trial == config["name"]:
-        raise RuntimeError(f"injected failure in trial {fail_trial} (SWEETSPOT_FAIL_TRIAL)")
+    """Train one scale's float baseline with Ray Train; every epoch reaches Tune (and ASHA) with its checkpoint.
+
+    The model is exported by the driver from the last checkpoint: ASHA stops a
+    trial the moment it reports its final epoch, so nothing after `fit` is sure to run.
+    """
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from cluster.training.loop import train_loop_per_worker
     from cluster.training.trainer import run_training
+
+    if fail_trial == config["name"]:
+        raise RuntimeError(f"injected failure in trial {fail_trial} (SWEETSPOT_FAIL_TRIAL)")
+    spec, scale = SweepJob.model_validate(spec_dump), Scale(**config["scale"])
+    job = scale_train_job(spec, scale)
+    run_training(train_loop_per_worker, {"spec": job.model_dump(mode="json")}, job, prepared, spec.train.seed,
+                 storage_path=RunStorage(storage_uri).path("trials"), run_name=scale.name,
+                 callbacks=[TuneReportCallback()])
+
+
+def export_scale_models(spec: SweepJob, storage: RunStorage, results, scales: list[Scale]) -> None:
+    """Each fully trained scale's model and history, from its trial's last checkpoint."""
+    from ray.train import Checkpoint
+
     from jobs.train import restored_model
 
-    spec, scale = SweepJob.model_validate(spec_dump), Scale(**config["scale"])
-    storage = RunStorage(storage_uri)
-    job = scale_train_job(spec, scale)
-    result, _ = run_training(train_loop_per_worker, {"spec": job.model_dump(mode="json")}, job, prepared,
-                             spec.train.seed, storage_path=storage.path("trials"), run_name=scale.name,
-                             callbacks=[TuneReportCallback()])
-    with result.checkpoint.as_directory() as directory, tempfile.TemporaryDirectory() as scratch:
-        model, meta = restored_model(job, directory)
-        model.save(Path(scratch) / "model.keras")
-        storage.upload(Path(scratch) / "model.keras", SCALE_MODEL.format(scale=scale.name))
-    storage.write_text(SCALE_HISTORY.format(scale=scale.name), json.dumps(meta["history"]))
+    by_name = {s.name: s for s in scales}
+    for result in results:
+        config = result.config or json.loads(Path(result.path, "params.json").read_text())
+        scale = by_name[config["variant"]["name"]]
+        metrics = result.metrics or {}
+        if result.error is not None or metrics.get("epoch", 0) < spec.train.epochs:
+            continue  # failed, or stopped early by ASHA
+        if storage.exists(SCALE_MODEL.format(scale=scale.name)):
+            continue
+        job = scale_train_job(spec, scale)
+        with Checkpoint(metrics["checkpoint_path"]).as_directory() as directory, \
+                tempfile.TemporaryDirectory() as scratch:
+            model, meta = restored_model(job, directory)
+            model.save(Path(scratch) / "model.keras")
+            storage.upload(Path(scratch) / "model.keras", SCALE_MODEL.format(scale=scale.name))
+        storage.write_text(SCALE_HISTORY.format(scale=scale.name), json.dumps(meta["history"]))
 
 
 def variant_trial(config: dict, spec_dump: dict, prepared: PreparedData, storage_uri: str,
@@ -182,6 +203,7 @@ def run_sweep(spec: SweepJob) -> dict:
     scale_results = run_tune(unwrap(scale_trial), scale_configs, spec, prepared, storage, "scales",
                              budget.concurrency, scheduler)
     errors, epochs = trial_errors(scale_results), trial_epochs(scale_results)
+    export_scale_models(spec, storage, scale_results, scales)
     trained = [s for s in scales if storage.exists(SCALE_MODEL.format(scale=s.name))]
     stopped = [s.name for s in scales if s not in trained and s.name not in errors]
     compressed = [v for v in variants if not v.is_float and v.scale in trained]
