@@ -31,7 +31,7 @@ from cluster.training.resources import Capacity
 from cluster.tuning.budget import plan_concurrency
 from cluster.tuning.pareto import choose, pareto_front
 from cluster.tuning.space import Scale, Variant, check_reachable, expand
-from jobs.common import JobFailed, claim_run_folder, log
+from jobs.common import claim_run_folder, log
 
 SCALE_MODEL = "scales/{scale}/model.keras"
 SCALE_HISTORY = "scales/{scale}/history.json"
