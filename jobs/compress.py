@@ -93,15 +93,19 @@ def run_compress(spec: CompressJob) -> dict:
         rows.append(row)
         for variant in spec.variants:
             record = f"variants/{variant.name}/record.json"
+            recipe = {"pipeline": variant.pipeline, "fine_tune": spec.fine_tune_of(variant).model_dump(mode="json")}
             if storage.exists(record):
-                log(f"{variant.name}: already measured, skipping")
-                rows.append(json.loads(storage.read_text(record)))
-                continue
+                measured = json.loads(storage.read_text(record))
+                if measured["extra"].get("recipe") == recipe:
+                    log(f"{variant.name}: already measured, skipping")
+                    rows.append(measured)
+                    continue
+                log(f"{variant.name}: its recipe changed since it was measured; building it again")
             model, tflite_path, histories = build_variant(
                 spec, spec.fine_tune_of(variant), variant.name, variant.pipeline, baseline_path, prepared,
                 representative, storage, scratch)
             extra = {"technique": "+".join(technique(s) for s in variant.pipeline), "pipeline": variant.pipeline,
-                     "fine_tune_history": histories}
+                     "recipe": recipe, "fine_tune_history": histories}
             row = measure(variant.name, tflite_path, model, images, labels, spec.evaluation, extra)
             row["artifact"] = storage.upload(tflite_path, f"variants/{variant.name}/model.tflite")
             keras_path = scratch / f"{variant.name}.keras"

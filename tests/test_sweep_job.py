@@ -1,6 +1,7 @@
 """A small sweep on the real local cluster: Tune runs Train trials; summary, report and best.tflite agree."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -106,10 +107,11 @@ def test_resubmitting_resumes_and_new_constraints_rechoose_without_training(swep
 @pytest.mark.timeout(300)
 def test_resources_that_never_fit_are_refused_before_trials(ray_cluster, tmp_path):
     spec = tmp_path / "big.yaml"
-    spec.write_text(yaml.safe_dump(sweep_document(scaling={"num_workers": 8, "cpus_per_worker": 1})))
+    spec.write_text(yaml.safe_dump(sweep_document(scaling={"num_workers": 64, "cpus_per_worker": 1})))
     done = run(spec, tmp_path)
     assert done.returncode == 2
-    assert "8 workers x 1 CPU = 8 + data_cpus 1 + driver 0.1 = 9.1 CPUs, the cluster has 4" in done.stderr
+    assert re.search(r"64 workers x 1 CPU = 64 \+ data_cpus 1 \+ driver 0.1 = 65.1 CPUs, the cluster has \d+",
+                     done.stderr), done.stderr[-2000:]
     assert not (tmp_path / "test-sweep" / "tune").exists()
 
 
@@ -117,10 +119,10 @@ def test_resources_that_never_fit_are_refused_before_trials(ray_cluster, tmp_pat
 def test_asha_sweep_stops_weak_scales_and_still_reports(ray_cluster, tmp_path):
     # Trials run one at a time, strongest first, so ASHA has a rung value to cut the others against.
     document = sweep_document(
-        name="asha", search={"family": "cnn", "widths": [0.5, 0.25, 0.0625], "depths": [1],
+        name="asha", search={"family": "cnn", "widths": [0.5, 0.0625], "depths": [1],
                              "pipelines": [{"name": "float", "pipeline": []}]},
-        train={"epochs": 3, "global_batch_size": 128, "optimizer": {"name": "adam", "learning_rate": 0.003}},
-        tune={"scheduler": "asha", "grace_epochs": 1, "reduction_factor": 3}, constraints={})
+        train={"epochs": 2, "global_batch_size": 128, "optimizer": {"name": "adam", "learning_rate": 0.003}},
+        tune={"scheduler": "asha", "grace_epochs": 1, "reduction_factor": 2}, constraints={})
     spec = tmp_path / "asha.yaml"
     spec.write_text(yaml.safe_dump(document))
     done = run(spec, tmp_path)
@@ -128,10 +130,9 @@ def test_asha_sweep_stops_weak_scales_and_still_reports(ray_cluster, tmp_path):
     summary = json.loads((tmp_path / "asha" / "summary.json").read_text())
     epochs = summary["scale_trial_epochs"]
     # Every scale gets its grace epoch, the best runs to the end, and ASHA cut at least one short.
-    assert all(n >= 1 for n in epochs.values()) and max(epochs.values()) == 3
-    assert summary["scale_trial_epochs_used"] < summary["scale_trial_epochs_full_grid"] == 9
-    assert {name for name, n in epochs.items() if n < 3} == set(summary["stopped_early"])
+    assert all(n >= 1 for n in epochs.values()) and max(epochs.values()) == 2
+    assert summary["scale_trial_epochs_used"] < summary["scale_trial_epochs_full_grid"] == 4
+    assert {name for name, n in epochs.items() if n < 2} == set(summary["stopped_early"])
     reported = {r["name"] for r in summary["variants"]}
-    assert reported | {f"{s}-float" for s in summary["stopped_early"]} == {
-        "cnn-w0.0625-d1-float", "cnn-w0.25-d1-float", "cnn-w0.5-d1-float"}
+    assert reported | {f"{s}-float" for s in summary["stopped_early"]} == {"cnn-w0.0625-d1-float", "cnn-w0.5-d1-float"}
     assert summary["sweet_spot"] in reported
