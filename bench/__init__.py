@@ -1,0 +1,1 @@
+"""Benchmarks and the result tables the docs quote."""
