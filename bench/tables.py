@@ -80,14 +80,15 @@ def main() -> None:
     train = load(storage, args.train)
     if train:
         out += train_table(train)
-    rows, base = [], None
+    # The float TFLite file of the train run is every compress run's baseline.
+    base = dict(train["models"]["tflite"], name="baseline", technique="float") if train else None
+    rows = [base] if base else []
     for name in args.compress:
-        summary = load(storage, name)
-        if summary:
-            base = base or next(r for r in summary["variants"] if r["name"] == "baseline")
-            rows += [r for r in summary["variants"] if r["name"] != "baseline" or not rows]
-    if rows:
-        out += compress_table(rows, base)
+        # Each variant's record is written as soon as it is measured, so a stopped run still counts.
+        for record in sorted((storage / name / "variants").glob("*/record.json")):
+            rows.append(json.loads(record.read_text()))
+    if base and len(rows) > 1:
+        out += compress_table(sorted(rows, key=lambda r: -r["size_bytes_gzip"]), base)
     evaluation = load(storage, args.evaluate)
     if evaluation:
         out += evaluate_table(evaluation)
