@@ -140,27 +140,18 @@ def run_tune(trainable, configs: list[dict], spec: SweepJob, prepared, storage: 
         tune.with_parameters(trainable, spec_dump=spec.model_dump(mode="json"), prepared=prepared,
                              storage_uri=storage.path(), fail_trial=os.environ.get("SWEETSPOT_FAIL_TRIAL")),
         {"cpu": spec.tune.trial_driver_cpus})
-    for attempt in range(3):
-        if tune.Tuner.can_restore(path):
-            log(f"resuming the {experiment} experiment from {path}: finished trials are not run again")
-            tuner = tune.Tuner.restore(path, trainable=trainable, restart_errored=False)
-        else:
-            tuner = tune.Tuner(
-                trainable,
-                param_space={"variant": tune.grid_search(configs)},
-                tune_config=tune.TuneConfig(max_concurrent_trials=concurrency, scheduler=scheduler),
-                run_config=tune.RunConfig(name=experiment, storage_path=storage.path("tune"),
-                                          failure_config=tune.FailureConfig(max_failures=0)),
-            )
-        try:
-            return tuner.fit()
-        except FileNotFoundError as error:
-            # Seen on a loaded 2-core machine: Tune's end-of-run listing of the experiment
-            # folder raced with its own state-file rename. Finished trials are on disk, so
-            # restoring picks them up without running them again.
-            if attempt == 2:
-                raise
-            log(f"Tune's experiment listing raced with its own state files ({error}); restoring {experiment}")
+    if tune.Tuner.can_restore(path):
+        log(f"resuming the {experiment} experiment from {path}: finished trials are not run again")
+        tuner = tune.Tuner.restore(path, trainable=trainable, restart_errored=False)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"variant": tune.grid_search(configs)},
+            tune_config=tune.TuneConfig(max_concurrent_trials=concurrency, scheduler=scheduler),
+            run_config=tune.RunConfig(name=experiment, storage_path=storage.path("tune"),
+                                      failure_config=tune.FailureConfig(max_failures=0)),
+        )
+    return tuner.fit()
 
 
 def unwrap(trainable):
