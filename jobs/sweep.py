@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import ray
@@ -151,7 +152,15 @@ def run_tune(trainable, configs: list[dict], spec: SweepJob, prepared, storage: 
             run_config=tune.RunConfig(name=experiment, storage_path=storage.path("tune"),
                                       failure_config=tune.FailureConfig(max_failures=0)),
         )
-    return tuner.fit()
+    try:
+        return tuner.fit()
+    except FileNotFoundError as error:
+        # Ray 2.60 under `ray job submit`: Tune's end-of-run listing of the experiment folder
+        # can race with a file vanishing in it. The trials are finished and recorded, so read
+        # the results back without running anything again.
+        log(f"Tune could not list {path} at the end of the run ({error}); reading its results back")
+        time.sleep(2.0)
+        return tune.Tuner.restore(path, trainable=trainable).get_results()
 
 
 def unwrap(trainable):
