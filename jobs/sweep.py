@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import ray
@@ -155,12 +154,14 @@ def run_tune(trainable, configs: list[dict], spec: SweepJob, prepared, storage: 
     try:
         return tuner.fit()
     except FileNotFoundError as error:
-        # Ray 2.60 under `ray job submit`: Tune's end-of-run listing of the experiment folder
-        # can race with a file vanishing in it. The trials are finished and recorded, so read
-        # the results back without running anything again.
+        # Seen under `ray job submit`: by the end of the run this process's working
+        # directory is gone, so Tune's listing (os.path.relpath -> getcwd) fails after
+        # every trial finished and was recorded. Read the results back from a real directory.
         log(f"Tune could not list {path} at the end of the run ({error}); reading its results back")
-        time.sleep(2.0)
-        return tune.Tuner.restore(path, trainable=trainable).get_results()
+        os.chdir(os.path.expanduser("~"))
+        from ray.tune import ExperimentAnalysis, ResultGrid
+
+        return ResultGrid(ExperimentAnalysis(path))
 
 
 def unwrap(trainable):
