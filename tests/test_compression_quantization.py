@@ -8,20 +8,9 @@ import tf_keras as keras
 
 from cluster.compression import pruning, quantization
 from cluster.compression.errors import CompressionError
-from cluster.models import ModelShape, build_model
 
-SHAPE = ModelShape((28, 28, 1), 10)
+from tests.compression_helpers import SHAPE, random_data, tiny_cnn  # noqa: F401
 KERNEL_SHAPES = {"conv1": (8, 3, 3, 1), "conv2": (16, 3, 3, 8), "dense1": (32, 784), "logits": (10, 32)}
-
-
-def tiny_cnn(seed=0):
-    keras.utils.set_random_seed(seed)
-    return build_model("cnn", SHAPE, width=0.25)
-
-
-def random_data(n=128, seed=0):
-    rng = np.random.default_rng(seed)
-    return rng.uniform(0, 255, (n, 28, 28, 1)).astype("float32"), rng.integers(0, 10, n)
 
 
 def representative_data():

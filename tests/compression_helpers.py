@@ -1,0 +1,18 @@
+"""Small models and data shared by the compression tests."""
+
+import numpy as np
+import tf_keras as keras
+
+from cluster.models import ModelShape, build_model
+
+SHAPE = ModelShape((28, 28, 1), 10)
+
+
+def tiny_cnn(seed=0):
+    keras.utils.set_random_seed(seed)
+    return build_model("cnn", SHAPE, width=0.25)
+
+
+def random_data(n=128, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0, 255, (n, 28, 28, 1)).astype("float32"), rng.integers(0, 10, n)
