@@ -164,6 +164,15 @@ def run_tune(trainable, configs: list[dict], spec: SweepJob, prepared, storage: 
         return ResultGrid(ExperimentAnalysis(path))
 
 
+def smallest_first(scales: list[Scale], data) -> list[Scale]:
+    """Scales ordered by parameter count, fewest first."""
+    from cluster.evaluation.compute import compute_profile
+    from cluster.models import ModelShape, build_model
+
+    shape = ModelShape(tuple(data.image_shape), data.num_classes)
+    return sorted(scales, key=lambda s: compute_profile(build_model(s.family, shape, s.width, s.depth)).params)
+
+
 def unwrap(trainable):
     """Tune's grid puts each trial's config under "variant"."""
     def trial(config, **kwargs):
@@ -209,7 +218,10 @@ def run_sweep(spec: SweepJob) -> dict:
         scheduler = tune.schedulers.ASHAScheduler(metric="val_accuracy", mode="max", time_attr="epoch",
                                                   max_t=spec.train.epochs, grace_period=spec.tune.grace_epochs,
                                                   reduction_factor=spec.tune.reduction_factor)
-    scale_configs = [{"name": s.name, "scale": vars(s)} for s in scales]
+    # Smallest scale first: ASHA compares each trial with those already seen at the same
+    # epoch, so a larger scale keeps its budget only by beating the smaller ones; a
+    # small scale (the one a size constraint needs) is never cut by a bigger one.
+    scale_configs = [{"name": s.name, "scale": vars(s)} for s in smallest_first(scales, spec.data)]
     scale_results = run_tune(unwrap(scale_trial), scale_configs, spec, prepared, storage, "scales",
                              budget.concurrency, scheduler)
     errors, epochs = trial_errors(scale_results), trial_epochs(scale_results)
