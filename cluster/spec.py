@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 SPEC_VERSION = 1
 DEFAULT_STORAGE = "~/sweetspot_results"
@@ -29,6 +30,19 @@ def require_distinct(names: list[str], what: str) -> None:
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise ValueError(f"{what} need distinct names; repeated: {repeated}")
+
+
+def _folder_name(value: Any) -> Any:
+    """Say why a name is refused: the bare pattern error does not tell a user what is wrong."""
+    if isinstance(value, str) and not re.fullmatch(NAME_PATTERN, value):
+        raise ValueError("must be a plain folder name (letters, digits, '.', '_', '-'; starting with a letter or "
+                         "digit; at most 128 characters): a '/', '..', absolute or empty name would put results "
+                         "outside the storage root")
+    return value
+
+
+# A name that becomes one folder of a results path; the pattern stays in the JSON Schema.
+FolderName = Annotated[str, Field(pattern=NAME_PATTERN), BeforeValidator(_folder_name)]
 
 
 class Strict(BaseModel):
@@ -134,7 +148,7 @@ def _augment_entry(entry: Any) -> Any:
 
 
 class ModelSpec(Strict):
-    family: Literal["cnn", "mlp"] = "cnn"
+    family: Literal["cnn", "mlp", "dscnn"] = "cnn"
     width: float = Field(default=1.0, gt=0.0, le=16.0, description="Multiplier on every layer's size")
     depth: int = Field(default=2, ge=1, le=16, description="Conv blocks (cnn) or hidden layers (mlp)")
     dropout: float | None = Field(default=None, ge=0.0, lt=1.0)
@@ -193,6 +207,8 @@ class OutputSpec(Strict):
     @field_validator("storage")
     @classmethod
     def _absolute_or_remote(cls, storage: str) -> str:
+        if "\x00" in storage:
+            raise ValueError("must not contain a NUL character")
         if storage.startswith(REMOTE_SCHEMES):
             return storage
         expanded = os.path.expanduser(storage)
@@ -230,8 +246,7 @@ class EvaluationSpec(Strict):
 
 class JobBase(Strict):
     version: Literal[1] = SPEC_VERSION
-    # The pattern keeps results inside the storage root: no '/', no leading '.'.
-    name: str = Field(pattern=NAME_PATTERN, description="Results go to <output.storage>/<name>/")
+    name: FolderName = Field(description="Results go to <output.storage>/<name>/")
     output: OutputSpec = OutputSpec()
 
 
@@ -274,7 +289,7 @@ FINE_TUNE_DEFAULT = TrainSpec(epochs=2, optimizer=OptimizerSpec(learning_rate=2e
 
 
 class VariantSpec(Strict):
-    name: str = Field(pattern=NAME_PATTERN, description="Results go to <run>/variants/<name>/")
+    name: FolderName = Field(description="Results go to <run>/variants/<name>/")
     pipeline: list[dict[str, dict[str, Any] | None]] = Field(
         min_length=1, description="Ordered steps, e.g. [{prune: {final_sparsity: 0.8}}, {quantize: {mode: int8}}]")
     fine_tune: TrainSpec | None = Field(default=None, description="Overrides the job's fine_tune for this variant")
@@ -327,7 +342,7 @@ class CompressJob(DataJob):
 class PipelineChoice(Strict):
     """A named compression pipeline of the search space; `[]` is the float model itself."""
 
-    name: str = Field(pattern=NAME_PATTERN)
+    name: FolderName
     pipeline: list[dict[str, dict[str, Any] | None]] = Field(default_factory=list)
 
     @field_validator("pipeline")
@@ -337,7 +352,7 @@ class PipelineChoice(Strict):
 
 
 class SearchSpace(Strict):
-    family: Literal["cnn", "mlp"] = "cnn"
+    family: Literal["cnn", "mlp", "dscnn"] = "cnn"
     widths: list[Annotated[float, Field(gt=0.0, le=16.0)]] = Field(default_factory=lambda: [1.0], min_length=1)
     depths: list[Annotated[int, Field(ge=1, le=16)]] = Field(default_factory=lambda: [2], min_length=1)
     dropout: float | None = Field(default=None, ge=0.0, lt=1.0)
@@ -393,6 +408,10 @@ class SweepJob(DataJob):
         self._check_batch(self.fine_tune, "fine_tune")
         if self.train.init_from or self.fine_tune.init_from:
             raise ValueError("init_from: a sweep trains its own baselines; use a compress job to start from one")
+        if self.tune.scheduler == "asha" and self.tune.grace_epochs > self.train.epochs:
+            # Ray's ASHA asserts this only once the sweep has started on the cluster.
+            raise ValueError(f"tune.grace_epochs ({self.tune.grace_epochs}) must not exceed train.epochs "
+                             f"({self.train.epochs}) with the asha scheduler")
         return self
 
 
@@ -410,7 +429,7 @@ class TestDataSpec(Strict):
 
 
 class ArtifactSpec(Strict):
-    name: str = Field(pattern=NAME_PATTERN)
+    name: FolderName
     path: str = Field(description="A .tflite file, a saved Keras model (.keras/.h5) or a SavedModel folder")
 
 
@@ -492,7 +511,7 @@ def validate_document(document: Any, source: str = "<spec>") -> JobSpec:
     if not isinstance(document, dict):
         raise SpecError(f"{source}: expected a mapping at the top level, got {type(document).__name__}")
     kind = document.get("kind")
-    if kind not in JOB_KINDS:
+    if not isinstance(kind, str) or kind not in JOB_KINDS:
         raise SpecError(f"{source}: invalid spec\n  kind: expected one of {', '.join(JOB_KINDS)} (got {kind!r})")
     try:
         return JOB_KINDS[kind].model_validate(document)

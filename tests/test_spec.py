@@ -45,8 +45,8 @@ def test_defaults_are_filled_in(tmp_path):
     ({"augment": [{"contrast": {"lower": 2.0, "upper": 1.0}}]}, "augment.0.contrast", "must not exceed"),
     ({"scaling": {"num_workers": 2, "use_gpu": True}}, "scaling", "gpus_per_worker is 0"),
     ({"output": {"storage": "results/"}}, "output.storage", "must be absolute"),
-    ({"name": "../escape"}, "name", "should match pattern"),
-    ({"name": "/abs"}, "name", "should match pattern"),
+    ({"name": "../escape"}, "name", "must be a plain folder name"),
+    ({"name": "/abs"}, "name", "must be a plain folder name"),
     ({"kind": "deploy"}, "kind", "expected one of"),
     ({"train": {"epochs": 3, "warmup_epochs": 3}}, "train", "fewer than epochs"),
 ])
