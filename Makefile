@@ -25,3 +25,8 @@ up: install
 
 down: install
 	$(BIN)/sweetspot down
+
+# Every benchmark on the local cluster (< 45 min on 2 cores): bench/results/*.json and docs/benchmarks.md.
+# `make bench BENCH_ARGS=--quick` for a smoke run, `BENCH_ARGS="--only sweep,growth"` for a subset.
+bench: install
+	RAY_AUTH_MODE=token $(BIN)/python -m bench $(BENCH_ARGS)

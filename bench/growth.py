@@ -1,0 +1,78 @@
+"""Growth: training time against data size, and sweep cost against the number of variants; least-squares lines.
+
+* Training: the project's Ray Train run (`run_training(train_loop_per_worker)`,
+  2 workers, the default CNN) on 25 / 50 / 100 % class-balanced fractions of
+  the train split (`data.train_fraction`); time = the Ray Train run's wall
+  time, and separately the seconds inside `fit`. Line: seconds = a + b x rows.
+* Sweeps: `kind: sweep` jobs on the bundled sample with 1, 2 and 4 variants
+  (1 scale x {float}, 1 scale x {float, int8}, 2 scales x {float, int8}), one
+  trial at a time; time = the job's wall time. Line: seconds = a + b x variants.
+"""
+
+from __future__ import annotations
+
+import time
+
+from bench import common
+
+NAME = "growth"
+DEFAULT = {"full_data": True, "fractions": [0.25, 0.5, 1.0], "epochs": 1, "sweep_epochs": 1,
+           "sweep_points": [[[0.25], ["float"]], [[0.25], ["float", "int8"]], [[0.25, 0.5], ["float", "int8"]]]}
+QUICK = {**DEFAULT, "full_data": False, "fractions": [0.25, 0.5, 1.0], "sweep_points": DEFAULT["sweep_points"][:2]}
+PIPELINES = {"float": [], "int8": [{"quantize": {"mode": "int8"}}]}
+
+
+def training_points(settings: dict, ctx: common.Context) -> list[dict]:
+    import sys
+
+    from cluster.data.pipeline import prepare
+    from cluster.spec import validate_document
+    from cluster.training.loop import train_loop_per_worker
+    from cluster.training.trainer import run_training
+
+    common.connect(sys.modules[__name__])
+    storage = ctx.fresh("growth")
+    points = []
+    for fraction in settings["fractions"]:
+        job = validate_document(common.train_document(
+            "bench-growth", common.data_section(settings["full_data"], fraction),
+            {"family": "cnn", "width": 1.0, "depth": 2}, {"epochs": settings["epochs"], "global_batch_size": 256},
+            storage))
+        prepared = prepare(job.data, job.train.seed)
+        common.log(f"growth: training on {fraction:.0%} ({prepared.plan.train_rows} rows)")
+        started = time.perf_counter()
+        result, _ = run_training(train_loop_per_worker, {"spec": job.model_dump(mode="json")}, job, prepared,
+                                 job.train.seed, storage_path=str(storage), run_name=f"fraction-{fraction:g}")
+        wall = time.perf_counter() - started
+        epochs = common.ray_train_epochs(result)
+        points.append({"fraction": fraction, "train_rows": prepared.plan.train_rows, "run_wall_seconds": wall,
+                       "fit_seconds": sum(float(m["train_seconds"]) for m in epochs)})
+    return points
+
+
+def sweep_points(settings: dict, ctx: common.Context) -> list[dict]:
+    from bench.sweep import sweep_document
+
+    points = []
+    for index, (widths, pipelines) in enumerate(settings["sweep_points"]):
+        overrides = [f"train.epochs={settings['sweep_epochs']}", "fine_tune.epochs=1", "tune.scheduler=fifo",
+                     "tune.max_concurrent_trials=1", "evaluation.repetitions=50", "evaluation.memory=false",
+                     "evaluation.batch_sizes=[256]", f"search.widths={widths}",
+                     "search.pipelines=" + str([{"name": p, "pipeline": PIPELINES[p]} for p in pipelines])]
+        document = sweep_document(f"bench-growth-sweep-{index}", ctx.scratch / "growth-sweeps", overrides)
+        summary, wall = common.run_job(document, ctx)
+        points.append({"widths": widths, "pipelines": pipelines, "variants": len(summary["variants"]),
+                       "wall_seconds": wall})
+    return points
+
+
+def run(settings: dict, ctx: common.Context) -> dict:
+    training = training_points(settings, ctx)
+    sweeps = sweep_points(settings, ctx)
+    rows = [p["train_rows"] for p in training]
+    fits = {"train_wall_vs_rows": common.line_fit(rows, [p["run_wall_seconds"] for p in training]),
+            "train_fit_vs_rows": common.line_fit(rows, [p["fit_seconds"] for p in training])}
+    if len(sweeps) > 1:
+        fits["sweep_wall_vs_variants"] = common.line_fit([p["variants"] for p in sweeps],
+                                                         [p["wall_seconds"] for p in sweeps])
+    return {"settings": settings, "training": training, "sweeps": sweeps, "fits": fits}

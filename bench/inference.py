@@ -1,0 +1,53 @@
+"""Inference: the sweet-spot artifact against the float baseline, same runtime, same threads.
+
+Both are the TFLite files the compression benchmark produced in this bench run
+(`compression.json`: the float CNN baseline, and the sweet spot chosen under
+the full-data sweep's constraints). Each is timed with
+`cluster/evaluation/latency.py:measure_tflite_latency` (batch-1 p50/p95 and
+batch-256 throughput) in the TFLite interpreter with the same thread count, in
+this one process, alternating baseline and sweet spot `repetitions` times; the
+figures are the medians of the repetitions.
+"""
+
+from __future__ import annotations
+
+from bench import common
+
+NAME = "inference"
+DEFAULT = {"repetitions": 5, "num_threads": 1, "batch_calls": 300, "throughput_batch": 256}
+QUICK = {"repetitions": 1, "num_threads": 1, "batch_calls": 100, "throughput_batch": 256}
+
+
+def run(settings: dict, ctx: common.Context) -> dict:
+    from pathlib import Path
+
+    from cluster.evaluation.latency import measure_tflite_latency
+
+    compression = common.read_result(ctx.results, "compression")
+    if not compression or not compression.get("sweet_spot"):
+        raise RuntimeError("inference needs the compression benchmark's artifacts: run it first "
+                           "(python -m bench --only compression,inference)")
+    artifacts = {"baseline": compression["baseline_artifact"], "sweet_spot": compression["sweet_spot"]["artifact"]}
+    for path in artifacts.values():
+        if not Path(path).exists():
+            raise RuntimeError(f"{path} is gone; run the compression benchmark again")
+    runs = {name: [] for name in artifacts}
+    for rep in range(settings["repetitions"]):
+        common.log(f"inference: repetition {rep + 1}/{settings['repetitions']}")
+        for name, path in artifacts.items():
+            result = measure_tflite_latency(path, num_threads=settings["num_threads"],
+                                            batch_sizes=(settings["throughput_batch"],),
+                                            repetitions=settings["batch_calls"])
+            runs[name].append({"latency_ms_p50": result.latency_ms_p50, "latency_ms_p95": result.latency_ms_p95,
+                               "throughput_sps": result.throughput_sps[settings["throughput_batch"]]})
+    medians = {name: {key: common.median(r[key] for r in values) for key in values[0]}
+               for name, values in runs.items()}
+    base, best = medians["baseline"], medians["sweet_spot"]
+    speedup = base["latency_ms_p50"] / best["latency_ms_p50"]
+    return {"settings": settings, "artifacts": artifacts, "sweet_spot": compression["sweet_spot"]["name"],
+            "runs": runs, "medians": medians,
+            "ratios": {"p50_latency_lower_by": speedup,
+                       "p95_latency_lower_by": base["latency_ms_p95"] / best["latency_ms_p95"],
+                       "throughput_higher_by": best["throughput_sps"] / base["throughput_sps"]},
+            "targets": [{"name": "p50", "requirement": "≥ 3× lower p50 latency", "met": speedup >= 3.0,
+                         "figure": f"{speedup:.2f}× lower p50"}]}

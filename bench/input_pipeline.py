@@ -1,0 +1,209 @@
+"""Input pipeline: Ray Data decode + augmentation feeding Ray Train, against an in-process tf.data pipeline.
+
+Four trainings of the same model, batch and epochs, each in samples/s of
+`fit` (median of the epochs after the first):
+
+* Ray, real: the project's path, `run_training(train_loop_per_worker)`: Ray
+  Data reads the Parquet, decodes (PIL) once into the object store
+  (`data.cache: true`, the default), and augments every epoch as a streaming
+  stage (`cluster/data/augment.py`); 1 and 2 Ray Train workers of 1 CPU.
+* Ray, in-memory: the same Ray Train run of the same `train_loop_per_worker`
+  (model, strategy, steps, per-epoch timing), its shard replaced by in-memory
+  tensors of the same shape in each worker (no Ray Data).
+* tf.data, real: one process (intra-op threads = the machine's cores),
+  `tf.io.decode_png` cached after the first epoch (as `data.cache`), then the
+  same augmentation code (`augment_images`, via `tf.numpy_function`), shuffled,
+  batched, prefetched; Keras `fit`.
+* tf.data, in-memory: the same process and model on in-memory tensors.
+
+Input wait = 1 - (step time in memory / step time real) = 1 - real sps / in-memory sps.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from bench import common
+
+NAME = "input_pipeline"
+DEFAULT = {"full_data": True, "fraction": 0.15, "epochs": 3, "repetitions": 2, "batch": 256, "workers": [1, 2],
+           "model": {"family": "cnn", "width": 1.0, "depth": 2}}
+QUICK = {"full_data": False, "fraction": 0.5, "epochs": 2, "repetitions": 1, "batch": 256, "workers": [1, 2],
+         "model": {"family": "cnn", "width": 0.5, "depth": 2}}
+SHUFFLE_ROWS = 2048
+
+
+# ---------------------------------------------------------------- Ray Train side (runs in the workers)
+
+
+def in_memory_loop_per_worker(config: dict) -> None:
+    """The project's `train_loop_per_worker`, unchanged but for its data: in-memory tensors, not the Ray Data shard.
+
+    Runs in a Ray Train worker process of its own, so rebinding the loop module's
+    `distributed` (the one place the loop turns a shard into a TF dataset) affects only this run.
+    """
+    import tensorflow as tf
+
+    from cluster.training import loop
+
+    shape, num_classes = tuple(config["spec"]["data"]["image_shape"]), config["spec"]["data"]["num_classes"]
+
+    def in_memory(strategy, shard, batch_size: int, drop_last: bool, shuffle_seed):
+        images, labels = in_memory_tensors(batch_size * 8, shape, num_classes, shuffle_seed or 0)
+
+        def dataset_fn(_context):
+            return (tf.data.Dataset.from_tensor_slices((images, labels)).repeat()
+                    .batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+        return strategy.distribute_datasets_from_function(dataset_fn)
+
+    loop.distributed = in_memory
+    loop.train_loop_per_worker(config)
+
+
+def in_memory_tensors(rows: int, shape: tuple, num_classes: int, seed: int):
+    """Decoded-looking pixels (float32 0-255) and labels; speed does not depend on the values."""
+    rng = np.random.default_rng(seed)
+    return (rng.uniform(0, 255, (rows, *shape)).astype(np.float32),
+            rng.integers(0, num_classes, rows).astype(np.int64))
+
+
+def ray_train_sps(job, prepared, loop, storage: str, run_name: str) -> dict:
+    from cluster.training.trainer import run_training
+
+    started = time.perf_counter()
+    result, _ = run_training(loop, {"spec": job.model_dump(mode="json")}, job, prepared, job.train.seed,
+                             storage_path=storage, run_name=run_name)
+    epochs = common.ray_train_epochs(result)
+    per_epoch = [float(m["samples_per_second"]) for m in epochs]
+    return {"samples_per_second": common.steady(per_epoch), "per_epoch_sps": per_epoch,
+            "run_wall_seconds": time.perf_counter() - started}
+
+
+# ---------------------------------------------------------------- tf.data side (a fresh process)
+
+
+def tfdata_probe(payload: dict) -> dict:
+    """Train with tf.data in this process, real (decode + augment) then in memory; samples/s per epoch."""
+    import cluster  # noqa: F401
+    import pyarrow.parquet as pq
+    import tensorflow as tf
+
+    from cluster.data.augment import augment_images
+    from cluster.data.decode import row_keys
+    from cluster.data.sources import resolve
+    from cluster.models import ModelShape, build_model
+    from cluster.spec import TrainSpec
+    from cluster.training.loop import compile_classifier
+    from cluster.training.optim import build_optimizer
+
+    threads = payload["threads"]
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    rows, batch, epochs, seed = payload["rows"], payload["batch"], payload["epochs"], 0
+    encoded, labels = [], []
+    for path in resolve(payload["train"], "train").files:
+        table = pq.read_table(path, columns=["image", "label"])
+        encoded += table.column("image").combine_chunks().field("bytes").to_pylist()
+        labels += table.column("label").to_pylist()
+    encoded, labels = encoded[:rows], np.asarray(labels[:rows], np.int64)
+    ops = payload["augment"]
+    steps = rows // batch
+
+    def decode(data, label):
+        pixels = tf.io.decode_png(data, channels=1)
+        key = tf.numpy_function(lambda p: np.asarray(row_keys(p[None])[0]), [pixels], tf.uint64)
+        return pixels, label, key
+
+    def augment(epoch):
+        def fn(pixels, label, key):
+            out = tf.numpy_function(lambda p, k: augment_images(p, k, ops, seed, epoch), [pixels, key], tf.float32)
+            return tf.ensure_shape(out, [None, 28, 28, 1]), label
+        return fn
+
+    decoded = (tf.data.Dataset.from_tensor_slices((encoded, labels))
+               .map(decode, num_parallel_calls=tf.data.AUTOTUNE).cache())
+
+    def real(epoch):
+        return (decoded.shuffle(SHUFFLE_ROWS, seed=epoch).batch(batch, drop_remainder=True)
+                .map(augment(epoch), num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
+
+    images, fake_labels = in_memory_tensors(batch * 8, (28, 28, 1), 10, 0)
+    memory = (tf.data.Dataset.from_tensor_slices((images, fake_labels)).repeat()
+              .batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+    results = {}
+    for mode in ("real", "in_memory"):
+        train = TrainSpec(epochs=epochs, global_batch_size=batch)
+        model = build_model(payload["model"]["family"], ModelShape((28, 28, 1), 10), payload["model"]["width"],
+                            payload["model"]["depth"])
+        compile_classifier(model, build_optimizer(train, steps), 10)
+        per_epoch, started = [], time.perf_counter()
+        for epoch in range(epochs):
+            data = real(epoch) if mode == "real" else memory
+            start = time.perf_counter()
+            model.fit(data, epochs=epoch + 1, initial_epoch=epoch, steps_per_epoch=steps, verbose=0)
+            per_epoch.append(steps * batch / (time.perf_counter() - start))
+        results[mode] = {"samples_per_second": common.steady(per_epoch), "per_epoch_sps": per_epoch,
+                         "run_wall_seconds": time.perf_counter() - started}
+    return {**results, "threads": threads, "rows": rows}
+
+
+# ---------------------------------------------------------------- the benchmark
+
+
+def wait_fraction(real: float | None, in_memory: float | None) -> float | None:
+    return None if not real or not in_memory else max(0.0, 1.0 - real / in_memory)
+
+
+def run(settings: dict, ctx: common.Context) -> dict:
+    import os
+    import sys
+
+    from cluster.data.pipeline import prepare
+    from cluster.spec import validate_document
+    from cluster.training.loop import train_loop_per_worker
+
+    common.connect(sys.modules[__name__])
+    data = common.data_section(settings["full_data"], settings["fraction"])
+    storage = ctx.fresh("input_pipeline")
+    reps = settings["repetitions"]
+    configs: dict[str, list[dict]] = {}
+    prepared = None
+    for rep in range(reps):
+        for workers in settings["workers"]:
+            document = common.train_document(
+                "bench-input", data, settings["model"],
+                {"epochs": settings["epochs"], "global_batch_size": settings["batch"]}, storage,
+                scaling={"num_workers": workers, "cpus_per_worker": 1})
+            job = validate_document(document)
+            prepared = prepared or prepare(job.data, job.train.seed)
+            for mode, loop in (("real", train_loop_per_worker), ("in_memory", in_memory_loop_per_worker)):
+                key = f"ray_{workers}w_{mode}"
+                common.log(f"input_pipeline: {key}, repetition {rep + 1}/{reps}")
+                configs.setdefault(key, []).append(
+                    ray_train_sps(job, prepared, loop, str(storage), f"{key}-{rep}"))
+        common.log(f"input_pipeline: tf.data, repetition {rep + 1}/{reps}")
+        probe = common.run_probe(__name__, {
+            "train": data["train"], "rows": prepared.plan.train_rows, "batch": settings["batch"],
+            "epochs": settings["epochs"], "model": settings["model"], "threads": os.cpu_count(),
+            "augment": [op.model_dump() for op in job.augment]})
+        for mode in ("real", "in_memory"):
+            configs.setdefault(f"tfdata_{mode}", []).append(probe[mode])
+    medians = {key: common.median(r["samples_per_second"] for r in runs) for key, runs in configs.items()}
+    tfdata = medians["tfdata_real"]
+    comparisons = {}
+    for workers in settings["workers"]:
+        real = medians[f"ray_{workers}w_real"]
+        comparisons[f"ray_{workers}w"] = {
+            "samples_per_second": real, "ratio_vs_tfdata": real / tfdata if tfdata else None,
+            "input_wait_fraction": wait_fraction(real, medians[f"ray_{workers}w_in_memory"])}
+    comparisons["tfdata"] = {"samples_per_second": tfdata, "ratio_vs_tfdata": 1.0,
+                             "input_wait_fraction": wait_fraction(tfdata, medians["tfdata_in_memory"])}
+    return {"settings": settings, "train_rows": prepared.plan.train_rows, "tfdata_threads": os.cpu_count(),
+            "augment": [op.model_dump() for op in job.augment], "runs": configs, "medians": medians,
+            "comparisons": comparisons}
+
+
+if __name__ == "__main__":
+    common.probe_main(tfdata_probe)

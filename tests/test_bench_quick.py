@@ -1,0 +1,50 @@
+"""Smoke test of the benchmark harness: `python -m bench --quick` runs every benchmark end to end.
+
+Not a performance check: it only asserts that each benchmark wrote its JSON file
+with real (positive, finite) numbers and that the Markdown report was rendered.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = ("input_pipeline", "hardware", "compression", "inference", "sweep", "growth")
+
+
+def positive(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+@pytest.mark.timeout(2400)
+def test_quick_bench_writes_results_and_doc(ray_cluster, tmp_path):
+    env = dict(os.environ, RAY_AUTH_MODE="token")
+    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--results", str(tmp_path / "results"),
+                           "--scratch", str(tmp_path / "scratch")], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=2300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    results = {name: json.loads((tmp_path / "results" / f"{name}.json").read_text()) for name in BENCHMARKS}
+    for name, result in results.items():
+        assert result["quick"] is True and "error" not in result, (name, result.get("error"))
+        assert positive(result["wall_seconds"]) and result["versions"]["ray"] and result["machine"]["logical_cpus"]
+    pipeline = results["input_pipeline"]["comparisons"]
+    assert all(positive(c["samples_per_second"]) for c in pipeline.values())
+    assert all(positive(m["in_process_mfu"]) and positive(m["ray_train_mfu"])
+               for m in results["hardware"]["models"].values())
+    compression = results["compression"]
+    assert len(compression["points"]) >= 2 and positive(compression["anchor"]["pruned_quantized"]["accuracy"])
+    assert {t["name"] for t in compression["targets"]} == {"must", "aim", "frontier"}
+    assert positive(results["inference"]["ratios"]["p50_latency_lower_by"])
+    assert positive(results["sweep"]["grid"]["parallel_efficiency_tune"])
+    assert 0 < results["sweep"]["asha"]["epoch_fraction"] <= 1
+    assert positive(results["growth"]["fits"]["train_fit_vs_rows"]["slope"])
+    doc = (tmp_path / "results" / "benchmarks.md").read_text()
+    assert "QUICK" in doc and "## Targets" in doc and "## 6. Growth" in doc
+    assert (tmp_path / "results" / "benchmarks_pareto.png").stat().st_size > 1000
