@@ -5,18 +5,47 @@ from __future__ import annotations
 import sys
 
 from cluster.data import DataError
-from cluster.storage import StorageError
-from cluster.training.checkpoints import CheckpointError
-from cluster.training.resources import ResourceError
-from jobs.common import JobFailed
+
+
+def check_data(spec) -> None:
+    """Read every row of the data before the job starts, so bad data is refused before anything is written.
+
+    The job reads the same splits again from the checks' memory, not from disk.
+    """
+    from cluster.data.checks import check_plan, check_split
+    from cluster.data.pipeline import prepare
+    from cluster.data.sources import resolve
+
+    data = spec.data
+    if spec.kind == "evaluate":
+        check_split(resolve(data.test, "data.test"), data.image_column, data.label_column, data.num_classes,
+                    tuple(data.image_shape), "data.test")
+        return
+    seed = (spec.fine_tune if spec.kind == "compress" else spec.train).seed
+    # A train job also trains on each learning-curve fraction; each must leave every class some rows.
+    for fraction in sorted({data.train_fraction, *getattr(spec, "learning_curve", [])}):
+        prepared = prepare(data.model_copy(update={"train_fraction": fraction}), seed)
+        train = check_split(prepared.train_source, data.image_column, data.label_column, data.num_classes,
+                            tuple(data.image_shape), "data.train")
+        check_plan(prepared.plan, train.labels, data.validation_fraction)
 
 
 def run(spec) -> int:
     """0 on success; 2 for bad input (nothing trained); 1 when training itself failed."""
+    try:
+        check_data(spec)
+    except DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    # The jobs load TensorFlow: imported only once the input is known to be good.
     from cluster.compression.errors import CompressionError
+    from cluster.evaluation.errors import ArtifactError
+    from cluster.storage import StorageError
+    from cluster.training.checkpoints import CheckpointError
+    from cluster.training.resources import ResourceError
     from cluster.training.trainer import TrainingFailed
     from cluster.tuning.space import UnreachableConstraint
-    from cluster.evaluation.errors import ArtifactError
+    from jobs.common import JobFailed
     from jobs.compress import run_compress
     from jobs.evaluate import run_evaluate
     from jobs.sweep import run_sweep

@@ -1,19 +1,24 @@
 """Bad data stops the job before training, with the spec field, the file and the row."""
 
 import io
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from PIL import Image
 
 from cluster.data import DataError
 from cluster.data.checks import check_split
 from cluster.data.pipeline import load_arrays, prepare
 from cluster.data.sources import resolve
-from cluster.spec import DataSpec
-from tests.conftest import SAMPLE
+from cluster.spec import DataSpec, validate_document
+from jobs.runner import check_data
+from tests.conftest import ROOT, SAMPLE, train_document
 
 SHAPE = (28, 28, 1)
 
@@ -134,3 +139,81 @@ def test_prepare_checks_both_splits_and_names_the_test_field(tmp_path):
     spec = DataSpec(train=str(SAMPLE / "train.parquet"), test=str(bad), num_classes=10)
     with pytest.raises(DataError, match=r"^data\.test: .*row 4"):
         prepare(spec, seed=0)
+
+
+def test_a_missing_file_and_a_folder_without_parquet_name_the_path(tmp_path):
+    with pytest.raises(DataError, match=r"data\.train: no Parquet files found at '.*absent\.parquet'"):
+        check(tmp_path / "absent.parquet")
+    folder = tmp_path / "csv_only"
+    folder.mkdir()
+    (folder / "train.csv").write_text("image,label\n")
+    with pytest.raises(DataError, match=r"data\.train: no Parquet files found at '.*csv_only'"):
+        check(folder)
+
+
+def test_an_image_column_of_the_wrong_type_names_file_and_row(tmp_path):
+    table = pa.table({"image": pa.array(range(10), pa.int64()), "label": pa.array([1] * 10, pa.int64())})
+    with pytest.raises(DataError, match=r"bad\.parquet row 0: image column has type int64"):
+        check(write(tmp_path, table))
+
+
+def test_a_checked_file_that_changes_is_read_again(tmp_path):
+    path = write(tmp_path, sample_table())
+    assert check(path).num_rows == 50
+    write(tmp_path, with_image(sample_table(), 5, b"junk"))
+    with pytest.raises(DataError, match=r"bad\.parquet row 5: image bytes do not decode"):
+        check(path)
+
+
+def per_class(rows_per_class: int, classes: range = range(10)) -> pa.Table:
+    """The first `rows_per_class` sample rows of each class."""
+    table = pq.read_table(SAMPLE / "train.parquet")
+    labels = np.asarray(table.column("label"))
+    return table.take(np.concatenate([np.flatnonzero(labels == c)[:rows_per_class] for c in classes]))
+
+
+def preflight(tmp_path, table, **changes):
+    document = train_document()
+    document["data"]["train"] = str(write(tmp_path, table, "train.parquet"))
+    document["data"].update(changes.pop("data", {}))
+    document.update(changes)
+    check_data(validate_document(document))
+
+
+def test_a_validation_fraction_that_leaves_the_validation_split_empty(tmp_path):
+    # round(0.1 * 4) = 0 rows of every class would go to validation.
+    with pytest.raises(DataError, match=r"^data\.validation_fraction: 0\.1 of 40 train rows leaves the validation "
+                                        r"split empty"):
+        preflight(tmp_path, per_class(4))
+    preflight(tmp_path, per_class(4), data={"validation_fraction": 0.0})  # no validation asked for: fine
+
+
+def test_a_fraction_that_leaves_a_class_without_training_rows(tmp_path):
+    with pytest.raises(DataError, match=r"^data\.train_fraction: class\(es\) \[0, 1, 2, 3, 4, 5, 6, 7, 8, 9\]"):
+        preflight(tmp_path, per_class(10), data={"train_fraction": 0.01})
+    # A learning-curve point trains too: it is checked before the job starts.
+    with pytest.raises(DataError, match=r"^data\.train_fraction: class\(es\)"):
+        preflight(tmp_path, per_class(10), learning_curve=[0.01])
+    # Classes the data does not hold at all (num_classes above the labels used) are not a fault here.
+    preflight(tmp_path, per_class(10, range(8)))
+
+
+@pytest.mark.parametrize("kind", ["train", "compress"])
+def test_the_job_entry_point_refuses_a_corrupt_image_before_writing_anything(tmp_path, kind):
+    bad = write(tmp_path, with_image(sample_table(), 17, b"\x89PNG not really"))
+    document = train_document(kind=kind)
+    document["data"]["train"] = str(bad)
+    if kind == "compress":
+        del document["model"], document["train"]
+        document.update(baseline=str(tmp_path / "no-model.keras"), variants=[{"name": "f16",
+                        "pipeline": [{"quantize": {"mode": "float16"}}]}])
+    storage = tmp_path / "results"
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(yaml.safe_dump(document))
+    done = subprocess.run([sys.executable, "-m", "jobs", str(spec), "--output", str(storage)], cwd=ROOT,
+                          env={**os.environ, "RAY_ADDRESS": "127.0.0.1:1"}, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert f"error: data.train: {bad} row 17: image bytes do not decode" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not storage.exists()

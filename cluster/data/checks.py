@@ -4,6 +4,10 @@ Catches a missing column, a wrong label type, a null or out-of-range label, an
 image that does not decode or has the wrong size, and an empty split, with an
 error naming the spec field, the file and the row. What it learns (a key and
 a label per row) plans the exact, class-balanced splits.
+
+A split that passed is remembered for the life of the process (keyed by its
+files' sizes and modification times), so the job runner's preflight and the
+job itself read the data once.
 """
 
 from __future__ import annotations
@@ -17,8 +21,11 @@ import pyarrow.parquet as pq
 from cluster.data import DataError
 from cluster.data.decode import RowError, decode_column, row_keys
 from cluster.data.sources import Source
+from cluster.data.splits import SplitPlan
 
 BATCH_ROWS = 2048
+CHECKED_SPLITS_KEPT = 8
+_checked: dict[tuple, "SplitIndex"] = {}
 
 
 @dataclass(frozen=True)
@@ -63,9 +70,43 @@ def _check_labels(labels: pa.Array, num_classes: int, where: str, offset: int) -
     return values
 
 
+def _version(source: Source) -> tuple:
+    """What identifies the files' current contents: path, size and modification time of each."""
+    try:
+        infos = source.filesystem.get_file_info(list(source.files))
+    except (OSError, pa.ArrowException):
+        return (None,)  # never equal to a real listing: such a split is read again
+    return tuple((i.path, i.size, i.mtime_ns) for i in infos)
+
+
 def check_split(source: Source, image_column: str, label_column: str, num_classes: int,
                 image_shape: tuple[int, int, int], field: str) -> SplitIndex:
     """Check every file and row of a split; `field` (e.g. `data.train`) prefixes every error."""
+    key = (_version(source), image_column, label_column, num_classes, tuple(image_shape))
+    if key not in _checked:
+        index = _read_split(source, image_column, label_column, num_classes, tuple(image_shape), field)
+        if len(_checked) >= CHECKED_SPLITS_KEPT:
+            _checked.pop(next(iter(_checked)))
+        _checked[key] = index
+    return _checked[key]
+
+
+def check_plan(plan: SplitPlan, labels: np.ndarray, validation_fraction: float) -> None:
+    """Refuse fractions that leave the validation split, or a class present in the data, with no rows."""
+    if validation_fraction > 0 and plan.validation_rows == 0:
+        raise DataError(f"data.validation_fraction: {validation_fraction:g} of {len(labels)} train rows leaves "
+                        "the validation split empty (less than one row of any class); raise it, or set 0 "
+                        "to train without validation")
+    present = np.bincount(labels, minlength=len(plan.train.counts)) > 0
+    starved = [c for c in np.flatnonzero(present) if plan.train.counts[c] == 0]
+    if starved:
+        raise DataError(f"data.train_fraction: class(es) {[int(c) for c in starved]} of data.train keep no "
+                        "training rows after validation_fraction and train_fraction; use more data or "
+                        "larger fractions")
+
+
+def _read_split(source: Source, image_column: str, label_column: str, num_classes: int,
+                image_shape: tuple[int, int, int], field: str) -> SplitIndex:
     keys, labels = [], []
     for path in source.files:
         where = f"{field}: {source.display(path)}"
