@@ -82,10 +82,16 @@ def localize_data_paths(spec, overrides: list[str], working_dir: Path, cwd: Path
     return overrides + extra
 
 
-def submit_with_ray_cli(spec_path: str, overrides: list[str], output: str | None, wait: bool = True) -> int:
-    """`ray job submit --working-dir . -- python -m jobs SPEC ...` against the local cluster."""
+def submit_with_ray_cli(spec_path: str, overrides: list[str], output: str | None, wait: bool = True,
+                        ticket=None) -> int:
+    """`ray job submit --working-dir . -- python -m jobs SPEC ...` against the local cluster.
+
+    `ticket` (an Admission) adds the `--entrypoint-resources`/`--entrypoint-memory` it reserves.
+    """
     command = [local.ray_executable(), "job", "submit", "--address", local.DASHBOARD_URL,
                "--working-dir", str(PROJECT_ROOT)]
+    if ticket is not None and ticket.resources:
+        command += ["--entrypoint-resources", json.dumps(ticket.resources), "--entrypoint-memory", str(ticket.memory)]
     if not wait:
         command.append("--no-wait")
     command += ["--", "python", "-m", "jobs", spec_path]
@@ -174,10 +180,14 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
         print(f"started a local Ray cluster ({local.DASHBOARD_URL})")
     from cluster.client import JobClient
 
-    JobClient(local.DASHBOARD_URL)  # the job server answers and takes our token, or one clear line
+    from cluster.tuning.budget import admission
+
+    # The job server answers and takes our token (or one clear line), and the job fits.
+    ticket = admission(spec, JobClient(local.DASHBOARD_URL).capacity())
+    print(ticket.note, file=sys.stderr, flush=True)
     overrides = localize_data_paths(spec, args.overrides, PROJECT_ROOT, PROJECT_ROOT)
     storage = spec.output.storage
-    code = submit_with_ray_cli(args.spec, overrides, storage)
+    code = submit_with_ray_cli(args.spec, overrides, storage, ticket=ticket)
     summary = Path(run_dir(spec)) / "summary.json"
     if code == 0 and summary.exists():
         print_summary(summary)
@@ -224,10 +234,15 @@ def _follow(client, job_id: str) -> str:
 def cmd_submit(args: argparse.Namespace) -> int:
     spec, entrypoint, runtime_env = build_submission(args.spec, args.overrides, args.output, args.working_dir)
     client = _client(args)
+    from cluster.tuning.budget import admission
+
+    ticket = admission(spec, client.capacity())  # refuses a job the cluster can never hold, before the upload
+    print(ticket.note, file=sys.stderr, flush=True)
     metadata = {"sweetspot_name": spec.name, "sweetspot_storage": spec.output.storage,
-                "sweetspot_spec": os.path.abspath(args.spec)}
+                "sweetspot_spec": os.path.abspath(args.spec), "sweetspot_cpus": f"{ticket.need.cpus:g}"}
     print(f"uploading {runtime_env['working_dir']} to {client.address}", file=sys.stderr, flush=True)
-    job_id = client.submit(entrypoint, runtime_env, metadata)
+    job_id = client.submit(entrypoint, runtime_env, metadata, entrypoint_resources=ticket.resources,
+                           entrypoint_memory=ticket.memory)
     print(job_id, flush=True)
     if not args.wait:
         print(f"submitted {spec.name!r} to {client.address}; follow it with `sweetspot logs --follow {job_id}`, "
@@ -341,6 +356,7 @@ HANDLERS = {"submit": cmd_submit, "status": cmd_status, "logs": cmd_logs, "stop"
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from cluster.client import ClusterError
+    from cluster.training.resources import ResourceError
 
     try:
         if args.command == "up":
@@ -357,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(json_schema(), indent=2))
         else:
             return HANDLERS[args.command](args)
-    except SpecError as error:
+    except (SpecError, ResourceError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except (ClusterError, ResultsError) as error:

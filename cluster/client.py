@@ -101,8 +101,8 @@ class JobClient:
         if self.token is not None:
             os.environ.setdefault("RAY_AUTH_MODE", "token")
         logging.getLogger("ray._private.authentication.http_token_authentication").setLevel(logging.ERROR)
-        headers = {"Authorization": f"Bearer {self.token.value}"} if self.token else {}
-        self._client = self._call(self._connect, headers)
+        self._headers = {"Authorization": f"Bearer {self.token.value}"} if self.token else {}
+        self._client = self._call(self._connect, self._headers)
 
     def _connect(self, headers):
         from ray.job_submission import JobSubmissionClient
@@ -139,9 +139,27 @@ class JobClient:
     # ------------------------------------------------------------ jobs
 
     def submit(self, entrypoint: str, runtime_env: dict, metadata: dict | None = None,
-               submission_id: str | None = None) -> str:
+               submission_id: str | None = None, entrypoint_resources: dict[str, float] | None = None,
+               entrypoint_memory: int | None = None) -> str:
+        """Submit a job; `entrypoint_resources`/`entrypoint_memory` are held by its driver while it runs
+        (Ray keeps the job PENDING until they are free)."""
         return self._call(self._client.submit_job, entrypoint=entrypoint, runtime_env=runtime_env,
-                          metadata=metadata or {}, submission_id=submission_id)
+                          metadata=metadata or {}, submission_id=submission_id,
+                          entrypoint_resources=entrypoint_resources or None, entrypoint_memory=entrypoint_memory)
+
+    def capacity(self):
+        """The cluster's Capacity (CPUs, GPUs, admission pool), read through the dashboard's state API."""
+        from ray.util.state.api import StateApiClient
+        from ray.util.state.common import ListApiOptions, StateResource
+
+        from cluster.training.resources import Capacity
+
+        def nodes():
+            state = StateApiClient(self.address, headers=self._headers)
+            return state.list(StateResource.NODES, options=ListApiOptions(detail=True),
+                              raise_on_missing_output=False)
+
+        return Capacity.of_nodes([node.resources_total for node in self._call(nodes) if node.state == "ALIVE"])
 
     def info(self, job_id: str):
         return self._call(self._client.get_job_info, job_id, job_id=job_id)

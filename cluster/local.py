@@ -4,10 +4,16 @@ The dashboard (and with it the job server `ray job submit` talks to) binds to
 127.0.0.1, and Ray 2.60's token authentication stays on: `up` runs in token
 mode, and afterwards makes the token file readable by its owner only (Ray
 writes it world-readable).
+
+The head advertises the admission resource (`sweetspot_cpu`, one per CPU) that
+`sweetspot submit` reserves a job's whole CPU need of, and lets a job wait
+PENDING for it as long as it takes (Ray fails a job that stays PENDING
+longer than RAY_JOB_START_TIMEOUT_SECONDS, 15 minutes by default).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -21,6 +27,8 @@ DASHBOARD_HOST = "127.0.0.1"
 DASHBOARD_PORT = 8265
 DASHBOARD_URL = f"http://{DASHBOARD_HOST}:{DASHBOARD_PORT}"
 TOKEN_FILE = Path.home() / ".ray" / "auth_token"
+# How long a submitted job may wait PENDING for its admission resources: a week.
+JOB_START_TIMEOUT_SECONDS = 7 * 24 * 3600
 
 
 def ray_executable() -> str:
@@ -62,6 +70,24 @@ def restrict_token_file() -> None:
         TOKEN_FILE.chmod(0o600)
 
 
+def head_resources(num_cpus: int | None) -> dict[str, float]:
+    """The head's custom resources: the admission pool, one unit per CPU of this one-node cluster."""
+    from cluster.training.resources import ADMISSION_RESOURCE
+
+    if num_cpus is None:
+        from ray._private.utils import get_num_cpus  # what `ray start` detects
+
+        num_cpus = get_num_cpus()
+    return {ADMISSION_RESOURCE: float(num_cpus)}
+
+
+def head_env() -> dict[str, str]:
+    """`ray start --head`'s environment: a client's, and queued jobs wait for their turn instead of failing."""
+    env = client_env()
+    env.setdefault("RAY_JOB_START_TIMEOUT_SECONDS", str(JOB_START_TIMEOUT_SECONDS))
+    return env
+
+
 def up(num_cpus: int | None = None, num_gpus: int | None = None, wait_seconds: float = 60.0) -> bool:
     """Start a head node unless one runs; returns True when this call started it."""
     if is_running():
@@ -73,11 +99,12 @@ def up(num_cpus: int | None = None, num_gpus: int | None = None, wait_seconds: f
         command += ["--num-cpus", str(num_cpus)]
     if num_gpus is not None:
         command += ["--num-gpus", str(num_gpus)]
+    command += ["--resources", json.dumps(head_resources(num_cpus))]
     # In token mode `ray start` refuses to run without a token; make one if none exists.
     subprocess.run([ray_executable(), "get-auth-token", "--generate"], env=client_env(), check=True,
                    capture_output=True, text=True)
     restrict_token_file()
-    subprocess.run(command, env=client_env(), check=True, capture_output=True, text=True)
+    subprocess.run(command, env=head_env(), check=True, capture_output=True, text=True)
     restrict_token_file()
     deadline = time.monotonic() + wait_seconds
     while not dashboard_up():

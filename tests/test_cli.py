@@ -222,3 +222,62 @@ def test_paths_are_rewritten_for_the_jobs_copy_of_the_working_dir(monkeypatch, t
     assert runtime_env["env_vars"][SPEC_ENV] == spec_file.read_text()
     assert entrypoint.startswith("spec=$(mktemp") and 'python -m jobs "$spec"' in entrypoint
     assert (SAMPLE / "train.parquet").exists()
+
+
+# ---------------------------------------------------------------- admission: what submit reserves (no cluster)
+
+
+class FakeClient:
+    """Stands in for JobClient: a cluster of the given Capacity that records submissions."""
+
+    address = "http://fake:8265"
+
+    def __init__(self, capacity):
+        self._capacity, self.submitted = capacity, []
+
+    def capacity(self):
+        return self._capacity
+
+    def submit(self, entrypoint, runtime_env, metadata, **reserve):
+        self.submitted.append(reserve)
+        return "raysubmit_fake"
+
+
+def submit_to(monkeypatch, capacity, spec: Path, *args: str) -> tuple[int, FakeClient]:
+    from cluster import cli
+
+    client = FakeClient(capacity)
+    monkeypatch.setattr(cli, "_client", lambda args: client)
+    return cli.main(["submit", str(spec), *args]), client
+
+
+def test_submit_reserves_the_jobs_cpu_need_of_the_pool(monkeypatch, tmp_path, capsys):
+    from cluster.training.resources import Capacity
+    from cluster.tuning.budget import DRIVER_MEMORY
+
+    capacity = Capacity(cpus=4, gpus=0, node_cpus=4, node_gpus=0, pool=4, pool_node_memory=8 * 2**30)
+    code, client = submit_to(monkeypatch, capacity, write_spec(tmp_path / "s.yaml", name="cli-reserve"), *TINY)
+    assert code == 0
+    assert client.submitted == [{"entrypoint_resources": {"sweetspot_cpu": 2.0}, "entrypoint_memory": DRIVER_MEMORY}]
+    assert "reserving 2 of the cluster's 4 sweetspot_cpu (1 workers x 1 CPU = 1 + data_cpus 1" in capsys.readouterr().err
+
+
+def test_submit_without_the_pool_reserves_nothing_and_says_so(monkeypatch, tmp_path, capsys):
+    from cluster.training.resources import Capacity
+
+    code, client = submit_to(monkeypatch, Capacity(cpus=4, gpus=0, node_cpus=4, node_gpus=0),
+                             write_spec(tmp_path / "s.yaml", name="cli-nopool"), *TINY)
+    assert code == 0 and client.submitted == [{"entrypoint_resources": {}, "entrypoint_memory": None}]
+    assert "advertises no sweetspot_cpu resource: submitting without admission control" in capsys.readouterr().err
+
+
+def test_a_job_larger_than_the_pool_is_refused_before_anything_is_submitted(monkeypatch, tmp_path, capsys):
+    from cluster.training.resources import Capacity
+
+    capacity = Capacity(cpus=4, gpus=0, node_cpus=4, node_gpus=0, pool=4, pool_node_memory=8 * 2**30)
+    code, client = submit_to(monkeypatch, capacity, write_spec(tmp_path / "s.yaml", name="cli-big"),
+                             "--set", "scaling.num_workers=4")
+    assert code == 2 and client.submitted == []
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == ("error: scaling asks for 4 workers x 1 CPU = 4 + data_cpus 1 = 5 CPUs, the cluster has 4; "
+                    "lower scaling.num_workers or scaling.cpus_per_worker, or add nodes")
