@@ -110,6 +110,24 @@ def check_gpu_cluster_spec(spec: dict) -> None:
     assert "nvidia.com/gpu" not in head["resources"].get("limits", {})
 
 
+def kuberay_pool(spec: dict) -> float:
+    """The head's sweetspot_cpu (admission pool), checked to be one per CPU of the cluster at its largest."""
+    from cluster.training.resources import ADMISSION_RESOURCE
+
+    head = spec["headGroupSpec"]
+    # rayStartParams values go into the `ray start` command line verbatim: the JSON sits in shell quotes.
+    resources = json.loads(shlex.split(head["rayStartParams"]["resources"])[0])
+    (group,) = spec["workerGroupSpecs"]
+    assert ADMISSION_RESOURCE not in group["rayStartParams"].get("resources", ""), "only the head holds the pool"
+    (worker,) = group["template"]["spec"]["containers"]
+    largest = int(head["rayStartParams"]["num-cpus"]) + group["maxReplicas"] * int(worker["resources"]["limits"]["cpu"])
+    assert resources == {ADMISSION_RESOURCE: largest}
+    (container,) = head["template"]["spec"]["containers"]
+    timeout = {e["name"]: e["value"] for e in container["env"]}["RAY_JOB_START_TIMEOUT_SECONDS"]
+    assert int(timeout) >= 24 * 3600, "queued jobs wait PENDING longer than Ray's default 15 minutes"
+    return resources[ADMISSION_RESOURCE]
+
+
 def kuberay_image() -> str:
     return load_manifest("raycluster.yaml")["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]
 
@@ -127,6 +145,7 @@ def test_raycluster_validates_against_the_crd():
     assert manifest["apiVersion"] == "ray.io/v1" and manifest["kind"] == "RayCluster"
     check_manifest(manifest, crd_schema("ray.io_rayclusters.yaml"))
     check_gpu_cluster_spec(manifest["spec"])
+    kuberay_pool(manifest["spec"])
 
 
 def test_rayjob_validates_against_the_crd_and_runs_a_valid_spec():
@@ -158,6 +177,16 @@ def test_rayjob_validates_against_the_crd_and_runs_a_valid_spec():
     (group,) = spec["rayClusterSpec"]["workerGroupSpecs"]
     assert group["minReplicas"] >= job.scaling.num_workers, "the job checks its GPUs when it starts"
     assert job.output.storage.startswith(("s3://", "gs://")), "workers on other nodes need shared storage"
+
+    # `sweetspot submit` would admit this job: its CPU need fits the head's pool (not one worker's 8 CPUs).
+    from cluster.training.resources import Capacity
+    from cluster.tuning.budget import admission
+
+    cpus, gpus = int(group["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"]), 1
+    capacity = Capacity(cpus=cpus * group["minReplicas"], gpus=gpus * group["minReplicas"], node_cpus=cpus,
+                        node_gpus=gpus, pool=kuberay_pool(spec["rayClusterSpec"]), pool_node_memory=16 * 2**30)
+    ticket = admission(job, capacity)
+    assert cpus < ticket.need.cpus <= capacity.pool, ticket.need.arithmetic
 
 
 @pytest.mark.parametrize("mistake", ["workerGroupSpecs.0.template.spec.containers.0.resource",
@@ -209,6 +238,13 @@ def test_launcher_config_validates_against_rays_schema(path):
     assert "--env RAY_AUTH_MODE=token" in config["docker"]["run_options"]
     for command in ("head_start_ray_commands", "worker_start_ray_commands"):
         assert any("RAY_AUTH_MODE=token ray start" in line for line in config[command])
+    # the admission pool (docs/deploy.md): on the head only, one per CPU of the cluster at its largest
+    from cluster.training.resources import ADMISSION_RESOURCE
+
+    largest = head["resources"]["CPU"] + sum(t["max_workers"] * t["resources"]["CPU"] for t in gpu_types.values())
+    assert head["resources"][ADMISSION_RESOURCE] == largest
+    assert all(ADMISSION_RESOURCE not in t["resources"] for t in gpu_types.values())
+    assert any("RAY_JOB_START_TIMEOUT_SECONDS=604800" in line for line in config["head_start_ray_commands"])
 
 
 def test_launchers_exist_for_aws_and_gcp():
