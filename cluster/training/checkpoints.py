@@ -1,7 +1,12 @@
 """Our checkpoint layout: model and optimizer state plus the epoch and the metrics so far.
 
     <dir>/state.*        tf.train.Checkpoint(model=..., optimizer=...)
-    <dir>/meta.json      {"epoch": completed epochs, "history": [per-epoch metrics], "model": spec}
+    <dir>/meta.json      {"epoch": completed epochs, "history": [per-epoch metrics], "model": spec,
+                          "state": {state file: sha256}}
+
+meta.json is written last and whole, and names the digests of the state files
+it belongs to: a write or copy interrupted midway (no meta, or a meta beside
+another save's state files) is refused on read, never resumed from.
 
 `init_from` accepts such a folder (a Ray Train checkpoint of ours) or a saved
 Keras model file (.keras / .h5), loaded with safe mode.
@@ -9,8 +14,10 @@ Keras model file (.keras / .h5), loaded with safe mode.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import tensorflow as tf
@@ -24,17 +31,38 @@ class CheckpointError(ValueError):
     """A checkpoint or saved model that cannot be used; names the path."""
 
 
+def _state_digests(directory: str | os.PathLike) -> dict[str, str]:
+    digests = {}
+    for path in sorted(Path(directory).glob(f"{STATE_PREFIX}*")):
+        with path.open("rb") as file:
+            digests[path.name] = hashlib.file_digest(file, "sha256").hexdigest()
+    return digests
+
+
 def save(directory: str | os.PathLike, model: keras.Model, optimizer, meta: dict) -> None:
     tf.train.Checkpoint(model=model, optimizer=optimizer).write(os.path.join(directory, STATE_PREFIX))
-    Path(directory, META_FILE).write_text(json.dumps(meta, indent=1))
+    text = json.dumps({**meta, "state": _state_digests(directory)}, indent=1)
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    try:
+        with os.fdopen(handle, "w") as file:
+            file.write(text)
+        os.replace(temporary, Path(directory, META_FILE))
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def read_meta(directory: str | os.PathLike) -> dict:
     path = Path(directory, META_FILE)
     try:
-        return json.loads(path.read_text())
+        meta = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise CheckpointError(f"{path}: not a readable sweetspot checkpoint ({error})") from None
+    # Checkpoints from before the digests were kept carry no "state"; they are read as before.
+    if "state" in meta and meta["state"] != _state_digests(directory):
+        raise CheckpointError(f"{directory}: incomplete checkpoint: its state files are not the ones meta.json "
+                              "was written with (a save or copy interrupted midway)")
+    return meta
 
 
 def restore(directory: str | os.PathLike, model: keras.Model, optimizer=None) -> dict:

@@ -1,0 +1,111 @@
+"""The run folder: files are whole or absent after an interrupted write; a folder of another spec is refused."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import yaml
+
+from cluster.spec import validate_document
+from cluster.storage import RunStorage
+from jobs.common import JobFailed, claim_run_folder
+from tests.conftest import train_document
+
+OLD = json.dumps({"test_accuracy": 0.9, "variants": list(range(50))})
+NEW = json.dumps({"test_accuracy": 0.8, "variants": list(range(5000))})
+
+
+class Interrupted(Exception):
+    pass
+
+
+def interrupt(monkeypatch, point: str) -> None:
+    """Make a local write fail at `point`; at "write" the first 100 bytes reach the disk, like a crash mid-write."""
+    if point == "write":
+        real_fdopen = os.fdopen
+
+        def partial(handle, *args, **kwargs):
+            file = real_fdopen(handle, *args, **kwargs)
+
+            def write(data):
+                file.raw.write(data[:100])
+                raise Interrupted(point)
+
+            file.write = write
+            return file
+
+        monkeypatch.setattr(os, "fdopen", partial)
+        return
+
+    def failing(*args, **kwargs):
+        raise Interrupted(point)
+
+    monkeypatch.setattr(os, point, failing)
+
+
+def leftovers(folder) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name != "summary.json")
+
+
+@pytest.mark.parametrize("point", ["write", "fsync", "replace"])
+def test_an_interrupted_write_keeps_the_previous_summary_whole(tmp_path, monkeypatch, point):
+    storage = RunStorage(str(tmp_path / "run"))
+    storage.write_text("summary.json", OLD)
+    interrupt(monkeypatch, point)
+    with pytest.raises(Interrupted):
+        storage.write_text("summary.json", NEW)
+    monkeypatch.undo()
+    assert json.loads(storage.read_text("summary.json")) == json.loads(OLD)
+    assert leftovers(tmp_path / "run") == []
+
+
+@pytest.mark.parametrize("point", ["write", "fsync", "replace"])
+def test_an_interrupted_first_write_leaves_no_summary(tmp_path, monkeypatch, point):
+    storage = RunStorage(str(tmp_path / "run"))
+    interrupt(monkeypatch, point)
+    with pytest.raises(Interrupted):
+        storage.write_text("summary.json", NEW)
+    monkeypatch.undo()
+    assert not storage.exists("summary.json")
+    assert leftovers(tmp_path / "run") == []
+
+
+def spec_of(**changes):
+    return validate_document(train_document(**changes))
+
+
+def test_a_folder_is_claimed_then_resumed_by_the_same_spec(tmp_path):
+    storage = RunStorage(str(tmp_path / "run"))
+    spec = spec_of()
+    claim_run_folder(spec, storage)
+    written = storage.read_text("spec.yaml")
+    assert yaml.safe_load(written)["train"]["epochs"] == 2
+    claim_run_folder(spec_of(), storage)  # the same spec again resumes
+    assert storage.read_text("spec.yaml") == written
+
+
+def test_a_folder_of_a_different_spec_is_refused_unless_overwrite(tmp_path):
+    storage = RunStorage(str(tmp_path / "run"))
+    claim_run_folder(spec_of(), storage)
+    before = storage.read_text("spec.yaml")
+    with pytest.raises(JobFailed, match=r"holds the results of a different spec; .*output\.overwrite=true"):
+        claim_run_folder(spec_of(train={"epochs": 3}), storage)
+    assert storage.read_text("spec.yaml") == before
+    claim_run_folder(spec_of(train={"epochs": 3}, output={"storage": "/tmp/x", "overwrite": True}), storage)
+    assert yaml.safe_load(storage.read_text("spec.yaml"))["train"]["epochs"] == 3
+
+
+def test_a_sweep_with_new_constraints_resumes_its_folder(tmp_path):
+    def sweep(**changes):
+        document = train_document(kind="sweep", **changes)
+        del document["model"]
+        return validate_document(document)
+
+    storage = RunStorage(str(tmp_path / "run"))
+    claim_run_folder(sweep(), storage)
+    claim_run_folder(sweep(constraints={"max_size_kb": 50}, objective={"metric": "size_bytes_gzip"}), storage)
+    assert yaml.safe_load(storage.read_text("spec.yaml"))["constraints"]["max_size_kb"] == 50
+    with pytest.raises(JobFailed, match="different spec"):
+        claim_run_folder(sweep(search={"widths": [0.5]}), storage)
