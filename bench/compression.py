@@ -35,7 +35,7 @@ DEFAULT = {
     ],
 }
 QUICK = {**DEFAULT, "full_data": False, "baseline_epochs": 1, "fine_tune_epochs": 1, "anchor_runs": 1,
-         "tiny_model": False, "variants": DEFAULT["variants"][:2]}
+         "tiny_model": False, "variants": DEFAULT["variants"][:1]}
 EVALUATION = {"num_threads": 1, "repetitions": 100, "batch_sizes": [256], "memory": False}
 # The sweet spot the inference benchmark times: the most accurate variant under the
 # full-data sweep's constraints (configs/sweep_full.yaml).

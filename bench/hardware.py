@@ -22,11 +22,13 @@ from bench import common
 
 NAME = "hardware"
 DEFAULT = {"matmul_n": 2048, "matmul_seconds": 3.0, "fit_rows": 16384, "fit_epochs": 3, "batch": 256,
-           "ray_full_data": True, "ray_fraction": 0.15, "ray_epochs": 3, "repetitions": 2,
+           "ray_full_data": False, "ray_fraction": 1.0, "ray_epochs": 3, "repetitions": 2, "ray_train": True,
+           "ray_repetitions": 1,
            "models": {"mlp": {"family": "mlp", "width": 1.0, "depth": 2},
                       "cnn": {"family": "cnn", "width": 1.0, "depth": 2}}}
+# Quick: no Ray Train runs (their start-up dominates a smoke run); MFU in process only.
 QUICK = {**DEFAULT, "matmul_n": 1024, "matmul_seconds": 1.0, "fit_rows": 4096, "fit_epochs": 2,
-         "ray_full_data": False, "ray_fraction": 0.5, "ray_epochs": 2, "repetitions": 1}
+         "ray_full_data": False, "ray_fraction": 0.5, "ray_epochs": 2, "repetitions": 1, "ray_train": False}
 
 
 def peak_matmul(n: int, seconds: float) -> dict:
@@ -106,7 +108,8 @@ def run(settings: dict, ctx: common.Context) -> dict:
     for rep in range(settings["repetitions"]):
         common.log(f"hardware: peak matmul and in-process fit, repetition {rep + 1}")
         probes.append(common.run_probe(__name__, {**payload, "threads": os.cpu_count()}))
-        for name, shape in settings["models"].items():
+        ray_models = settings["models"].items() if settings["ray_train"] and rep < settings["ray_repetitions"] else ()
+        for name, shape in ray_models:
             common.log(f"hardware: Ray Train {name}, repetition {rep + 1}")
             job = validate_document(common.train_document(
                 f"bench-hw-{name}", data, shape, {"epochs": settings["ray_epochs"],
@@ -119,14 +122,14 @@ def run(settings: dict, ctx: common.Context) -> dict:
         macs = probes[0]["models"][name]["macs_per_sample"]
         local_sps = common.median(p["models"][name]["samples_per_second"] for p in probes)
         ray_sps = common.median(r["samples_per_second"] for r in ray_runs[name])
+        ray_flops = training_flops(macs, ray_sps) if ray_sps else None
         models[name] = {
             "macs_per_sample": macs, "params": probes[0]["models"][name]["params"],
             "in_process_sps": local_sps, "in_process_flops": training_flops(macs, local_sps),
             "in_process_mfu": training_flops(macs, local_sps) / peak,
-            "ray_train_sps": ray_sps, "ray_train_flops": training_flops(macs, ray_sps),
-            "ray_train_mfu": training_flops(macs, ray_sps) / peak,
+            "ray_train_sps": ray_sps, "ray_train_flops": ray_flops, "ray_train_mfu": ray_flops and ray_flops / peak,
             "step_ms_in_process": 1e3 * settings["batch"] / local_sps,
-            "step_ms_ray_train": 1e3 * settings["batch"] / ray_sps,
+            "step_ms_ray_train": ray_sps and 1e3 * settings["batch"] / ray_sps,
             "matmul_seconds_per_step_at_peak": training_flops(macs, 1.0) * settings["batch"] / peak,
         }
     return {"settings": settings, "threads": os.cpu_count(), "peak_flops": peak,

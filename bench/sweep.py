@@ -22,16 +22,21 @@ from bench import common
 
 NAME = "sweep"
 DEFAULT = {"epochs": 3, "fine_tune_epochs": 1, "slots": 2, "repetitions": 1, "grace_epochs": 1,
-           "reduction_factor": 2}
-QUICK = {**DEFAULT, "epochs": 2}
+           "reduction_factor": 2, "pipelines": None}
+QUICK = {**DEFAULT, "epochs": 2, "pipelines": ["float", "int8"]}
 QUICKSTART = common.ROOT / "configs" / "quickstart.yaml"
 
 
-def sweep_document(name: str, storage: Path, overrides: list[str]) -> dict:
-    """configs/quickstart.yaml with `--set` overrides (as `load_spec` applies them), data paths made absolute."""
+def sweep_document(name: str, storage: Path, overrides: list[str], pipelines: list[str] | None = None) -> dict:
+    """configs/quickstart.yaml with `--set` overrides (as `load_spec` applies them), data paths made absolute.
+
+    `pipelines` keeps only the quickstart's pipelines of those names.
+    """
     from cluster.spec import apply_overrides, read_document
 
     document = apply_overrides(read_document(QUICKSTART), overrides)
+    if pipelines:
+        document["search"]["pipelines"] = [p for p in document["search"]["pipelines"] if p["name"] in pipelines]
     document["name"] = name
     document["data"].update(train=str(common.SAMPLE / "train.parquet"), test=str(common.SAMPLE / "test.parquet"))
     document["output"] = {"storage": str(storage), "overwrite": True}
@@ -57,9 +62,9 @@ def trial_times(run_dir: Path) -> dict:
     return {"trial_seconds": trials, "experiment_span_seconds": spans}
 
 
-def run_sweep_job(ctx: common.Context, name: str, overrides: list[str]) -> dict:
+def run_sweep_job(ctx: common.Context, name: str, overrides: list[str], pipelines: list[str] | None) -> dict:
     storage = ctx.scratch / "sweep"
-    summary, wall = common.run_job(sweep_document(name, storage, overrides), ctx)
+    summary, wall = common.run_job(sweep_document(name, storage, overrides, pipelines), ctx)
     times = trial_times(storage / name)
     return {"wall_seconds": wall, **times, "sweet_spot": summary.get("sweet_spot"),
             "variants": len(summary["variants"]), "scale_trial_epochs": summary.get("scale_trial_epochs"),
@@ -81,14 +86,15 @@ def run(settings: dict, ctx: common.Context) -> dict:
     base = [f"train.epochs={settings['epochs']}", f"fine_tune.epochs={settings['fine_tune_epochs']}",
             f"tune.max_concurrent_trials={settings['slots']}", "evaluation.repetitions=50",
             "evaluation.memory=false", "evaluation.batch_sizes=[256]"]
-    asha = [f"tune.scheduler=asha", f"tune.grace_epochs={settings['grace_epochs']}",
+    asha = ["tune.scheduler=asha", f"tune.grace_epochs={settings['grace_epochs']}",
             f"tune.reduction_factor={settings['reduction_factor']}"]
     grid_runs, asha_runs = [], []
     for rep in range(settings["repetitions"]):
         common.log(f"sweep: grid (fifo), repetition {rep + 1}")
-        grid_runs.append(run_sweep_job(ctx, f"bench-sweep-grid-{rep}", base + ["tune.scheduler=fifo"]))
+        grid_runs.append(run_sweep_job(ctx, f"bench-sweep-grid-{rep}", base + ["tune.scheduler=fifo"],
+                                       settings.get("pipelines")))
         common.log(f"sweep: asha, repetition {rep + 1}")
-        asha_runs.append(run_sweep_job(ctx, f"bench-sweep-asha-{rep}", base + asha))
+        asha_runs.append(run_sweep_job(ctx, f"bench-sweep-asha-{rep}", base + asha, settings.get("pipelines")))
     grid = [efficiency(r, settings["slots"]) for r in grid_runs]
     pick = lambda runs, key: common.median(r[key] for r in runs)  # noqa: E731
     used = pick(asha_runs, "scale_trial_epochs_used")
