@@ -22,16 +22,25 @@ _SCALE = float(2**64)
 
 @ray.remote(num_cpus=0)
 class EpochClock:
-    """The epoch the train workers are on, read by the augmentation stage."""
+    """The epoch the train workers are on, read by the augmentation stage.
+
+    It outlives worker restarts (the driver owns it), so its log of epoch
+    starts shows what a failure cost: an epoch started twice was repeated.
+    """
 
     def __init__(self) -> None:
         self.epoch = 0
+        self.started: list[int] = []
 
     def set(self, epoch: int) -> None:
         self.epoch = epoch
+        self.started.append(epoch)
 
     def get(self) -> int:
         return self.epoch
+
+    def epochs_started(self) -> list[int]:
+        return list(self.started)
 
 
 def _uniform(keys: np.ndarray, seed: int, epoch: int, slot: int) -> np.ndarray:

@@ -15,6 +15,9 @@ def resource_summary(scaling, evaluation, wall_seconds: float, usage: dict) -> d
         "gpu_seconds": gpu_seconds,
         "peak_rss_bytes_per_worker": {rank: w["peak_rss_bytes"] for rank, w in usage["workers"].items()},
         "worker_processes": sum(w["processes"] for w in usage["workers"].values()),
+        # What worker failures cost: every epoch start in order; a repeated epoch was redone.
+        "epochs_started": usage.get("epochs_started", []),
+        "epochs_repeated": usage.get("epochs_repeated", 0),
         "cost": None,
     }
     if evaluation.price_per_cpu_hour is not None or evaluation.price_per_gpu_hour is not None:

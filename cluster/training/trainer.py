@@ -12,8 +12,31 @@ from cluster.data.pipeline import PreparedData, train_datasets
 from cluster.training.usage import WorkerUsage
 
 
+# Ray Train retries placing a worker group forever by default (each try waits
+# RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S, 60 s): after a node is lost for good
+# that is a silent hang, so give up after this many tries and say why.
+WORKER_GROUP_START_ATTEMPTS = 3
+
+
 class TrainingFailed(RuntimeError):
     """A Ray Train run that ended in error after its retries; names the run."""
+
+
+def failure_message(error: BaseException, scaling) -> str:
+    """Ray's error, prefixed with what it means for the user when the workers no longer fit."""
+    from ray.train.v2._internal.exceptions import WorkerGroupStartupTimeoutError
+
+    text = str(error)
+    if isinstance(error, WorkerGroupStartupTimeoutError) or "WorkerGroupStartupTimeoutError" in text \
+            or "worker group startup timed out" in text:
+        from cluster.training.resources import Capacity
+
+        capacity = Capacity.of_cluster()
+        return (f"the cluster no longer has room for {scaling.num_workers} worker(s) x "
+                f"{scaling.cpus_per_worker:g} CPU (it now has {capacity.cpus:g} CPUs, at most "
+                f"{capacity.node_cpus:g} on one node) after {WORKER_GROUP_START_ATTEMPTS} attempts; "
+                f"a node was probably lost. Ray said: {text}")
+    return text
 
 
 def scaling_config(scaling) -> ScalingConfig:
@@ -37,7 +60,8 @@ def run_training(loop, config: dict, job, prepared: PreparedData, seed: int, sto
 
     `job` is a spec with `data`, `augment` and `scaling`; `config` gets the
     split sizes, the EpochClock and the WorkerUsage log added. Returns Ray
-    Train's result and the workers' resource use (CPU seconds, peak RSS).
+    Train's result and the workers' resource use (CPU seconds, peak RSS) with the
+    run's epoch starts (`epochs_started`, `epochs_repeated`: what failures cost).
     `callbacks` go to Ray Train (e.g. Tune's TuneReportCallback inside a trial).
     """
     clock, usage = EpochClock.remote(), WorkerUsage.remote()
@@ -53,7 +77,8 @@ def run_training(loop, config: dict, job, prepared: PreparedData, seed: int, sto
         run_config=RunConfig(
             name=run_name,
             storage_path=storage_path,
-            failure_config=FailureConfig(max_failures=job.scaling.max_failures),
+            failure_config=FailureConfig(max_failures=job.scaling.max_failures,
+                                         controller_failure_limit=WORKER_GROUP_START_ATTEMPTS),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             worker_runtime_env={"env_vars": WORKER_ENV},
             callbacks=list(callbacks),
@@ -62,8 +87,11 @@ def run_training(loop, config: dict, job, prepared: PreparedData, seed: int, sto
     try:
         result = trainer.fit()
         used = ray.get(usage.summary.remote())
+        started = ray.get(clock.epochs_started.remote())
+        used.update(epochs_started=started, epochs_repeated=len(started) - len(set(started)))
     except Exception as error:  # Ray raises its own error types for a failed run
-        raise TrainingFailed(f"{storage_path}/{run_name}: training failed: {error}") from error
+        raise TrainingFailed(f"{storage_path}/{run_name}: training failed: "
+                             f"{failure_message(error, job.scaling)}") from error
     finally:
         ray.kill(clock)
         ray.kill(usage)
