@@ -199,11 +199,14 @@ def check_targets(points: list[dict], anchor: dict) -> list[dict]:
 
 
 def sweet_spot(points: list[dict]) -> dict | None:
+    """The sweep's choice among our points (`cluster/tuning/pareto.py: choose`); if none is feasible, the closest."""
     from cluster.tuning.pareto import choose
 
     choice = choose([p for p in points if p.get("artifact")], SWEET_SPOT_CONSTRAINTS, "accuracy")
     name = choice.sweet_spot or choice.closest
-    return next((p for p in points if p["name"] == name), None)
+    chosen = next((p for p in points if p["name"] == name), None)
+    return chosen and {"name": chosen["name"], "artifact": chosen["artifact"], "feasible": bool(choice.sweet_spot),
+                       "constraints": SWEET_SPOT_CONSTRAINTS}
 
 
 def run(settings: dict, ctx: common.Context) -> dict:
@@ -221,6 +224,5 @@ def run(settings: dict, ctx: common.Context) -> dict:
     return {"settings": settings, "baseline": base["name"], "points": points, "jobs": jobs,
             "pareto": pareto_front(points, "size_bytes_gzip"), "anchor_runs": anchor_runs, "anchor": anchor,
             "literature": LITERATURE, "targets": check_targets(points[1:], anchor),
-            "sweet_spot": chosen and {"name": chosen["name"], "artifact": chosen["artifact"],
-                                      "constraints": SWEET_SPOT_CONSTRAINTS},
+            "sweet_spot": chosen,
             "baseline_artifact": base["artifact"]}

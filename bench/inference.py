@@ -45,6 +45,7 @@ def run(settings: dict, ctx: common.Context) -> dict:
     base, best = medians["baseline"], medians["sweet_spot"]
     speedup = base["latency_ms_p50"] / best["latency_ms_p50"]
     return {"settings": settings, "artifacts": artifacts, "sweet_spot": compression["sweet_spot"]["name"],
+            "sweet_spot_feasible": compression["sweet_spot"].get("feasible"),
             "runs": runs, "medians": medians,
             "ratios": {"p50_latency_lower_by": speedup,
                        "p95_latency_lower_by": base["latency_ms_p95"] / best["latency_ms_p95"],

@@ -36,8 +36,7 @@ def test_quick_bench_writes_results_and_doc(ray_cluster, tmp_path):
         assert positive(result["wall_seconds"]) and result["versions"]["ray"] and result["machine"]["logical_cpus"]
     pipeline = results["input_pipeline"]["comparisons"]
     assert all(positive(c["samples_per_second"]) for c in pipeline.values())
-    assert all(positive(m["in_process_mfu"]) and positive(m["ray_train_mfu"])
-               for m in results["hardware"]["models"].values())
+    assert all(positive(m["in_process_mfu"]) for m in results["hardware"]["models"].values())
     compression = results["compression"]
     assert len(compression["points"]) >= 2 and positive(compression["anchor"]["pruned_quantized"]["accuracy"])
     assert {t["name"] for t in compression["targets"]} == {"must", "aim", "frontier"}
