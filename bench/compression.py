@@ -23,7 +23,10 @@ from bench import common
 NAME = "compression"
 PRUNE_EXCLUDE = ["conv1", "logits"]
 DEFAULT = {
-    "full_data": True, "baseline_epochs": 3, "fine_tune_epochs": 2, "anchor_runs": 3,
+    # The float baseline: the run of configs/train_full.yaml (10 epochs) when it exists, else a train job of
+    # `baseline_epochs` in this bench run. Either way the compress job measures it here, beside its variants.
+    "full_data": True, "baseline_run": "~/sweetspot_results/fashion-cnn", "baseline_epochs": 3,
+    "fine_tune_epochs": 2, "anchor_runs": 3,
     # The tiny model runs its own recipe (configs/tiny_full.yaml) unless these cut its epochs.
     "tiny_model": True, "tiny_epochs": None, "tiny_fine_tune_epochs": None,
     "variants": [
@@ -34,7 +37,7 @@ DEFAULT = {
                                                {"quantize": {"mode": "int8"}}]},
     ],
 }
-QUICK = {**DEFAULT, "full_data": False, "baseline_epochs": 1, "fine_tune_epochs": 1, "anchor_runs": 1,
+QUICK = {**DEFAULT, "full_data": False, "baseline_run": None, "baseline_epochs": 1, "fine_tune_epochs": 1, "anchor_runs": 1,
          "tiny_model": False, "variants": DEFAULT["variants"][:1]}
 EVALUATION = {"num_threads": 1, "repetitions": 100, "batch_sizes": [256], "memory": False}
 # The sweet spot the inference benchmark times: the most accurate variant under the
@@ -59,18 +62,34 @@ FRONTIER_TARGET = {"name": "frontier", "requirement": "accuracy ≥ 0.91 at ≤ 
 # ---------------------------------------------------------------- our pipeline
 
 
-def cnn_points(settings: dict, ctx: common.Context) -> tuple[list[dict], dict]:
-    """Train the float CNN (train job), then compress it (compress job); every row measured on its TFLite file."""
+def float_baseline(settings: dict, ctx: common.Context) -> tuple[Path, dict]:
+    """The float CNN's train-job folder: `baseline_run` if it holds a model, else a train job run now."""
+    existing = Path(settings["baseline_run"]).expanduser() if settings.get("baseline_run") else None
+    if existing and (existing / "model.keras").exists() and (existing / "summary.json").exists():
+        summary = json.loads((existing / "summary.json").read_text())
+        common.log(f"compression: float baseline from {existing} ({summary['epochs_completed']} epochs)")
+        return existing, {"baseline_source": str(existing), "train_wall_seconds": None,
+                          "baseline_test_accuracy": summary["test_accuracy"],
+                          "baseline_epochs": summary["epochs_completed"]}
     storage = ctx.scratch / "compression"
-    data = common.data_section(settings["full_data"])
     train = common.train_document(
-        "bench-cnn-float", data, {"family": "cnn", "width": 1.0, "depth": 2},
+        "bench-cnn-float", common.data_section(settings["full_data"]), {"family": "cnn", "width": 1.0, "depth": 2},
         {"epochs": settings["baseline_epochs"], "global_batch_size": 256,
          "optimizer": {"name": "adamw", "learning_rate": 0.002, "weight_decay": 0.0001}}, storage,
         evaluation=EVALUATION)
-    train_summary, train_wall = common.run_job(train, ctx)
+    summary, wall = common.run_job(train, ctx)
+    return storage / "bench-cnn-float", {"baseline_source": "trained in this bench run", "train_wall_seconds": wall,
+                                         "baseline_test_accuracy": summary["test_accuracy"],
+                                         "baseline_epochs": summary["epochs_completed"]}
+
+
+def cnn_points(settings: dict, ctx: common.Context) -> tuple[list[dict], dict]:
+    """The float CNN (a train job's), compressed by a compress job; every row measured on its TFLite file here."""
+    storage = ctx.scratch / "compression"
+    data = common.data_section(settings["full_data"])
+    baseline, jobs = float_baseline(settings, ctx)
     compress = {
-        "version": 1, "kind": "compress", "name": "bench-cnn-compressed", "baseline": str(storage / "bench-cnn-float"),
+        "version": 1, "kind": "compress", "name": "bench-cnn-compressed", "baseline": str(baseline),
         "data": data, "augment": common.AUGMENT,
         "fine_tune": {"epochs": settings["fine_tune_epochs"], "global_batch_size": 256, "schedule": "constant",
                       "optimizer": {"name": "adam", "learning_rate": 0.0003}},
@@ -79,10 +98,7 @@ def cnn_points(settings: dict, ctx: common.Context) -> tuple[list[dict], dict]:
     summary, wall = common.run_job(compress, ctx)
     rows = [{**{k: v for k, v in row.items() if not isinstance(v, (dict, list)) or k == "pipeline"},
              "source": "cnn (compress job)"} for row in summary["variants"]]
-    jobs = {"train_wall_seconds": train_wall, "compress_wall_seconds": wall,
-            "baseline_test_accuracy": train_summary["test_accuracy"],
-            "baseline_epochs": train_summary["epochs_completed"]}
-    return rows, jobs
+    return rows, {**jobs, "compress_wall_seconds": wall}
 
 
 def tiny_points(settings: dict, ctx: common.Context, base: dict) -> list[dict]:

@@ -122,7 +122,8 @@ def compression(r: dict, doc: Path) -> list[str]:
     s = r["settings"]
     lines = ["## 3. Compression against the toolkit's recipe and published results", "",
              f"Float baseline: the default CNN trained {r['jobs']['baseline_epochs']} epochs by a `kind: train` "
-             f"job ({'full Fashion-MNIST' if s['full_data'] else 'bundled sample'}), TFLite accuracy "
+             f"job ({'full Fashion-MNIST' if s['full_data'] else 'bundled sample'}; "
+             f"{r['jobs'].get('baseline_source', 'trained in this bench run')}), measured in this run: TFLite accuracy "
              f"{base['accuracy']:.4f}, {base['size_bytes_gzip']:,} B gzip. Variants: one `kind: compress` job "
              f"({s['fine_tune_epochs']} fine-tuning epoch(s) per step); every figure measured on the TFLite file "
              "(accuracy over the whole test split in the interpreter, gzip level 9). Ratio = baseline gzip ÷ "
@@ -208,7 +209,10 @@ def sweep(r: dict) -> list[str]:
 def growth(r: dict) -> list[str]:
     fits = r["fits"]
     lines = ["## 6. Growth: training time against data size, sweep cost against variants", "",
-             "Least-squares lines over the points below.", ""]
+             f"Training: the default CNN, 2 Ray Train workers, {r['settings']['epochs']} epoch(s), on fractions of "
+             f"the {'full Fashion-MNIST' if r['settings']['full_data'] else 'bundled sample'}'s train split. "
+             "Sweeps: `configs/quickstart.yaml` on the bundled sample, one trial at a time, "
+             f"{r['settings']['sweep_epochs']} epoch(s). Least-squares lines over the points below.", ""]
     lines += _table(["train fraction", "rows", "Ray Train run wall s", "fit s"],
                     [[f"{p['fraction']:.0%}", _n(p["train_rows"]), f"{p['run_wall_seconds']:.1f}",
                       f"{p['fit_seconds']:.1f}"] for p in r["training"]])
@@ -226,8 +230,9 @@ def growth(r: dict) -> list[str]:
     if "sweep_wall_vs_variants" in fits:
         f = fits["sweep_wall_vs_variants"]
         lines += [f"Sweeps: wall ≈ {f['intercept']:.0f} s + {f['slope']:.0f} s per variant (R² {f['r2']:.3f}); "
-                  "a variant that needs a new scale (a trained baseline) costs far more than one that only "
-                  "converts an existing model, so the line is an average over this mix.", ""]
+                  "the slope is the marginal cost of one more post-training variant of a trained scale (its Tune "
+                  "trial, conversion and measurement); a variant on a new scale adds a whole Ray Train run "
+                  "(see the intercept of the training line above).", ""]
     return lines
 
 
