@@ -227,9 +227,14 @@ def probe_main(handler) -> None:
 
 
 def ray_train_epochs(result) -> list[dict]:
-    """Every epoch's metrics a Ray Train run reported (rank 0's rows)."""
-    frame = result.metrics_dataframe
-    return [] if frame is None else frame.to_dict("records")
+    """Every epoch's metrics of a `run_epochs` Ray Train run, from its last checkpoint's history.
+
+    (Ray Train's `metrics_dataframe` holds only the rows of the checkpoints it kept, 2 here.)
+    """
+    from cluster.training import checkpoints
+
+    with result.checkpoint.as_directory() as directory:
+        return checkpoints.read_meta(directory)["history"]
 
 
 # ---------------------------------------------------------------- results
