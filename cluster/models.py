@@ -16,6 +16,10 @@ import tf_keras as keras
 CNN_BASE_FILTERS = 32
 CNN_DENSE_UNITS = 128
 MLP_BASE_UNITS = 256
+# dscnn: stem filters at width 1.0; each downsampling block doubles them.
+DSCNN_BASE_FILTERS = 16
+DSCNN_DOWNSAMPLINGS = 2
+BN_MOMENTUM = 0.9
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,51 @@ def build_mlp(shape: ModelShape, width: float = 1.0, depth: int = 2, dropout: fl
     return keras.Model(inputs, outputs, name=name)
 
 
-FAMILIES = {"cnn": build_cnn, "mlp": build_mlp}
+def _conv_bn_relu(x, layer: keras.layers.Layer, name: str):
+    """`layer` (bias-free), then BatchNorm and ReLU: the pattern the converter and QAT fold into one op.
+
+    BatchNorm's moving statistics follow the batches closely (momentum 0.9), so
+    they are right after short fine-tuning runs too.
+    """
+    x = layer(x)
+    x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
+    return keras.layers.ReLU(name=f"{name}_relu")(x)
+
+
+def build_dscnn(shape: ModelShape, width: float = 1.0, depth: int = 3, dropout: float = 0.1,
+                name: str = "dscnn") -> keras.Model:
+    """A parameter-efficient CNN for tiny artifacts (MobileNet-style).
+
+    A 3x3 stem conv, then `depth` depthwise-separable blocks (3x3 depthwise +
+    1x1 pointwise, each followed by BatchNorm and ReLU). The first
+    DSCNN_DOWNSAMPLINGS blocks use stride 2 and double the filters while the
+    feature map is still large enough to halve; global average pooling then
+    feeds the logits directly, so there is no large dense head. The model is
+    a plain chain of layers, so QAT can fold the input Rescaling into the stem.
+    """
+    inputs = keras.Input(shape=shape.image_shape, name="image")
+    x = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+    filters = DSCNN_BASE_FILTERS
+    x = _conv_bn_relu(x, keras.layers.Conv2D(scaled(filters, width), 3, padding="same", use_bias=False,
+                                             name="stem"), "stem")
+    height = min(shape.image_shape[:2])
+    for block in range(depth):
+        stride = 2 if block < DSCNN_DOWNSAMPLINGS and height >= 4 else 1
+        if stride == 2:
+            filters *= 2
+            height = (height + 1) // 2
+        x = _conv_bn_relu(x, keras.layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False,
+                                                          name=f"dw{block + 1}"), f"dw{block + 1}")
+        x = _conv_bn_relu(x, keras.layers.Conv2D(scaled(filters, width), 1, use_bias=False,
+                                                 name=f"pw{block + 1}"), f"pw{block + 1}")
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    if dropout:
+        x = keras.layers.Dropout(dropout, name="dropout")(x)
+    outputs = keras.layers.Dense(shape.num_classes, name="logits")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+FAMILIES = {"cnn": build_cnn, "mlp": build_mlp, "dscnn": build_dscnn}
 
 
 def build_model(family: str, shape: ModelShape, width: float = 1.0, depth: int = 2,

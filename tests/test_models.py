@@ -1,0 +1,107 @@
+"""Model families, and the dscnn family through every compression step."""
+
+import os
+import tempfile
+
+import numpy as np
+import pytest
+import tf_keras as keras
+
+from cluster import models
+from cluster.compression import pipeline as compression
+from cluster.compression.rescaling import fold_input_rescaling
+from cluster.evaluation.tflite import TFLiteModel, write_bytes
+from cluster.spec import ModelSpec, SearchSpace
+
+SHAPE = models.ModelShape((28, 28, 1), 10)
+
+
+def separable_data(n=512, seed=0):
+    """Noisy stripes: horizontal for classes 0-4, vertical for 5-9, the period (2-6 px) set by the class."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n)
+    coords = np.arange(28)
+    images = rng.uniform(0, 40, (n, 28, 28, 1)).astype("float32")
+    for i, label in enumerate(labels):
+        period = 2 + label % 5
+        stripes = ((coords + rng.integers(period)) % period < period / 2) * 200.0
+        images[i, :, :, 0] += stripes[:, None] if label < 5 else stripes[None, :]
+    return images, labels
+
+
+def tiny_dscnn(seed=0, **kwargs):
+    keras.utils.set_random_seed(seed)
+    return models.build_model("dscnn", SHAPE, **{"width": 0.5, "depth": 2, **kwargs})
+
+
+def fit(model, images, labels, callbacks=(), epochs=1, learning_rate=1e-2):
+    model.compile(keras.optimizers.Adam(learning_rate),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True), ["accuracy"])
+    model.fit(images, labels, batch_size=32, epochs=epochs, callbacks=list(callbacks), verbose=0)
+
+
+def tflite_predictions(tflite: bytes, images):
+    with tempfile.TemporaryDirectory() as folder:
+        path = write_bytes(tflite, os.path.join(folder, "model.tflite"))
+        return TFLiteModel(path, num_threads=1).predict(images).argmax(axis=1)
+
+
+def test_dscnn_is_a_family_the_specs_accept():
+    assert "dscnn" in models.FAMILIES
+    assert ModelSpec(family="dscnn").family == "dscnn"
+    assert SearchSpace(family="dscnn").family == "dscnn"
+
+
+@pytest.mark.parametrize("depth", [1, 2, 4])
+def test_dscnn_outputs_logits_for_raw_pixels(depth):
+    model = tiny_dscnn(depth=depth)
+    assert model.output_shape == (None, 10)
+    assert isinstance(model.layers[1], keras.layers.Rescaling)
+    assert sum(isinstance(layer, keras.layers.DepthwiseConv2D) for layer in model.layers) == depth
+    assert not any(isinstance(layer, keras.layers.Flatten) for layer in model.layers)
+    logits = model(np.full((2, 28, 28, 1), 255.0, np.float32), training=False)
+    assert logits.shape == (2, 10) and np.all(np.isfinite(logits))
+
+
+def test_dscnn_parameters_grow_with_width_and_depth():
+    params = {(w, d): tiny_dscnn(width=w, depth=d).count_params() for w in (0.5, 1.0, 2.0) for d in (2, 3)}
+    assert params[0.5, 2] < params[1.0, 2] < params[2.0, 2]
+    assert params[1.0, 2] < params[1.0, 3]
+
+
+def test_dscnn_stays_small_at_width_one():
+    # No dense head: at width 1, depth 3 the model is a few thousand weights.
+    assert models.build_model("dscnn", SHAPE, width=1.0, depth=3).count_params() < 12_000
+
+
+def test_dscnn_input_rescaling_folds_into_the_stem():
+    model = tiny_dscnn()
+    folded = fold_input_rescaling(model)
+    assert not any(isinstance(layer, keras.layers.Rescaling) for layer in folded.layers)
+    images, _ = separable_data(8)
+    np.testing.assert_allclose(folded(images, training=False), model(images, training=False), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("steps", [
+    [{"prune": {"final_sparsity": 0.5, "end_step": 8, "frequency": 2, "exclude": ["stem", "logits"]}},
+     {"quantize": {"mode": "int8"}}],
+    [{"cluster": {"number_of_clusters": 8, "exclude": ["stem", "logits"]}}, {"quantize": {"mode": "int8"}}],
+    [{"qat": {}}],
+], ids=["prune-int8", "cluster-int8", "qat"])
+def test_compressed_dscnn_tflite_agrees_with_keras(steps):
+    images, labels = separable_data()
+    model = tiny_dscnn()
+    fit(model, images, labels, epochs=4)
+    test_images, test_labels = separable_data(200, seed=1)
+    assert np.mean(model.predict(test_images, verbose=0).argmax(axis=1) == test_labels) > 0.5, \
+        "the tiny model did not learn the separable data"
+    compressed, tflite = compression.run_pipeline(
+        steps, model, lambda step, prepared: fit(prepared.model, images[:256], labels[:256], prepared.callbacks,
+                                                 learning_rate=1e-3),
+        representative_data=lambda: (images[i:i + 32] for i in range(0, 128, 32)))
+    keras_predictions = compressed.predict(test_images, verbose=0).argmax(axis=1)
+    tflite_predicted = tflite_predictions(tflite, test_images)
+    # The int8 file computes what the Keras model does (the input Rescaling included).
+    keras_accuracy = np.mean(keras_predictions == test_labels)
+    assert abs(np.mean(tflite_predicted == test_labels) - keras_accuracy) <= 0.03
+    assert np.mean(tflite_predicted == keras_predictions) >= 0.95
