@@ -147,11 +147,12 @@ def train_document(name: str, data: dict, model: dict, train: dict, storage: Pat
 
 
 def ensure_cluster() -> bool:
-    """Start the local head (`sweetspot up`) unless one runs; True when this call started it."""
+    """Start the local head as `sweetspot up` does (its logical CPUs) unless one runs; True when this call started it."""
     from cluster import local
+    from cluster.cli import DEFAULT_LOCAL_CPUS
 
     os.environ.setdefault("RAY_AUTH_MODE", "token")
-    return local.up()
+    return local.up(num_cpus=DEFAULT_LOCAL_CPUS)
 
 
 def connect(*modules) -> None:

@@ -194,7 +194,8 @@ def sweep(r: dict) -> list[str]:
     lines += _table(["figure", "value"], [
         ["grid sweep wall time (job)", f"{g['wall_seconds']:.0f} s"],
         ["Σ trial times / Tune span", f"{g['trial_seconds_sum']:.0f} s / {g['tune_span_seconds']:.0f} s"],
-        [f"speed-up over running the trials one by one ({s['slots']} slots)", _x(g["speedup_vs_serial_tune"])],
+        [f"speed-up over running the trials one by one ({g.get('slots', s['slots'])} slot(s) granted of "
+         f"{s['slots']} asked)", _x(g["speedup_vs_serial_tune"])],
         ["parallel efficiency (Tune span / whole job)",
          f"{_pct(g['parallel_efficiency_tune'])} / {_pct(g['parallel_efficiency_job'])}"],
         ["sweet spot: grid / ASHA", f"{g['sweet_spot']} / {a['sweet_spot']} "

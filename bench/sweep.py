@@ -21,9 +21,11 @@ from pathlib import Path
 from bench import common
 
 NAME = "sweep"
+# `slots` asks for that many trials at once; the sweep's CPU budget (cluster/tuning/budget.py) lowers it to
+# what the cluster holds (each trial: 0.1 driver + 2 workers + 1 data CPU), and the granted number is used.
 DEFAULT = {"epochs": 3, "fine_tune_epochs": 1, "slots": 2, "repetitions": 1, "grace_epochs": 1,
            "reduction_factor": 2, "pipelines": None}
-QUICK = {**DEFAULT, "epochs": 2, "pipelines": ["float", "int8"]}
+QUICK = {**DEFAULT, "epochs": 2, "slots": 1, "pipelines": ["float", "int8"]}
 QUICKSTART = common.ROOT / "configs" / "quickstart.yaml"
 
 
@@ -62,19 +64,32 @@ def trial_times(run_dir: Path) -> dict:
     return {"trial_seconds": trials, "experiment_span_seconds": spans}
 
 
+def slots_granted(document: dict) -> int:
+    """Trials the sweep runs at once on this cluster: `tune.max_concurrent_trials`, lowered by the CPU budget."""
+    from cluster.spec import validate_document
+    from cluster.training.resources import Capacity
+    from cluster.tuning.budget import plan_concurrency
+
+    common.connect()
+    spec = validate_document(document)
+    return plan_concurrency(spec.scaling, spec.tune, Capacity.of_cluster()).concurrency
+
+
 def run_sweep_job(ctx: common.Context, name: str, overrides: list[str], pipelines: list[str] | None) -> dict:
     storage = ctx.scratch / "sweep"
-    summary, wall = common.run_job(sweep_document(name, storage, overrides, pipelines), ctx)
+    document = sweep_document(name, storage, overrides, pipelines)
+    slots = slots_granted(document)
+    summary, wall = common.run_job(document, ctx)
     times = trial_times(storage / name)
-    return {"wall_seconds": wall, **times, "sweet_spot": summary.get("sweet_spot"),
+    return {"wall_seconds": wall, "slots": slots, **times, "sweet_spot": summary.get("sweet_spot"),
             "variants": len(summary["variants"]), "scale_trial_epochs": summary.get("scale_trial_epochs"),
             "scale_trial_epochs_used": summary.get("scale_trial_epochs_used"),
             "scale_trial_epochs_full_grid": summary.get("scale_trial_epochs_full_grid"),
             "accuracy": {v["name"]: v["accuracy"] for v in summary["variants"]}}
 
 
-def efficiency(run: dict, slots: int) -> dict:
-    busy = sum(run["trial_seconds"].values())
+def efficiency(run: dict) -> dict:
+    busy, slots = sum(run["trial_seconds"].values()), run["slots"]
     span = sum(run["experiment_span_seconds"].values())
     return {"trial_seconds_sum": busy, "tune_span_seconds": span,
             "parallel_efficiency_tune": busy / (slots * span) if span else None,
@@ -95,13 +110,14 @@ def run(settings: dict, ctx: common.Context) -> dict:
                                        settings.get("pipelines")))
         common.log(f"sweep: asha, repetition {rep + 1}")
         asha_runs.append(run_sweep_job(ctx, f"bench-sweep-asha-{rep}", base + asha, settings.get("pipelines")))
-    grid = [efficiency(r, settings["slots"]) for r in grid_runs]
+    grid = [efficiency(r) for r in grid_runs]
     pick = lambda runs, key: common.median(r[key] for r in runs)  # noqa: E731
     used = pick(asha_runs, "scale_trial_epochs_used")
     full = pick(asha_runs, "scale_trial_epochs_full_grid")
     return {
         "settings": settings, "overrides": base, "grid_runs": grid_runs, "asha_runs": asha_runs,
-        "grid": {"variants": grid_runs[0]["variants"], "wall_seconds": pick(grid_runs, "wall_seconds"),
+        "grid": {"variants": grid_runs[0]["variants"], "slots": grid_runs[0]["slots"],
+                 "wall_seconds": pick(grid_runs, "wall_seconds"),
                  "trial_seconds_sum": pick(grid, "trial_seconds_sum"),
                  "tune_span_seconds": pick(grid, "tune_span_seconds"),
                  "parallel_efficiency_tune": pick(grid, "parallel_efficiency_tune"),
