@@ -23,7 +23,7 @@ from bench import common
 NAME = "sweep"
 # `slots` asks for that many trials at once; the sweep's CPU budget (cluster/tuning/budget.py) lowers it to
 # what the cluster holds (each trial: 0.1 driver + 2 workers + 1 data CPU), and the granted number is used.
-DEFAULT = {"epochs": 3, "fine_tune_epochs": 1, "slots": 2, "repetitions": 1, "grace_epochs": 1,
+DEFAULT = {"epochs": 2, "fine_tune_epochs": 1, "slots": 2, "repetitions": 1, "grace_epochs": 1,
            "reduction_factor": 2, "pipelines": None}
 QUICK = {**DEFAULT, "epochs": 2, "slots": 1, "pipelines": ["float", "int8"]}
 QUICKSTART = common.ROOT / "configs" / "quickstart.yaml"
