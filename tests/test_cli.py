@@ -281,3 +281,17 @@ def test_a_job_larger_than_the_pool_is_refused_before_anything_is_submitted(monk
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line == ("error: scaling asks for 4 workers x 1 CPU = 4 + data_cpus 1 = 5 CPUs, the cluster has 4; "
                     "lower scaling.num_workers or scaling.cpus_per_worker, or add nodes")
+
+
+def test_the_local_head_advertises_the_pool_and_lets_queued_jobs_wait(monkeypatch, tmp_path):
+    """What `sweetspot up` runs (captured, nothing started)."""
+    calls = []
+    monkeypatch.setattr(local, "is_running", lambda: False)
+    monkeypatch.setattr(local, "dashboard_up", lambda timeout=2.0: True)
+    monkeypatch.setattr(local, "TOKEN_FILE", tmp_path / "auth_token")
+    monkeypatch.setattr(local.subprocess, "run", lambda command, **kw: calls.append((command, kw.get("env"))))
+    assert local.up(num_cpus=6) is True
+    (start, env), = [(c, e) for c, e in calls if c[1:3] == ["start", "--head"]]
+    assert start[start.index("--num-cpus") + 1] == "6"
+    assert json.loads(start[start.index("--resources") + 1]) == {"sweetspot_cpu": 6}
+    assert int(env["RAY_JOB_START_TIMEOUT_SECONDS"]) >= 24 * 3600 and env["RAY_AUTH_MODE"] == "token"
