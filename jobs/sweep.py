@@ -164,6 +164,13 @@ def run_tune(trainable, configs: list[dict], spec: SweepJob, prepared, storage: 
         return ResultGrid(ExperimentAnalysis(path))
 
 
+def asha_scheduler(spec: SweepJob):
+    """ASHA on validation accuracy, one rung per `grace_epochs x reduction_factor^k` epochs."""
+    return tune.schedulers.ASHAScheduler(metric="val_accuracy", mode="max", time_attr="epoch",
+                                         max_t=spec.train.epochs, grace_period=spec.tune.grace_epochs,
+                                         reduction_factor=spec.tune.reduction_factor)
+
+
 def smallest_first(scales: list[Scale], data) -> list[Scale]:
     """Scales ordered by parameter count, fewest first."""
     from cluster.evaluation.compute import compute_profile
@@ -213,11 +220,7 @@ def run_sweep(spec: SweepJob) -> dict:
     claim_run_folder(spec, storage)
     log(f"search space: {len(scales)} scale(s), {len(variants)} variant(s)")
 
-    scheduler = None
-    if spec.tune.scheduler == "asha":
-        scheduler = tune.schedulers.ASHAScheduler(metric="val_accuracy", mode="max", time_attr="epoch",
-                                                  max_t=spec.train.epochs, grace_period=spec.tune.grace_epochs,
-                                                  reduction_factor=spec.tune.reduction_factor)
+    scheduler = asha_scheduler(spec) if spec.tune.scheduler == "asha" else None
     # Smallest scale first: ASHA compares each trial with those already seen at the same
     # epoch, so a larger scale keeps its budget only by beating the smaller ones; a
     # small scale (the one a size constraint needs) is never cut by a bigger one.

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -53,3 +56,23 @@ def ray_client(ray_cluster):
     ray.init(address="auto", ignore_reinit_error=True, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+def start_job(spec_path: Path, storage: Path, env: dict | None = None) -> subprocess.Popen:
+    """`python -m jobs` as its own process group (a driver, as `ray job submit` starts one), logging beside the spec."""
+    log = open(spec_path.with_suffix(".log"), "a")
+    return subprocess.Popen([sys.executable, "-m", "jobs", str(spec_path), "--output", str(storage)], cwd=ROOT,
+                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def wait_for(predicate, what: str, timeout: float = 600, process: subprocess.Popen | None = None):
+    """Poll `predicate` until it returns something true; fail if `process` ends first or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if process is not None and process.poll() is not None:
+            pytest.fail(f"the job ended (exit {process.returncode}) before {what}")
+        time.sleep(0.5)
+    pytest.fail(f"timed out waiting for {what}")

@@ -1,7 +1,9 @@
 """A small sweep on the real local cluster: Tune runs Train trials; summary, report and best.tflite agree."""
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -9,7 +11,7 @@ import pytest
 import yaml
 
 from cluster.tuning.pareto import dominates, violations
-from tests.conftest import ROOT, train_document
+from tests.conftest import ROOT, start_job, train_document, wait_for
 
 MAX_SIZE_KB = 60.0
 
@@ -44,21 +46,33 @@ def run(spec_path, storage, env=None):
 
 @pytest.fixture(scope="module")
 def swept(ray_cluster, tmp_path_factory):
-    import os
-
+    """The sweep, with its driver killed once mid-sweep and the same spec submitted again to finish it."""
     storage = tmp_path_factory.mktemp("sweep")
     spec = storage / "sweep.yaml"
     spec.write_text(yaml.safe_dump(sweep_document()))
     # One trial fails on purpose (injected through the environment its trial inherits).
     env = {**os.environ, "SWEETSPOT_FAIL_TRIAL": "cnn-w0.25-d2-broken"}
+    run_dir = storage / "test-sweep"
+    finished = [run_dir / "scales" / "cnn-w0.25-d2" / "model.keras",
+                run_dir / "variants" / "cnn-w0.25-d2-int8" / "model.tflite"]
+    driver = start_job(spec, storage, env=env)
+    try:
+        wait_for(finished[-1].exists, "the first variant trial to finish", timeout=1200, process=driver)
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    assert not (run_dir / "summary.json").exists()
+    before_kill = {path: path.stat().st_mtime_ns for path in finished}
     done = run(spec, storage, env)
     assert done.returncode == 0, done.stderr[-5000:]
-    return storage, spec, json.loads((storage / "test-sweep" / "summary.json").read_text())
+    return storage, spec, json.loads((run_dir / "summary.json").read_text()), before_kill
 
 
 @pytest.mark.timeout(1800)
 def test_summary_is_consistent(swept):
-    storage, _, summary = swept
+    storage, _, summary, _ = swept
     rows = {r["name"]: r for r in summary["variants"]}
     assert summary["kind"] == "sweep" and summary["baseline"] == "cnn-w0.25-d2-float"
     assert set(rows) == {"cnn-w0.25-d2-float", "cnn-w0.25-d2-int8", "cnn-w0.25-d2-p75-int8"}
@@ -81,14 +95,23 @@ def test_summary_is_consistent(swept):
 
 @pytest.mark.timeout(1800)
 def test_failed_trial_is_reported_and_does_not_sink_the_sweep(swept):
-    _, _, summary = swept
+    _, _, summary, _ = swept
     failed = {f["name"]: f["error"] for f in summary["failed"]}
     assert "cnn-w0.25-d2-broken" in failed and "injected failure" in failed["cnn-w0.25-d2-broken"]
 
 
 @pytest.mark.timeout(1800)
+def test_killed_driver_resumes_without_rerunning_finished_trials(swept):
+    _, _, summary, before_kill = swept
+    for path, mtime in before_kill.items():
+        assert path.stat().st_mtime_ns == mtime, f"{path} was produced again: a finished trial ran twice"
+    assert {r["name"] for r in summary["variants"]} == {
+        "cnn-w0.25-d2-float", "cnn-w0.25-d2-int8", "cnn-w0.25-d2-p75-int8"}
+
+
+@pytest.mark.timeout(1800)
 def test_resubmitting_resumes_and_new_constraints_rechoose_without_training(swept):
-    storage, spec, first = swept
+    storage, spec, first, _ = swept
     trials = sorted(p.name for p in (storage / "test-sweep" / "trials").rglob("checkpoint_*"))
     document = yaml.safe_load(spec.read_text())
     document["constraints"] = {"min_accuracy": 0.999, "max_size_kb": 1.0}
@@ -116,8 +139,9 @@ def test_resources_that_never_fit_are_refused_before_trials(ray_cluster, tmp_pat
 
 
 @pytest.mark.timeout(900)
-def test_asha_sweep_stops_weak_scales_and_still_reports(ray_cluster, tmp_path):
-    # Trials run one at a time, strongest first, so ASHA has a rung value to cut the others against.
+def test_asha_sweep_reports_the_scales_it_trained_and_the_ones_it_stopped(ray_cluster, tmp_path):
+    # Trials run smallest first, so the smallest always trains fully; whether ASHA cuts the
+    # larger one depends on training (test_tuning.py checks the cut with scripted trials).
     document = sweep_document(
         name="asha", search={"family": "cnn", "widths": [0.5, 0.0625], "depths": [1],
                              "pipelines": [{"name": "float", "pipeline": []}]},
@@ -129,10 +153,10 @@ def test_asha_sweep_stops_weak_scales_and_still_reports(ray_cluster, tmp_path):
     assert done.returncode == 0, done.stderr[-4000:]
     summary = json.loads((tmp_path / "asha" / "summary.json").read_text())
     epochs = summary["scale_trial_epochs"]
-    # Every scale gets its grace epoch, the best runs to the end, and ASHA cut at least one short.
-    assert all(n >= 1 for n in epochs.values()) and max(epochs.values()) == 2
-    assert summary["scale_trial_epochs_used"] < summary["scale_trial_epochs_full_grid"] == 4
+    assert epochs["cnn-w0.0625-d1"] == 2 and epochs["cnn-w0.5-d1"] in (1, 2)
+    assert summary["scale_trial_epochs_used"] == sum(epochs.values())
+    assert summary["scale_trial_epochs_full_grid"] == 4
     assert {name for name, n in epochs.items() if n < 2} == set(summary["stopped_early"])
     reported = {r["name"] for r in summary["variants"]}
-    assert reported | {f"{s}-float" for s in summary["stopped_early"]} == {"cnn-w0.0625-d1-float", "cnn-w0.5-d1-float"}
+    assert reported == {f"{name}-float" for name, n in epochs.items() if n == 2}
     assert summary["sweet_spot"] in reported

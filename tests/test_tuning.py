@@ -102,3 +102,37 @@ def test_constraints_unreachable_by_construction_are_refused():
         check_reachable(Constraints(max_params=100), scales, variants, (28, 28, 1), 10)
     with pytest.raises(UnreachableConstraint, match=r"constraints.max_flops=10"):
         check_reachable(Constraints(max_flops=10), scales, variants, (28, 28, 1), 10)
+
+
+@pytest.mark.timeout(300)
+def test_asha_cuts_a_larger_scale_that_does_no_better_and_never_a_smaller_one(ray_client, tmp_path):
+    """Real Tune and ASHA over scripted trials (the training is not what is under test, the order and cut are)."""
+    from ray import tune
+
+    from cluster.spec import SweepJob
+    from cluster.tuning.space import Scale
+    from jobs.sweep import asha_scheduler, smallest_first
+    from tests.test_sweep_job import sweep_document
+
+    epochs = 4
+    spec = SweepJob.model_validate(sweep_document(
+        train={"epochs": epochs, "global_batch_size": 128},
+        tune={"scheduler": "asha", "grace_epochs": 1, "reduction_factor": 2}))
+    # Validation accuracy of each scale: the middle one is bigger than the smallest and worse.
+    # Largest first, ASHA would cut the smallest too (0.81 < the median of 0.91 and 0.76).
+    accuracy = {"cnn-w0.25-d2": 0.80, "cnn-w0.5-d2": 0.75, "cnn-w1-d2": 0.90}
+    scales = [Scale("cnn", 1.0, 2), Scale("cnn", 0.5, 2), Scale("cnn", 0.25, 2)]
+    ordered = smallest_first(scales, spec.data)
+    assert [s.name for s in ordered] == ["cnn-w0.25-d2", "cnn-w0.5-d2", "cnn-w1-d2"]
+
+    def scripted(config):
+        for epoch in range(1, epochs + 1):
+            tune.report({"epoch": epoch, "val_accuracy": accuracy[config["variant"]["name"]] + 0.01 * epoch})
+
+    tuner = tune.Tuner(
+        tune.with_resources(scripted, {"cpu": 0.1}),
+        param_space={"variant": tune.grid_search([{"name": s.name} for s in ordered])},
+        tune_config=tune.TuneConfig(scheduler=asha_scheduler(spec), max_concurrent_trials=1),
+        run_config=tune.RunConfig(storage_path=str(tmp_path), name="asha"))
+    trained = {r.config["variant"]["name"]: r.metrics["epoch"] for r in tuner.fit()}
+    assert trained == {"cnn-w0.25-d2": epochs, "cnn-w0.5-d2": 1, "cnn-w1-d2": epochs}
