@@ -16,6 +16,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# `--quick` still takes 12-15 min on 2 idle cores (about 11 Ray Train runs at 20-60 s of start-up each),
+# more than the suite can spend: run it with SWEETSPOT_BENCH_SMOKE=1 until quick mode is trimmed.
+pytestmark = pytest.mark.skipif(os.environ.get("SWEETSPOT_BENCH_SMOKE") != "1",
+                                reason="bench --quick takes 12-15 min; set SWEETSPOT_BENCH_SMOKE=1 to run it")
 BENCHMARKS = ("input_pipeline", "hardware", "compression", "inference", "sweep", "growth")
 
 

@@ -77,7 +77,7 @@ def load_keras(path: str | os.PathLike):
     if not os.path.exists(path):
         raise ArtifactError(path, "Keras model not found")
     try:
-        return keras.models.load_model(path, compile=False)
+        return keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # load_model raises many types for a bad file
         raise ArtifactError(path, f"cannot load Keras model: {exc}") from exc
 
