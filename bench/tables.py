@@ -3,8 +3,9 @@
     python -m bench.tables [--storage ~/sweetspot_results] > docs/results.md
 
 Reads the runs of configs/train_full.yaml, configs/compress_full.yaml (and any
-further compress runs named with --compress) and configs/evaluate_full.yaml;
-prints nothing it did not read from them.
+further compress runs named with --compress), configs/evaluate_full.yaml and
+configs/sweep_full.yaml (ASHA, and its full grid: `--set tune.scheduler=fifo
+--set name=fashion-sweep-grid`); prints nothing it did not read from them.
 """
 
 from __future__ import annotations
@@ -67,12 +68,51 @@ def evaluate_table(evaluation: dict) -> list[str]:
     return lines + [""]
 
 
+def sweep_table(sweep: dict, title: str) -> list[str]:
+    base = next(r for r in sweep["variants"] if r["name"] == sweep["baseline"])
+    lines = [f"## {title}", "",
+             f"Constraints: {', '.join(f'{k} {v:g}' for k, v in sweep['constraints'].items() if v is not None)}; "
+             f"objective: {sweep['objective']}. Sizes are gzip bytes of the TFLite file; the float baseline is "
+             f"{sweep['baseline']}. Pareto (size) members are marked *.", "",
+             "| variant | params | TFLite accuracy | drop (pt) | gzip bytes | size ratio | p95 ms |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    front = set(sweep["pareto"]["size_bytes_gzip"])
+    for row in sorted(sweep["variants"], key=lambda r: -r["size_bytes_gzip"]):
+        mark = "**" if row["name"] == sweep["sweet_spot"] else ""
+        lines.append(f"| {mark}{row['name']}{mark}{' *' if row['name'] in front else ''} | {row.get('params') or '–'} | "
+                     f"{row['accuracy']:.4f} | {100 * (base['accuracy'] - row['accuracy']):+.2f} | "
+                     f"{row['size_bytes_gzip']:,} | {base['size_bytes_gzip'] / row['size_bytes_gzip']:.1f}x | "
+                     f"{row['latency_ms_p95']:.3f} |")
+    best = next((r for r in sweep["variants"] if r["name"] == sweep["sweet_spot"]), None)
+    lines.append("")
+    if best:
+        lines.append(f"Sweet spot: **{best['name']}**, {best['accuracy']:.4f} at {best['size_bytes_gzip']:,} B, "
+                     f"{base['size_bytes_gzip'] / best['size_bytes_gzip']:.1f}x smaller than the float baseline, "
+                     f"{100 * (base['accuracy'] - best['accuracy']):+.2f} pt.")
+    else:
+        lines.append(f"No variant meets every constraint; the closest is {sweep['closest']}.")
+    lines.append(f"Scale trials: {sweep['scale_trial_epochs_used']} of {sweep['scale_trial_epochs_full_grid']} "
+                 f"trial-epochs trained ({sweep['scale_trial_epochs']}); stopped early: "
+                 f"{', '.join(sweep['stopped_early']) or 'none'}.")
+    return lines + [""]
+
+
+def asha_vs_grid(asha: dict, grid: dict) -> list[str]:
+    used, full = asha["scale_trial_epochs_used"], grid["scale_trial_epochs_used"]
+    same = asha["sweet_spot"] == grid["sweet_spot"]
+    return ["## ASHA against the full grid", "",
+            f"ASHA's sweet spot {asha['sweet_spot']} {'is' if same else 'is not'} the grid's ({grid['sweet_spot']}); "
+            f"ASHA trained {used} of the grid's {full} scale trial-epochs ({used / full:.0%}).", ""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--storage", default=str(Path.home() / "sweetspot_results"))
     parser.add_argument("--train", default="fashion-cnn")
     parser.add_argument("--compress", nargs="+", default=["fashion-cnn-compressed"])
     parser.add_argument("--evaluate", default="fashion-cnn-float-vs-int8")
+    parser.add_argument("--sweep", default="fashion-sweep", help="the ASHA sweep of configs/sweep_full.yaml")
+    parser.add_argument("--sweep-grid", default="fashion-sweep-grid", help="the same sweep with tune.scheduler=fifo")
     args = parser.parse_args()
     storage = Path(args.storage).expanduser()
     out = ["# Results on full Fashion-MNIST (60,000 train / 10,000 test), 2-core machine", "",
@@ -92,6 +132,13 @@ def main() -> None:
     evaluation = load(storage, args.evaluate)
     if evaluation:
         out += evaluate_table(evaluation)
+    grid, asha = load(storage, args.sweep_grid), load(storage, args.sweep)
+    if grid:
+        out += sweep_table(grid, "Sweep: six CNN scales x {float, int8, pruned 80 % + int8}, full grid")
+    if asha:
+        out += sweep_table(asha, "The same sweep with ASHA on the scale trials")
+    if grid and asha:
+        out += asha_vs_grid(asha, grid)
     print("\n".join(out))
 
 
