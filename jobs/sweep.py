@@ -113,6 +113,11 @@ def variant_trial(config: dict, spec_dump: dict, prepared: PreparedData, storage
     spec = SweepJob.model_validate(spec_dump)
     variant = Variant(Scale(**config["scale"]), config["pipeline_name"], tuple(config["pipeline"]))
     storage = RunStorage(storage_uri)
+    if storage.exists(VARIANT_HISTORY.format(variant=variant.name)):
+        # Built by an earlier run whose driver died before Tune saved that the trial had
+        # finished (the history is written last): report it done instead of building it again.
+        tune.report({"done": 1})
+        return
     baseline = fetch_local(storage.path(SCALE_MODEL.format(scale=variant.scale.name)))
     if baseline is None:
         raise RuntimeError(f"the baseline of scale {variant.scale.name} is missing (its trial failed or stopped)")

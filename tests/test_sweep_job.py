@@ -53,8 +53,10 @@ def swept(ray_cluster, tmp_path_factory):
     # One trial fails on purpose (injected through the environment its trial inherits).
     env = {**os.environ, "SWEETSPOT_FAIL_TRIAL": "cnn-w0.25-d2-broken"}
     run_dir = storage / "test-sweep"
+    # A variant trial writes its history last: once it exists, the trial has finished.
     finished = [run_dir / "scales" / "cnn-w0.25-d2" / "model.keras",
-                run_dir / "variants" / "cnn-w0.25-d2-int8" / "model.tflite"]
+                run_dir / "variants" / "cnn-w0.25-d2-int8" / "model.tflite",
+                run_dir / "variants" / "cnn-w0.25-d2-int8" / "history.json"]
     driver = start_job(spec, storage, env=env)
     try:
         wait_for(finished[-1].exists, "the first variant trial to finish", timeout=1200, process=driver)
