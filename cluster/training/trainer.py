@@ -5,6 +5,7 @@ from __future__ import annotations
 import ray
 from ray.train import CheckpointConfig, DataConfig, FailureConfig, Result, RunConfig, ScalingConfig
 from ray.train.tensorflow import TensorflowTrainer
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cluster import WORKER_ENV
 from cluster.data.augment import EpochClock
@@ -37,6 +38,11 @@ def failure_message(error: BaseException, scaling) -> str:
     return text
 
 
+def on_this_node() -> NodeAffinitySchedulingStrategy:
+    """Schedule on the node running the caller (the job's driver, or a Tune trial), nowhere else."""
+    return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+
+
 def scaling_config(scaling) -> ScalingConfig:
     resources = {"CPU": scaling.cpus_per_worker}
     if scaling.use_gpu:
@@ -62,7 +68,11 @@ def run_training(loop, config: dict, job, prepared: PreparedData, seed: int, sto
     run's epoch starts (`epochs_started`, `epochs_repeated`: what failures cost).
     `callbacks` go to Ray Train (e.g. Tune's TuneReportCallback inside a trial).
     """
-    clock, usage = EpochClock.remote(), WorkerUsage.remote()
+    # The bookkeeping actors live on this process's node: placed elsewhere, losing
+    # that node would lose the run's epoch log and usage after training recovered.
+    here = on_this_node()
+    clock = EpochClock.options(scheduling_strategy=here).remote()
+    usage = WorkerUsage.options(scheduling_strategy=here).remote()
     datasets = train_datasets(prepared, job.data, [op.model_dump() for op in job.augment], seed, clock)
     config = {**config, "clock": clock, "usage": usage, "train_rows": prepared.plan.train_rows,
               "validation_rows": prepared.plan.validation_rows, "num_classes": job.data.num_classes}
