@@ -28,6 +28,7 @@ from cluster.reporting import html_page, markdown
 from cluster.spec import ModelSpec, SweepJob, TrainJob
 from cluster.storage import RunStorage
 from cluster.training.resources import Capacity
+from cluster.tuning.asha import NoiseAwareASHA
 from cluster.tuning.budget import plan_concurrency
 from cluster.tuning.pareto import choose, pareto_front
 from cluster.tuning.space import Scale, Variant, check_reachable, expand
@@ -169,11 +170,12 @@ def run_tune(trainable, configs: list[dict], spec: SweepJob, prepared, storage: 
         return ResultGrid(ExperimentAnalysis(path))
 
 
-def asha_scheduler(spec: SweepJob):
-    """ASHA on validation accuracy, one rung per `grace_epochs x reduction_factor^k` epochs."""
-    return tune.schedulers.ASHAScheduler(metric="val_accuracy", mode="max", time_attr="epoch",
-                                         max_t=spec.train.epochs, grace_period=spec.tune.grace_epochs,
-                                         reduction_factor=spec.tune.reduction_factor)
+def asha_scheduler(spec: SweepJob, validation_rows: int) -> NoiseAwareASHA:
+    """ASHA on validation accuracy, one rung per `grace_epochs x reduction_factor^k` epochs;
+    a stop needs a gap larger than the validation set's standard error."""
+    return NoiseAwareASHA(validation_rows, metric="val_accuracy", mode="max", time_attr="epoch",
+                          max_t=spec.train.epochs, grace_period=spec.tune.grace_epochs,
+                          reduction_factor=spec.tune.reduction_factor)
 
 
 def smallest_first(scales: list[Scale], data) -> list[Scale]:
@@ -225,7 +227,8 @@ def run_sweep(spec: SweepJob) -> dict:
     claim_run_folder(spec, storage)
     log(f"search space: {len(scales)} scale(s), {len(variants)} variant(s)")
 
-    scheduler = asha_scheduler(spec) if spec.tune.scheduler == "asha" else None
+    scheduler = (asha_scheduler(spec, prepared.plan.validation_rows)
+                 if spec.tune.scheduler == "asha" else None)
     # Smallest scale first: ASHA compares each trial with those already seen at the same
     # epoch, so a larger scale keeps its budget only by beating the smaller ones; a
     # small scale (the one a size constraint needs) is never cut by a bigger one.

@@ -104,8 +104,29 @@ def test_constraints_unreachable_by_construction_are_refused():
         check_reachable(Constraints(max_flops=10), scales, variants, (28, 28, 1), 10)
 
 
+def test_asha_margin_is_one_standard_error_of_the_validation_accuracy():
+    from cluster.tuning.asha import NoiseAwareASHA, accuracy_standard_error
+
+    assert accuracy_standard_error(0.82, 6000) == pytest.approx(0.00496, abs=1e-5)
+    scheduler = NoiseAwareASHA(6000, metric="val_accuracy", mode="max", time_attr="epoch", max_t=6,
+                               grace_period=2, reduction_factor=3)
+    bracket = scheduler._brackets[0]
+    # The full sweep's epoch-2 cut: 0.8182 against 0.8185 is inside the noise, 0.80 is not.
+    cutoff = bracket.cutoff({"a": 0.8185})
+    assert cutoff == pytest.approx(0.8185 - accuracy_standard_error(0.8185, 6000))
+    assert 0.80 < cutoff < 0.8182
+    assert bracket.cutoff({}) is None
+    with pytest.raises(ValueError, match="maximised"):
+        NoiseAwareASHA(6000, metric="val_loss", mode="min", time_attr="epoch", max_t=6)
+
+
+# Validation accuracy of the middle scale (bigger than the smallest, 0.80) and the epochs ASHA lets it train.
+# 0.75 is 5 pt worse: cut at the first rung. 0.795 is 0.5 pt worse, inside the 1.6 pt standard error of
+# 600 validation rows: trained fully.
+@pytest.mark.parametrize("middle, middle_epochs", [(0.75, 1), (0.795, 4)])
 @pytest.mark.timeout(300)
-def test_asha_cuts_a_larger_scale_that_does_no_better_and_never_a_smaller_one(ray_client, tmp_path):
+def test_asha_cuts_a_larger_scale_that_does_clearly_worse_and_never_a_smaller_one(ray_client, tmp_path, middle,
+                                                                                  middle_epochs):
     """Real Tune and ASHA over scripted trials (the training is not what is under test, the order and cut are)."""
     from ray import tune
 
@@ -118,9 +139,8 @@ def test_asha_cuts_a_larger_scale_that_does_no_better_and_never_a_smaller_one(ra
     spec = SweepJob.model_validate(sweep_document(
         train={"epochs": epochs, "global_batch_size": 128},
         tune={"scheduler": "asha", "grace_epochs": 1, "reduction_factor": 2}))
-    # Validation accuracy of each scale: the middle one is bigger than the smallest and worse.
     # Largest first, ASHA would cut the smallest too (0.81 < the median of 0.91 and 0.76).
-    accuracy = {"cnn-w0.25-d2": 0.80, "cnn-w0.5-d2": 0.75, "cnn-w1-d2": 0.90}
+    accuracy = {"cnn-w0.25-d2": 0.80, "cnn-w0.5-d2": middle, "cnn-w1-d2": 0.90}
     scales = [Scale("cnn", 1.0, 2), Scale("cnn", 0.5, 2), Scale("cnn", 0.25, 2)]
     ordered = smallest_first(scales, spec.data)
     assert [s.name for s in ordered] == ["cnn-w0.25-d2", "cnn-w0.5-d2", "cnn-w1-d2"]
@@ -132,7 +152,7 @@ def test_asha_cuts_a_larger_scale_that_does_no_better_and_never_a_smaller_one(ra
     tuner = tune.Tuner(
         tune.with_resources(scripted, {"cpu": 0.1}),
         param_space={"variant": tune.grid_search([{"name": s.name} for s in ordered])},
-        tune_config=tune.TuneConfig(scheduler=asha_scheduler(spec), max_concurrent_trials=1),
+        tune_config=tune.TuneConfig(scheduler=asha_scheduler(spec, validation_rows=600), max_concurrent_trials=1),
         run_config=tune.RunConfig(storage_path=str(tmp_path), name="asha"))
     trained = {r.config["variant"]["name"]: r.metrics["epoch"] for r in tuner.fit()}
-    assert trained == {"cnn-w0.25-d2": epochs, "cnn-w0.5-d2": 1, "cnn-w1-d2": epochs}
+    assert trained == {"cnn-w0.25-d2": epochs, "cnn-w0.5-d2": middle_epochs, "cnn-w1-d2": epochs}
