@@ -24,8 +24,9 @@ NAME = "sweep"
 # `slots` asks for that many trials at once; the sweep's CPU budget (cluster/tuning/budget.py) lowers it to
 # what the cluster holds (each trial: 0.1 driver + 2 workers + 1 data CPU), and the granted number is used.
 DEFAULT = {"epochs": 2, "fine_tune_epochs": 1, "slots": 2, "repetitions": 1, "grace_epochs": 1,
-           "reduction_factor": 2, "pipelines": None}
-QUICK = {**DEFAULT, "epochs": 2, "slots": 1, "pipelines": ["float", "int8"]}
+           "reduction_factor": 2, "pipelines": None, "widths": None}
+# Quick: one scale and one post-training variant, so each of the two sweeps is a single Ray Train run.
+QUICK = {**DEFAULT, "epochs": 2, "slots": 1, "pipelines": ["float", "int8"], "widths": [0.25]}
 QUICKSTART = common.ROOT / "configs" / "quickstart.yaml"
 
 
@@ -101,6 +102,8 @@ def run(settings: dict, ctx: common.Context) -> dict:
     base = [f"train.epochs={settings['epochs']}", f"fine_tune.epochs={settings['fine_tune_epochs']}",
             f"tune.max_concurrent_trials={settings['slots']}", "evaluation.repetitions=50",
             "evaluation.memory=false", "evaluation.batch_sizes=[256]"]
+    if settings.get("widths"):
+        base.append(f"search.widths={settings['widths']}")
     asha = ["tune.scheduler=asha", f"tune.grace_epochs={settings['grace_epochs']}",
             f"tune.reduction_factor={settings['reduction_factor']}"]
     grid_runs, asha_runs = [], []
