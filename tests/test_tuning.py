@@ -156,3 +156,16 @@ def test_asha_cuts_a_larger_scale_that_does_clearly_worse_and_never_a_smaller_on
         run_config=tune.RunConfig(storage_path=str(tmp_path), name="asha"))
     trained = {r.config["variant"]["name"]: r.metrics["epoch"] for r in tuner.fit()}
     assert trained == {"cnn-w0.25-d2": epochs, "cnn-w0.5-d2": middle_epochs, "cnn-w1-d2": epochs}
+
+
+def test_asha_replay_chooses_only_among_the_scales_that_finished():
+    from bench.asha_replay import outcome
+
+    summary = {"sweet_spot": "small-int8", "constraints": {"max_size_kb": 50}, "objective": "accuracy",
+               "variants": [row("small-float", 0.85, 100_000), row("small-int8", 0.85, 27_000),
+                            row("mid-p80", 0.84, 37_000), row("big-float", 0.90, 1_500_000)]}
+    kept = outcome({"small": 6, "mid": 6, "big": 6}, 6, summary)
+    assert kept["sweet_spot"] == "small-int8" and kept["same_sweet_spot"] and kept["epoch_fraction"] == 1.0
+    cut = outcome({"small": 2, "mid": 6, "big": 6}, 6, summary)
+    assert cut["sweet_spot"] == "mid-p80" and not cut["same_sweet_spot"]
+    assert cut["stopped"] == ["small"] and cut["epochs_used"] == 14 and cut["epochs_full_grid"] == 18
