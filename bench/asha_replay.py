@@ -76,7 +76,7 @@ def main() -> None:
     from cluster.data.pipeline import prepare
     from cluster.spec import validate_document
     from cluster.tuning.asha import NoiseAwareASHA
-    from cluster.tuning.space import Scale
+    from cluster.tuning.space import expand
     from jobs.sweep import smallest_first
 
     run = args.run.expanduser()
@@ -84,7 +84,7 @@ def main() -> None:
     spec = validate_document(yaml.safe_load((run / "spec.yaml").read_text()), str(run / "spec.yaml"))
     validation_rows = prepare(spec.data, spec.train.seed).plan.validation_rows
     curves = learning_curves(run)
-    scales = [Scale(spec.search.family, width, depth) for width in spec.search.widths for depth in spec.search.depths]
+    scales, _ = expand(spec.search, spec.train.seed)
     order = [s.name for s in smallest_first(scales, spec.data) if s.name in curves]
     max_epochs = spec.train.epochs
     common.connect()
@@ -103,6 +103,18 @@ def main() -> None:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(record, indent=2) + "\n")
     print(markdown(record))
+
+
+def section(path: Path, heading: str) -> list[str]:
+    """The replay as a Markdown section for the docs (docs/results.md, docs/benchmarks.md); empty if not run."""
+    if not path.exists():
+        return []
+    return [heading, "",
+            "Two live runs differ by more than their scheduler (multi-worker training is not bit-reproducible), "
+            "so each scheduler is also replayed, under real Tune, on the grid run's recorded validation "
+            "accuracies (`python -m bench.asha_replay`, `bench/results/asha_replay.json`); its sweet spot is "
+            "chosen from the grid's measured variants of the scales it let finish.", "",
+            markdown(json.loads(path.read_text())), ""]
 
 
 def markdown(record: dict) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 from pathlib import Path
 
 from bench import common
@@ -238,21 +237,6 @@ def growth(r: dict) -> list[str]:
     return lines
 
 
-def full_data_asha(results_dir: Path) -> list[str]:
-    """The full-data sweep's ASHA decisions replayed on its grid (`python -m bench.asha_replay`), when run."""
-    path = results_dir / "asha_replay.json"
-    if not path.exists():
-        return []
-    from bench.asha_replay import markdown
-
-    return ["### On full Fashion-MNIST: `configs/sweep_full.yaml`, ASHA replayed on the grid's learning curves", "",
-            "The sample sweep above has two scales; the full-data sweep has six. Each scheduler runs under real "
-            "Tune on the grid run's recorded validation accuracies (`python -m bench.asha_replay`, "
-            "`bench/results/asha_replay.json`), so only its decisions differ; the sweet spot is chosen from the "
-            "grid's measured variants of the scales it let finish. The live runs are in `docs/results.md`.", "",
-            markdown(json.loads(path.read_text())), ""]
-
-
 SECTIONS = {"input_pipeline": input_pipeline, "hardware": hardware, "inference": inference, "sweep": sweep,
             "growth": growth}
 
@@ -297,6 +281,9 @@ def render(results_dir: Path, doc: Path, quick: bool = False) -> None:
             continue
         out += compression(r, doc) if name == "compression" else SECTIONS[name](r)
         if name == "sweep":
-            out += full_data_asha(results_dir)
+            from bench.asha_replay import section
+
+            heading = "### On full Fashion-MNIST: `configs/sweep_full.yaml`, ASHA replayed on the grid's learning curves"
+            out += section(results_dir / "asha_replay.json", heading)
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text("\n".join(out))

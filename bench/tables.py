@@ -104,12 +104,15 @@ def asha_vs_grid(asha: dict, grid: dict, label: str = "ASHA") -> str:
     text = (f"{label}: sweet spot {asha['sweet_spot']} {'is' if same else 'is not'} the grid's "
             f"({grid['sweet_spot']}); it trained {used} of the grid's {full} scale trial-epochs "
             f"({used / full:.0%}); stopped early: {stopped or 'none'}.")
-    accuracy = lambda run, name: next((f"{r['accuracy']:.4f}" for r in run["variants"] if r["name"] == name),  # noqa: E731
-                                      "not trained")
     if not same:
+        picks = (grid["sweet_spot"], asha["sweet_spot"])
         text += " Accuracy of the two picks in the grid run and in this run: " + "; ".join(
-            f"{name} {accuracy(grid, name)} and {accuracy(asha, name)}" for name in (grid["sweet_spot"], asha["sweet_spot"])) + "."
+            f"{name} {accuracy_of(grid, name)} and {accuracy_of(asha, name)}" for name in picks) + "."
     return text
+
+
+def accuracy_of(run: dict, name: str) -> str:
+    return next((f"{r['accuracy']:.4f}" for r in run["variants"] if r["name"] == name), "not trained")
 
 
 def main() -> None:
@@ -157,15 +160,10 @@ def main() -> None:
             out += ["- " + asha_vs_grid(earlier, grid, "Ray's ASHA without the margin (an earlier run, "
                                                       f"`{args.sweep_without_margin}`)")]
         out.append("")
-    replayed = Path(__file__).parent / "results" / "asha_replay.json"
-    if replayed.exists():
-        from bench.asha_replay import markdown as replay_table
+    from bench.asha_replay import section
 
-        out += ["### The schedulers replayed on the grid's own learning curves (`python -m bench.asha_replay`)", "",
-                "Two live runs differ by more than their scheduler (multi-worker training is not bit-reproducible), "
-                "so each scheduler is also replayed, under real Tune, on the grid run's recorded validation "
-                "accuracies; its sweet spot is chosen from the grid's measured variants of the scales it let "
-                "finish.", "", replay_table(json.loads(replayed.read_text())), ""]
+    out += section(Path(__file__).parent / "results" / "asha_replay.json",
+                   "### The schedulers replayed on the grid's own learning curves")
     print("\n".join(out))
 
 

@@ -37,7 +37,6 @@ class NoiseAwareASHA(AsyncHyperBandScheduler):
         if kwargs.get("mode", "max") != "max":
             raise ValueError("NoiseAwareASHA's margin is for an accuracy that is maximised")
         super().__init__(**kwargs)
-        self.validation_rows = validation_rows
         # Ray keeps the rungs in private brackets; only their cutoff changes, the rungs and
         # the bookkeeping are Ray's own.
         for bracket in self._brackets:
