@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -111,20 +113,36 @@ def test_worker_killed_mid_epoch_resumes_from_the_last_checkpoint(ray_client, un
     assert_recovered(summary, undisturbed)
 
 
-def start_node(num_cpus: int) -> subprocess.Popen:
-    """A second Ray node on this machine, joined to the local head, in its own process group."""
+def start_node(num_cpus: int, temp_dir: Path) -> subprocess.Popen:
+    """A second Ray node on this machine, joined to the local head, in its own process group.
+
+    It gets its own temp dir, as a second machine has its own disk. Sharing the head's would share
+    its runtime_resources: the new node re-downloads a job's working_dir over the head's copy
+    (`overwrite=True`), and a failed download there left every later `ray job submit` failing with
+    "Local directory .../_ray_pkg_... does not exist on the cluster".
+    """
     from cluster import local
 
     return subprocess.Popen([local.ray_executable(), "start", "--address", "127.0.0.1:6379", "--num-cpus",
-                             str(num_cpus), "--block", "--disable-usage-stats"],
+                             str(num_cpus), "--temp-dir", str(temp_dir), "--block", "--disable-usage-stats"],
                             env=local.client_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
+
+
+def head_working_dirs(ray_client) -> set[str]:
+    """The job working_dirs unpacked on the head, which later jobs with the same files reuse."""
+    session = Path(ray_client._private.worker._global_node.get_session_dir_path())
+    return {path.name for path in (session / "runtime_resources" / "working_dir_files").glob("_ray_pkg_*")
+            if path.is_dir()}
 
 
 @pytest.mark.timeout(1200)
 def test_node_lost_mid_run_recovers_on_the_remaining_capacity(ray_client, undisturbed, tmp_path):
     before = {node["NodeID"] for node in ray_client.nodes() if node["Alive"]}
-    node = start_node(num_cpus=2)
+    working_dirs = head_working_dirs(ray_client)
+    # Short and outside pytest's tmp_path: Ray's socket paths live under it (107-character limit).
+    node_temp_dir = Path(tempfile.mkdtemp(prefix="ss-node-"))
+    node = start_node(num_cpus=2, temp_dir=node_temp_dir)
     job = None
     try:
         added = wait_for(lambda: {n["NodeID"] for n in ray_client.nodes() if n["Alive"]} - before,
@@ -142,6 +160,8 @@ def test_node_lost_mid_run_recovers_on_the_remaining_capacity(ray_client, undist
             os.killpg(node.pid, signal.SIGKILL)
         if job is not None and job.poll() is None:
             os.killpg(job.pid, signal.SIGKILL)
+        shutil.rmtree(node_temp_dir, ignore_errors=True)
+    assert working_dirs <= head_working_dirs(ray_client), "the lost node took the head's working_dirs with it"
     recovery = summary["resources"]["wall_seconds"] - undisturbed["resources"]["wall_seconds"]
     report("node lost", summary, undisturbed, recovery)
     assert_recovered(summary, undisturbed)
