@@ -16,7 +16,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
@@ -43,6 +43,9 @@ class Context:
     quick: bool
     results: Path
     scratch: Path
+    # Jobs this bench run has finished, by what they compute (see `job_key`): a benchmark
+    # asking for a run another one already made gets that run's results, not a second run.
+    finished_jobs: dict = field(default_factory=dict, compare=False, repr=False)
 
     def settings(self, module) -> dict:
         return dict(module.QUICK if self.quick else module.DEFAULT)
@@ -136,6 +139,18 @@ def data_section(full: bool, fraction: float = 1.0) -> dict:
             "validation_fraction": 0.1, "train_fraction": fraction}
 
 
+# The float CNN recipe the compression baseline and the growth points share (so a quick run trains it once).
+CNN = {"family": "cnn", "width": 1.0, "depth": 2}
+CNN_OPTIMIZER = {"name": "adamw", "learning_rate": 0.002, "weight_decay": 0.0001}
+EVALUATION = {"num_threads": 1, "repetitions": 100, "batch_sizes": [256], "memory": False}
+
+
+def cnn_train_document(name: str, data: dict, epochs: int, storage: Path) -> dict:
+    """A train job of the float CNN, batch 256, measured with the benchmarks' evaluation settings."""
+    return train_document(name, data, CNN, {"epochs": epochs, "global_batch_size": 256, "optimizer": CNN_OPTIMIZER},
+                          storage, evaluation=EVALUATION)
+
+
 def train_document(name: str, data: dict, model: dict, train: dict, storage: Path, **extra) -> dict:
     """A `kind: train` spec with the project's augmentation and 2 x 1-CPU workers."""
     return {"version": 1, "kind": "train", "name": name, "data": data, "augment": AUGMENT, "model": model,
@@ -178,13 +193,30 @@ def client_env() -> dict:
     return env
 
 
+def job_key(document: dict) -> str:
+    """What a job computes: its validated spec, every default filled in, without its name and output."""
+    from cluster.spec import validate_document
+
+    spec = validate_document(document).model_dump(mode="json")
+    spec.pop("name")
+    spec.pop("output")
+    return json.dumps(spec, sort_keys=True)
+
+
 def run_job(document: dict, ctx: Context) -> tuple[dict, float]:
     """Run a job spec's driver (`python -m jobs spec.yaml`) against the local cluster.
 
     Returns its summary.json and the driver's wall time. The job's log goes to
-    `<scratch>/logs/<name>.log`; a failed job raises with the log's tail.
+    `<scratch>/logs/<name>.log`; a failed job raises with the log's tail. A job
+    that computes what an earlier job of this bench run computed is not run
+    again: the earlier one's results are returned.
     """
     name = document["name"]
+    key = job_key(document)
+    if key in ctx.finished_jobs:
+        earlier, summary, wall = ctx.finished_jobs[key]
+        log(f"job {name}: the same run as {earlier}, reused")
+        return summary, wall
     storage = Path(document["output"]["storage"])
     shutil.rmtree(storage / name, ignore_errors=True)
     specs, logs = ctx.scratch / "specs", ctx.scratch / "logs"
@@ -202,7 +234,9 @@ def run_job(document: dict, ctx: Context) -> tuple[dict, float]:
         tail = "".join((logs / f"{name}.log").read_text().splitlines(keepends=True)[-30:])
         raise RuntimeError(f"job {name} failed (exit {done.returncode}):\n{tail}")
     log(f"job {name} finished in {wall:.0f} s")
-    return json.loads((storage / name / "summary.json").read_text()), wall
+    summary = json.loads((storage / name / "summary.json").read_text())
+    ctx.finished_jobs[key] = (name, summary, wall)
+    return summary, wall
 
 
 def run_probe(module: str, payload: dict, timeout: float = 1800.0) -> dict:

@@ -39,7 +39,7 @@ DEFAULT = {
 }
 QUICK = {**DEFAULT, "full_data": False, "baseline_run": None, "baseline_epochs": 1, "fine_tune_epochs": 1, "anchor_runs": 1,
          "tiny_model": False, "variants": DEFAULT["variants"][:1]}
-EVALUATION = {"num_threads": 1, "repetitions": 100, "batch_sizes": [256], "memory": False}
+EVALUATION = common.EVALUATION
 # The sweet spot the inference benchmark times: the most accurate variant under the
 # full-data sweep's constraints (configs/sweep_full.yaml).
 SWEET_SPOT_CONSTRAINTS = {"max_size_kb": 50, "max_latency_ms_p95": 1.0}
@@ -72,11 +72,8 @@ def float_baseline(settings: dict, ctx: common.Context) -> tuple[Path, dict]:
                           "baseline_test_accuracy": summary["test_accuracy"],
                           "baseline_epochs": summary["epochs_completed"]}
     storage = ctx.scratch / "compression"
-    train = common.train_document(
-        "bench-cnn-float", common.data_section(settings["full_data"]), {"family": "cnn", "width": 1.0, "depth": 2},
-        {"epochs": settings["baseline_epochs"], "global_batch_size": 256,
-         "optimizer": {"name": "adamw", "learning_rate": 0.002, "weight_decay": 0.0001}}, storage,
-        evaluation=EVALUATION)
+    train = common.cnn_train_document("bench-cnn-float", common.data_section(settings["full_data"]),
+                                      settings["baseline_epochs"], storage)
     summary, wall = common.run_job(train, ctx)
     return storage / "bench-cnn-float", {"baseline_source": "trained in this bench run", "train_wall_seconds": wall,
                                          "baseline_test_accuracy": summary["test_accuracy"],

@@ -1,18 +1,20 @@
 """Growth: training time against data size, and sweep cost against the number of variants; least-squares lines.
 
-* Training: the project's Ray Train run (`run_training(train_loop_per_worker)`,
-  2 workers, the default CNN) on 25 / 50 / 100 % class-balanced fractions of
-  the train split (`data.train_fraction`; the bundled sample by default); time = the Ray Train run's wall
-  time, and separately the seconds inside `fit`. Line: seconds = a + b x rows.
+* Training: train jobs of the benchmarks' float CNN (`common.cnn_train_document`,
+  2 workers) on 25 / 50 / 100 % class-balanced fractions of the train split
+  (`data.train_fraction`; the bundled sample by default); time = the job's Ray
+  Train run (`wall_seconds`), and separately the seconds inside `fit`
+  (`train_seconds`). Line: seconds = a + b x rows.
 * Sweeps: `kind: sweep` jobs on the bundled sample with 1, 2 and 3 variants
   (1 scale x {float}, + int8, + float16), one trial at a time; time = the
   job's wall time. Line: seconds = a + b x variants (the marginal cost of a
   post-training variant: its trial, conversion and measurement).
+
+A point that is the same job as one an earlier benchmark ran (in quick mode, the
+compression baseline and the sweep benchmark's grid sweep) reuses that run.
 """
 
 from __future__ import annotations
-
-import time
 
 from bench import common
 
@@ -21,36 +23,23 @@ NAME = "growth"
 # (the fraction is selected after the decode), which would cost ~3 min per point.
 DEFAULT = {"full_data": False, "fractions": [0.25, 0.5, 1.0], "epochs": 3, "sweep_epochs": 1,
            "sweep_points": [[[0.25], ["float"]], [[0.25], ["float", "int8"]], [[0.25], ["float", "int8", "float16"]]]}
-# Quick: two training points (a line needs two) and one sweep (no sweep line).
-QUICK = {**DEFAULT, "fractions": [0.5, 1.0], "epochs": 1, "sweep_points": DEFAULT["sweep_points"][:1]}
+# Quick: two training points (a line needs two) and one sweep (no sweep line), chosen to be the runs the
+# compression (its 1-epoch baseline) and sweep (its grid) benchmarks make: only the 50 % point is new.
+QUICK = {**DEFAULT, "fractions": [0.5, 1.0], "epochs": 1, "sweep_epochs": 2,
+         "sweep_points": [[[0.25], ["float", "int8"]]]}
 PIPELINES = {"float": [], "int8": [{"quantize": {"mode": "int8"}}], "float16": [{"quantize": {"mode": "float16"}}]}
 
 
 def training_points(settings: dict, ctx: common.Context) -> list[dict]:
-    import sys
-
-    from cluster.data.pipeline import prepare
-    from cluster.spec import validate_document
-    from cluster.training.loop import train_loop_per_worker
-    from cluster.training.trainer import run_training
-
-    common.connect(sys.modules[__name__])
-    storage = ctx.fresh("growth")
+    storage = ctx.scratch / "growth"
     points = []
     for fraction in settings["fractions"]:
-        job = validate_document(common.train_document(
-            "bench-growth", common.data_section(settings["full_data"], fraction),
-            {"family": "cnn", "width": 1.0, "depth": 2}, {"epochs": settings["epochs"], "global_batch_size": 256},
-            storage))
-        prepared = prepare(job.data, job.train.seed)
-        common.log(f"growth: training on {fraction:.0%} ({prepared.plan.train_rows} rows)")
-        started = time.perf_counter()
-        result, _ = run_training(train_loop_per_worker, {"spec": job.model_dump(mode="json")}, job, prepared,
-                                 job.train.seed, storage_path=str(storage), run_name=f"fraction-{fraction:g}")
-        wall = time.perf_counter() - started
-        epochs = common.ray_train_epochs(result)
-        points.append({"fraction": fraction, "train_rows": prepared.plan.train_rows, "run_wall_seconds": wall,
-                       "fit_seconds": sum(float(m["train_seconds"]) for m in epochs)})
+        document = common.cnn_train_document(f"bench-growth-{fraction:g}", common.data_section(settings["full_data"], fraction),
+                                             settings["epochs"], storage)
+        common.log(f"growth: training on {fraction:.0%} of the train split")
+        summary, _ = common.run_job(document, ctx)
+        points.append({"fraction": fraction, "train_rows": summary["train_rows"],
+                       "run_wall_seconds": summary["wall_seconds"], "fit_seconds": summary["train_seconds"]})
     return points
 
 

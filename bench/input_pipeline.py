@@ -34,7 +34,7 @@ NAME = "input_pipeline"
 # bench under 45 min; raise `repetitions` for medians over runs.
 DEFAULT = {"full_data": False, "fraction": 1.0, "epochs": 4, "repetitions": 1, "batch": 256, "workers": [1, 2],
            "model": {"family": "cnn", "width": 1.0, "depth": 2}}
-QUICK = {"full_data": False, "fraction": 0.25, "epochs": 2, "repetitions": 1, "batch": 256, "workers": [2],
+QUICK = {"full_data": False, "fraction": 0.25, "epochs": 2, "repetitions": 1, "batch": 256, "workers": [1],
          "model": {"family": "cnn", "width": 0.5, "depth": 2}}
 SHUFFLE_ROWS = 2048
 

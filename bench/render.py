@@ -210,7 +210,8 @@ def sweep(r: dict) -> list[str]:
 def growth(r: dict) -> list[str]:
     fits = r["fits"]
     lines = ["## 6. Growth: training time against data size, sweep cost against variants", "",
-             f"Training: the default CNN, 2 Ray Train workers, {r['settings']['epochs']} epoch(s), on fractions of "
+             "Training: train jobs of the float CNN (w1 d2, the compression baseline's recipe), 2 Ray Train "
+             f"workers, {r['settings']['epochs']} epoch(s), on fractions of "
              f"the {'full Fashion-MNIST' if r['settings']['full_data'] else 'bundled sample'}'s train split. "
              "Sweeps: `configs/quickstart.yaml` on the bundled sample, one trial at a time, "
              f"{r['settings']['sweep_epochs']} epoch(s). Least-squares lines over the points below.", ""]

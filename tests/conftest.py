@@ -36,6 +36,19 @@ def train_document(**changes) -> dict:
     return document
 
 
+# The recipe of the end-to-end train job; the fault tests run the same recipe and compare against it.
+E2E_TRAIN = {"epochs": 3, "global_batch_size": 128, "seed": 0}
+
+
+def ray_job_submit(spec_path: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`ray job submit` of `python -m jobs <spec>` with the project as the working dir, as a user sends it."""
+    from cluster import local
+
+    command = [local.ray_executable(), "job", "submit", "--address", local.DASHBOARD_URL,
+               "--working-dir", str(ROOT), "--", "python", "-m", "jobs", str(spec_path), *args]
+    return subprocess.run(command, env=local.client_env(), capture_output=True, text=True, timeout=timeout)
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
     """A real local cluster started the way a user starts it (`ray start --head`), shared by the session.
@@ -76,3 +89,21 @@ def wait_for(predicate, what: str, timeout: float = 600, process: subprocess.Pop
             pytest.fail(f"the job ended (exit {process.returncode}) before {what}")
         time.sleep(0.5)
     pytest.fail(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="session")
+def e2e_train_run(ray_cluster, tmp_path_factory):
+    """A 3-epoch, 2-worker train job sent with `ray job submit`: its run folder and the submit's output.
+
+    test_train_job checks its outputs; test_faults uses it as the undisturbed run its faulted runs match.
+    """
+    import yaml
+
+    storage = tmp_path_factory.mktemp("runs")
+    spec = tmp_path_factory.mktemp("specs") / "train.yaml"
+    document = train_document(name="e2e", train=E2E_TRAIN, learning_curve=[0.25])
+    document["evaluation"] = {"repetitions": 50, "batch_sizes": [32, 256], "price_per_cpu_hour": 0.05}
+    spec.write_text(yaml.safe_dump(document))
+    done = ray_job_submit(spec, "--output", str(storage))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return storage / "e2e", done

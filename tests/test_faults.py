@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import start_job, train_document, wait_for
+from tests.conftest import E2E_TRAIN, start_job, train_document, wait_for
 
 # A same-seed rerun differs only by the nondeterminism of multi-worker float sums;
 # 1,000 test rows make one image 0.1 pt.
 ACCURACY_NOISE = 0.03
-EPOCHS = 4
+EPOCHS = E2E_TRAIN["epochs"]
 
 
 def start_train(spec: dict, storage: Path) -> subprocess.Popen:
@@ -68,15 +68,16 @@ def train_workers(ray, driver_pid: int) -> list:
 
 
 def fault_spec(name: str, **scaling) -> dict:
-    base = train_document()
-    return train_document(name=name, train={**base["train"], "epochs": EPOCHS},
+    """The end-to-end train job's recipe, allowed to restart its workers."""
+    return train_document(name=name, train=E2E_TRAIN,
                           scaling={"num_workers": 2, "cpus_per_worker": 1, "max_failures": 2, **scaling})
 
 
 @pytest.fixture(scope="module")
-def undisturbed(ray_cluster, tmp_path_factory) -> dict:
-    storage = tmp_path_factory.mktemp("undisturbed")
-    return finish(start_train(fault_spec("calm"), storage), storage, "calm")
+def undisturbed(e2e_train_run) -> dict:
+    """The same recipe run without a fault: the end-to-end train job (test_train_job checks its outputs)."""
+    run, _ = e2e_train_run
+    return json.loads((run / "summary.json").read_text())
 
 
 def report(fault: str, summary: dict, baseline: dict, recovery_seconds: float) -> None:

@@ -1,15 +1,13 @@
 """End to end on the real local cluster: `ray job submit` a 2-worker train job, check every output."""
 
 import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from cluster import local
-from tests.conftest import ROOT, train_document
+from tests.conftest import ray_job_submit, train_document
 
 # Chance is 0.10. Three epochs of the half-width CNN on the 5,400-row sample
 # reach about 0.80 here; a broken pipeline (labels detached from images, a
@@ -17,28 +15,9 @@ from tests.conftest import ROOT, train_document
 ACCURACY_FLOOR = 0.70
 
 
-def submit(spec_path: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    command = [local.ray_executable(), "job", "submit", "--address", local.DASHBOARD_URL,
-               "--working-dir", str(ROOT), "--", "python", "-m", "jobs", str(spec_path), *args]
-    return subprocess.run(command, env=local.client_env(), capture_output=True, text=True, timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def trained(ray_cluster, tmp_path_factory):
-    storage = tmp_path_factory.mktemp("runs")
-    spec = tmp_path_factory.mktemp("specs") / "train.yaml"
-    document = train_document(name="e2e", train={"epochs": 3, "global_batch_size": 128, "seed": 0},
-                              learning_curve=[0.25])
-    document["evaluation"] = {"repetitions": 50, "batch_sizes": [32, 256], "price_per_cpu_hour": 0.05}
-    spec.write_text(yaml.safe_dump(document))
-    done = submit(spec, "--output", str(storage))
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return storage / "e2e", done
-
-
 @pytest.mark.timeout(900)
-def test_job_writes_every_output(trained):
-    run, _ = trained
+def test_job_writes_every_output(e2e_train_run):
+    run, _ = e2e_train_run
     for name in ("spec.yaml", "model.keras", "model.tflite", "metrics.jsonl", "summary.json"):
         assert (run / name).is_file(), name
     assert any((run / "tensorboard").rglob("events.out.tfevents.*"))
@@ -55,14 +34,14 @@ def test_job_writes_every_output(trained):
 
 
 @pytest.mark.timeout(900)
-def test_accuracy_is_measured_on_the_test_split_and_clears_the_floor(trained):
+def test_accuracy_is_measured_on_the_test_split_and_clears_the_floor(e2e_train_run):
     from cluster.data.pipeline import load_arrays
     from cluster.data.sources import resolve
     from cluster.evaluation.tflite import TFLiteModel
     from cluster.spec import DataSpec
     from tests.conftest import SAMPLE
 
-    run, _ = trained
+    run, _ = e2e_train_run
     summary = json.loads((run / "summary.json").read_text())
     assert summary["test_accuracy"] >= ACCURACY_FLOOR
     assert summary["test_rows"] == 1000
@@ -75,8 +54,8 @@ def test_accuracy_is_measured_on_the_test_split_and_clears_the_floor(trained):
 
 
 @pytest.mark.timeout(900)
-def test_summary_has_the_four_sides_of_efficiency(trained):
-    run, _ = trained
+def test_summary_has_the_four_sides_of_efficiency(e2e_train_run):
+    run, _ = e2e_train_run
     summary = json.loads((run / "summary.json").read_text())
     for field in ("latency_ms_p50", "latency_ms_p95", "throughput_sps", "flops", "params", "params_nonzero",
                   "size_bytes_gzip", "peak_rss_bytes"):
@@ -95,15 +74,15 @@ def test_summary_has_the_four_sides_of_efficiency(trained):
 
 
 @pytest.mark.timeout(900)
-def test_init_from_continues_from_the_checkpoint(trained, tmp_path):
-    run, _ = trained
+def test_init_from_continues_from_the_checkpoint(e2e_train_run, tmp_path):
+    run, _ = e2e_train_run
     before = json.loads((run / "summary.json").read_text())
     spec = tmp_path / "finetune.yaml"
     spec.write_text(yaml.safe_dump(train_document(
         name="e2e-finetune",
         train={"epochs": 1, "global_batch_size": 128, "seed": 1, "init_from": str(run / "checkpoint"),
                "optimizer": {"name": "adam", "learning_rate": 1e-4}})))
-    done = submit(spec, "--output", str(tmp_path))
+    done = ray_job_submit(spec, "--output", str(tmp_path))
     assert done.returncode == 0, done.stderr[-3000:]
     after = json.loads((tmp_path / "e2e-finetune" / "summary.json").read_text())
     first_epoch = json.loads((tmp_path / "e2e-finetune" / "metrics.jsonl").read_text().splitlines()[0])
@@ -127,7 +106,7 @@ def test_bad_data_fails_before_training_with_the_row(ray_cluster, tmp_path):
     document["data"]["test"] = str(bad)
     spec = tmp_path / "bad.yaml"
     spec.write_text(yaml.safe_dump(document))
-    done = submit(spec, "--output", str(tmp_path / "out"), timeout=300)
+    done = ray_job_submit(spec, "--output", str(tmp_path / "out"), timeout=300)
     assert done.returncode != 0
     assert "data.test" in done.stdout and "row 42: label 99 is outside [0, 10)" in done.stdout
     assert not (tmp_path / "out" / "bad-data" / "train").exists(), "no training may start"

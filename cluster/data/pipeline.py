@@ -74,12 +74,17 @@ def train_datasets(prepared: PreparedData, data, augment: list[dict], seed: int,
                    clock) -> dict[str, ray.data.Dataset]:
     """`train` (augmented, fresh every epoch) and `validation` (never augmented) datasets."""
     decoded = read_decoded(prepared.train_source, data)
+    if data.cache:
+        # Read and decode once for both splits (each read costs a Ray Data execution:
+        # seconds of listing and scheduling even for a small file).
+        decoded = decoded.materialize()
     train = decoded.map_batches(_select, fn_kwargs=dict(plan=prepared.plan, split="train"), batch_format="numpy")
     validation = decoded.map_batches(_select, fn_kwargs=dict(plan=prepared.plan, split="validation"),
                                      batch_format="numpy").map_batches(_as_float, batch_format="numpy")
     if data.cache:
         # Decode once, not once per epoch: the split, un-augmented pixels stay in
-        # the object store (uint8) and only augmentation streams every epoch.
+        # the object store (uint8) and only augmentation streams every epoch. The
+        # whole decoded source is released when `decoded` goes out of scope.
         train, validation = train.materialize(), validation.materialize()
     train = train.randomize_block_order(seed=seed).map_batches(
         augment_batch, fn_kwargs=dict(ops=augment, seed=seed, clock=clock), batch_format="numpy")
