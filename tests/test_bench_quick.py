@@ -2,8 +2,8 @@
 
 Not a performance check: it only asserts that each benchmark wrote its JSON file
 with real (positive, finite) numbers and that the Markdown report was rendered.
-About 6 minutes on 2 idle cores: 7 Ray Train runs, the growth benchmark's shared
-with the compression and sweep benchmarks' (bench.common.run_job).
+5 to 6 minutes on 2 idle cores (280 s and 337 s measured): 6 Ray Train runs; the growth
+benchmark reuses the compression and sweep benchmarks' jobs (bench.common.run_job).
 """
 
 from __future__ import annotations
@@ -45,7 +45,10 @@ def test_quick_bench_writes_results_and_doc(ray_cluster, tmp_path):
     assert positive(results["inference"]["ratios"]["p50_latency_lower_by"])
     assert positive(results["sweep"]["grid"]["parallel_efficiency_tune"])
     assert 0 < results["sweep"]["asha"]["epoch_fraction"] <= 1
-    assert positive(results["growth"]["fits"]["train_fit_vs_rows"]["slope"])
+    growth = results["growth"]
+    assert all(positive(p["run_wall_seconds"]) and positive(p["fit_seconds"]) for p in growth["training"])
+    # One quick epoch is mostly tracing, so the slope's sign is noise here; the line must still be a number.
+    assert all(math.isfinite(fit["slope"]) for fit in growth["fits"].values())
     doc = (tmp_path / "results" / "benchmarks.md").read_text()
     assert "QUICK" in doc and "## Targets" in doc and "## 6. Growth" in doc
     assert (tmp_path / "results" / "benchmarks_pareto.png").stat().st_size > 1000
