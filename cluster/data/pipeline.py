@@ -62,8 +62,16 @@ def _as_float(batch: dict) -> dict:
 
 def read_decoded(source: Source, data) -> ray.data.Dataset:
     """Rows of `image` (N, H, W, C pixels), `label` (int64) and `key` (uint64)."""
-    dataset = ray.data.read_parquet(list(source.files), filesystem=source.filesystem,
-                                    columns=[data.image_column, data.label_column])
+    context = ray.data.DataContext.get_current()
+    # Ray 2.60's Parquet datasource V2 (its default) spends 2-5 s listing files on
+    # every read, even of one local file; V1 reads and decodes the bundled sample
+    # in 0.6 s. The dataset keeps the context it was made with, so restore after.
+    previous, context.use_datasource_v2 = context.use_datasource_v2, False
+    try:
+        dataset = ray.data.read_parquet(list(source.files), filesystem=source.filesystem,
+                                        columns=[data.image_column, data.label_column])
+    finally:
+        context.use_datasource_v2 = previous
     return dataset.map_batches(
         _decode, batch_format="pyarrow", batch_size=DECODE_BATCH_ROWS,
         fn_kwargs=dict(image_column=data.image_column, label_column=data.label_column,
