@@ -83,8 +83,7 @@ def train_datasets(prepared: PreparedData, data, augment: list[dict], seed: int,
     """`train` (augmented, fresh every epoch) and `validation` (never augmented) datasets."""
     decoded = read_decoded(prepared.train_source, data)
     if data.cache:
-        # Read and decode once for both splits (each read costs a Ray Data execution:
-        # seconds of listing and scheduling even for a small file).
+        # Read and decode once for both splits, not once per split.
         decoded = decoded.materialize()
     train = decoded.map_batches(_select, fn_kwargs=dict(plan=prepared.plan, split="train"), batch_format="numpy")
     validation = decoded.map_batches(_select, fn_kwargs=dict(plan=prepared.plan, split="validation"),
