@@ -71,8 +71,10 @@ def input_pipeline(r: dict) -> list[str]:
     lines = ["## 1. Input pipeline: Ray Data → Ray Train against in-process tf.data", "",
              f"{r['train_rows']:,} train rows ({'full Fashion-MNIST' if s['full_data'] else 'bundled sample'}, "
              f"fraction {s['fraction']:g}), {s['model']['family']} width {s['model']['width']:g}, global batch "
-             f"{s['batch']}, {s['epochs']} epochs per run, {s['repetitions']} run(s) per configuration; samples/s is "
-             "the median over runs of each run's median over the epochs after the first.", "",
+             f"{s['batch']}, {s['epochs']} epochs per run, {s['repetitions']} run(s) per configuration in rotating "
+             "order (each repetition runs every configuration once, starting one place later than the last); "
+             "samples/s is the median over runs of each run's median over the epochs after the first, with the "
+             "runs' range in brackets.", "",
              "Same work on both sides: PNG decode once per row (Ray: PIL in a Ray Data map, kept in the object "
              "store, `data.cache: true`; tf.data: `tf.io.decode_png` + `.cache()`), then every epoch the same "
              "augmentation code, `cluster/data/augment.py: augment_images` (Ray: a streaming `map_batches` "
@@ -84,11 +86,16 @@ def input_pipeline(r: dict) -> list[str]:
              "of the same `train_loop_per_worker`, its Ray Data shard replaced by a `tf.data` of in-memory tensors "
              "in each worker; tf.data: the same process), so wait = 1 − step time in memory / step time real = 1 − real samples/s ÷ "
              "in-memory samples/s.", ""]
+    spreads = r.get("spreads", {})
+
+    def with_range(key: str) -> str:
+        low, high = spreads.get(key, (None, None))
+        return _n(r["medians"][key]) + (f" ({_n(low)}–{_n(high)})" if low is not None and low != high else "")
+
     rows = []
     for key, c in r["comparisons"].items():
         label = "tf.data, in process" if key == "tfdata" else f"Ray Data → Ray Train, {_scaling(c)}"
-        memory = r["medians"][f"{key}_in_memory"] if key != "tfdata" else r["medians"]["tfdata_in_memory"]
-        rows.append([label, _n(c["samples_per_second"]), _n(memory), _x(c["ratio_vs_tfdata"]),
+        rows.append([label, with_range(f"{key}_real"), with_range(f"{key}_in_memory"), _x(c["ratio_vs_tfdata"]),
                      _pct(c["input_wait_fraction"])])
     return lines + _table(["path", "samples/s (real input)", "samples/s (in memory)", "ratio vs tf.data",
                            "input wait"], rows)
