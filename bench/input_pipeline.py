@@ -1,22 +1,24 @@
 """Input pipeline: Ray Data decode + augmentation feeding Ray Train, against an in-process tf.data pipeline.
 
-Four trainings of the same model, batch and epochs, each in samples/s of
-`fit` (median of the epochs after the first):
+Two sides, the same model, batch and steps, each run alternating its epochs
+between real input and in-memory tensors (real, in memory, real, in memory,
+...; the first epoch of each kind is its warm-up: tracing, the stream's start),
+in samples/s of `fit`:
 
-* Ray, real: the project's path, `run_training(train_loop_per_worker)`: Ray
+* Ray: the project's path, `run_training` of its `train_loop_per_worker`: Ray
   Data reads the Parquet, decodes (PIL) once into the object store
   (`data.cache: true`, the default), and augments every epoch as a streaming
   stage (`cluster/data/augment.py`); Ray Train workers x CPUs per `scalings`.
-* Ray, in-memory: the same Ray Train run of the same `train_loop_per_worker`
-  (model, strategy, steps, per-epoch timing), its shard replaced by in-memory
-  tensors of the same shape in each worker (no Ray Data).
-* tf.data, real: one process (intra-op threads = the machine's cores),
-  `tf.io.decode_png` cached after the first epoch (as `data.cache`), then the
-  same augmentation code (`augment_images`, via `tf.numpy_function`), shuffled,
-  batched, prefetched; Keras `fit`.
-* tf.data, in-memory: the same process and model on in-memory tensors.
+  Its in-memory epochs are the same loop (model, strategy, steps, per-epoch
+  timing) with the shard replaced by in-memory tensors of the same shape.
+* tf.data: one process (intra-op threads = the machine's cores),
+  `tf.io.decode_png` cached before training (as `data.cache`), then the same
+  augmentation code (`augment_images`, via `tf.numpy_function`), shuffled,
+  batched, prefetched; Keras `fit`. Its in-memory epochs: the same model on
+  in-memory tensors.
 
-Input wait = 1 - (step time in memory / step time real) = 1 - real sps / in-memory sps.
+Input wait = 1 - (step time in memory / step time real) = 1 - real sps / in-memory sps,
+both from the same run, minutes apart.
 """
 
 from __future__ import annotations
@@ -30,35 +32,55 @@ from bench import common
 NAME = "input_pipeline"
 # Half of full Fashion-MNIST (27,000 train rows, 105 steps of 256 per epoch): on the 5,400-row sample an
 # epoch is ~1.3 s of compute and Ray Data's per-epoch start (a new streaming execution of the augmentation)
-# about as long again, which hides the throughput. A run is 2 epochs, the first a warm-up (tracing, the
-# stream's start), and its figure is the second; the figure reported is the median over 3 runs, in
-# rotating order (every configuration runs once per repetition, each repetition starting one place later),
-# so drift over the half hour reaches every configuration alike. Ray Train scalings are [workers, CPUs per
-# worker]; a worker has as many TF threads as CPUs, so 1 x 2 has the threads of the in-process tf.data run
-# (both cores): the like-for-like row.
-DEFAULT = {"full_data": True, "fraction": 0.5, "epochs": 2, "repetitions": 3, "batch": 256,
+# about as long again, which hides the throughput. `measured_epochs` of each kind per run after its warm-up;
+# `repetitions` runs per configuration in rotating order (every configuration runs once per repetition,
+# each repetition starting one place later), so drift over the half hour reaches every configuration alike;
+# the figure is the median over runs. Ray Train scalings are [workers, CPUs per worker]; a worker has as
+# many TF threads as CPUs, so 1 x 2 has the threads of the in-process tf.data run (both cores): the
+# like-for-like row.
+DEFAULT = {"full_data": True, "fraction": 0.5, "measured_epochs": 1, "repetitions": 3, "batch": 256,
            "scalings": [[1, 1], [2, 1], [1, 2]], "model": {"family": "cnn", "width": 1.0, "depth": 2}}
-QUICK = {"full_data": False, "fraction": 0.25, "epochs": 2, "repetitions": 1, "batch": 256, "scalings": [[1, 1]],
-         "model": {"family": "cnn", "width": 0.5, "depth": 2}}
+QUICK = {"full_data": False, "fraction": 0.25, "measured_epochs": 1, "repetitions": 1, "batch": 256,
+         "scalings": [[1, 1]], "model": {"family": "cnn", "width": 0.5, "depth": 2}}
 SHUFFLE_ROWS = 2048
+MODES = ("real", "in_memory")
+
+
+def epoch_plan(measured_epochs: int) -> list[str]:
+    """real, in memory, real, in memory, ...: a warm-up epoch of each kind, then `measured_epochs` of each."""
+    return list(MODES) * (1 + measured_epochs)
+
+
+def by_mode(plan: list[str], per_epoch_sps: list[float]) -> dict:
+    """Each kind's samples/s: the median of its epochs after its warm-up."""
+    return {mode: {"samples_per_second": common.steady([s for m, s in zip(plan, per_epoch_sps) if m == mode]),
+                   "per_epoch_sps": [s for m, s in zip(plan, per_epoch_sps) if m == mode]}
+            for mode in MODES}
 
 
 # ---------------------------------------------------------------- Ray Train side (runs in the workers)
 
 
-def in_memory_loop_per_worker(config: dict) -> None:
-    """The project's `train_loop_per_worker`, unchanged but for its data: in-memory tensors, not the Ray Data shard.
+def alternating_loop_per_worker(config: dict) -> None:
+    """The project's `train_loop_per_worker`, unchanged but for its data: epochs per `config["plan"]`.
 
     Runs in a Ray Train worker process of its own, so rebinding the loop module's
     `distributed` (the one place the loop turns a shard into a TF dataset) affects only this run.
+    Every worker follows the same plan, so they skip the Ray Data shard in the same epochs.
     """
     import tensorflow as tf
 
     from cluster.training import loop
 
+    plan, real = config["plan"], loop.distributed
     shape, num_classes = tuple(config["spec"]["data"]["image_shape"]), config["spec"]["data"]["num_classes"]
+    train_epochs = iter(plan)
 
-    def in_memory(strategy, shard, batch_size: int, drop_last: bool, shuffle_seed):
+    def alternating(strategy, shard, batch_size: int, drop_last: bool, shuffle_seed):
+        # `run_epochs` asks for the train data with drop_last=True and the validation data without;
+        # validation always reads the real shard (it is outside the timed `fit`).
+        if not drop_last or next(train_epochs) == "real":
+            return real(strategy, shard, batch_size, drop_last, shuffle_seed)
         images, labels = in_memory_tensors(batch_size * 8, shape, num_classes, shuffle_seed or 0)
 
         def dataset_fn(_context):
@@ -66,7 +88,7 @@ def in_memory_loop_per_worker(config: dict) -> None:
                     .batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
         return strategy.distribute_datasets_from_function(dataset_fn)
 
-    loop.distributed = in_memory
+    loop.distributed = alternating
     loop.train_loop_per_worker(config)
 
 
@@ -77,16 +99,15 @@ def in_memory_tensors(rows: int, shape: tuple, num_classes: int, seed: int):
             rng.integers(0, num_classes, rows).astype(np.int64))
 
 
-def ray_train_sps(job, prepared, loop, storage: str, run_name: str) -> dict:
+def ray_train_sps(job, prepared, plan: list[str], storage: str, run_name: str) -> dict:
     from cluster.training.trainer import run_training
 
     started = time.perf_counter()
-    result, _ = run_training(loop, {"spec": job.model_dump(mode="json")}, job, prepared, job.train.seed,
-                             storage_path=storage, run_name=run_name)
-    epochs = common.ray_train_epochs(result)
-    per_epoch = [float(m["samples_per_second"]) for m in epochs]
-    return {"samples_per_second": common.steady(per_epoch), "per_epoch_sps": per_epoch,
-            "run_wall_seconds": time.perf_counter() - started}
+    result, _ = run_training(alternating_loop_per_worker, {"spec": job.model_dump(mode="json"), "plan": plan},
+                             job, prepared, job.train.seed, storage_path=storage, run_name=run_name)
+    per_epoch = [float(m["samples_per_second"]) for m in common.ray_train_epochs(result)]
+    wall = time.perf_counter() - started
+    return {mode: {**figures, "run_wall_seconds": wall} for mode, figures in by_mode(plan, per_epoch).items()}
 
 
 # ---------------------------------------------------------------- tf.data side (a fresh process)
@@ -109,7 +130,7 @@ def tfdata_probe(payload: dict) -> dict:
     threads = payload["threads"]
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
-    rows, batch, epochs, seed = payload["rows"], payload["batch"], payload["epochs"], 0
+    rows, batch, plan, seed = payload["rows"], payload["batch"], payload["plan"], 0
     encoded, labels = [], []
     for path in resolve(payload["train"], "train").files:
         table = pq.read_table(path, columns=["image", "label"])
@@ -146,20 +167,18 @@ def tfdata_probe(payload: dict) -> dict:
     images, fake_labels = in_memory_tensors(batch * 8, (28, 28, 1), 10, 0)
     memory = (tf.data.Dataset.from_tensor_slices((images, fake_labels)).repeat()
               .batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
-    results = {}
-    for mode in ("real", "in_memory"):
-        train = TrainSpec(epochs=epochs, global_batch_size=batch)
-        model = build_model(payload["model"]["family"], ModelShape((28, 28, 1), 10), payload["model"]["width"],
-                            payload["model"]["depth"])
-        compile_classifier(model, build_optimizer(train, steps), 10)
-        per_epoch, started = [], time.perf_counter()
-        for epoch in range(epochs):
-            data = real(epoch) if mode == "real" else memory
-            start = time.perf_counter()
-            model.fit(data, epochs=epoch + 1, initial_epoch=epoch, steps_per_epoch=steps, verbose=0)
-            per_epoch.append(steps * batch / (time.perf_counter() - start))
-        results[mode] = {"samples_per_second": common.steady(per_epoch), "per_epoch_sps": per_epoch,
-                         "run_wall_seconds": time.perf_counter() - started}
+    train = TrainSpec(epochs=len(plan), global_batch_size=batch)
+    model = build_model(payload["model"]["family"], ModelShape((28, 28, 1), 10), payload["model"]["width"],
+                        payload["model"]["depth"])
+    compile_classifier(model, build_optimizer(train, steps), 10)
+    per_epoch, started = [], time.perf_counter()
+    for epoch, mode in enumerate(plan):
+        data = real(epoch) if mode == "real" else memory
+        start = time.perf_counter()
+        model.fit(data, epochs=epoch + 1, initial_epoch=epoch, steps_per_epoch=steps, verbose=0)
+        per_epoch.append(steps * batch / (time.perf_counter() - start))
+    wall = time.perf_counter() - started
+    results = {mode: {**figures, "run_wall_seconds": wall} for mode, figures in by_mode(plan, per_epoch).items()}
     return {**results, "threads": threads, "rows": rows, "decode_seconds": decode_seconds}
 
 
@@ -186,18 +205,18 @@ def run(settings: dict, ctx: common.Context) -> dict:
 
     from cluster.data.pipeline import prepare
     from cluster.spec import validate_document
-    from cluster.training.loop import train_loop_per_worker
 
     common.connect(sys.modules[__name__])
     data = common.data_section(settings["full_data"], settings["fraction"])
     storage = ctx.fresh("input_pipeline")
     reps = settings["repetitions"]
+    plan = epoch_plan(settings["measured_epochs"])
     configs: dict[str, list[dict]] = {}
 
     def job_for(workers: int, cpus: int):
         return validate_document(common.train_document(
             "bench-input", data, settings["model"],
-            {"epochs": settings["epochs"], "global_batch_size": settings["batch"]}, storage,
+            {"epochs": len(plan), "global_batch_size": settings["batch"]}, storage,
             scaling={"num_workers": workers, "cpus_per_worker": cpus}))
 
     # Read and decode once for every run (the scalings share the data section).
@@ -209,19 +228,16 @@ def run(settings: dict, ctx: common.Context) -> dict:
         for config in rotated(order, rep):
             common.log(f"input_pipeline: {config}, repetition {rep + 1}/{reps}")
             if config == "tfdata":
-                probe = common.run_probe(__name__, {
+                measured = common.run_probe(__name__, {
                     "train": data["train"], "rows": prepared.plan.train_rows, "batch": settings["batch"],
-                    "epochs": settings["epochs"], "model": settings["model"], "threads": os.cpu_count(),
-                    "augment": augment})
-                for mode in ("real", "in_memory"):
-                    configs.setdefault(f"tfdata_{mode}", []).append(probe[mode])
-                continue
-            workers, cpus = config
-            job = job_for(workers, cpus)
-            for mode, loop in (("real", train_loop_per_worker), ("in_memory", in_memory_loop_per_worker)):
-                key = f"{scaling_key(workers, cpus)}_{mode}"
-                configs.setdefault(key, []).append(
-                    ray_train_sps(job, prepared, loop, str(storage), f"{key}-{rep}"))
+                    "plan": plan, "model": settings["model"], "threads": os.cpu_count(), "augment": augment})
+                key = "tfdata"
+            else:
+                workers, cpus = config
+                key = scaling_key(workers, cpus)
+                measured = ray_train_sps(job_for(workers, cpus), prepared, plan, str(storage), f"{key}-{rep}")
+            for mode in MODES:
+                configs.setdefault(f"{key}_{mode}", []).append(measured[mode])
     medians = {key: common.median(r["samples_per_second"] for r in runs) for key, runs in configs.items()}
     spreads = {key: [min(r["samples_per_second"] for r in runs), max(r["samples_per_second"] for r in runs)]
                for key, runs in configs.items()}
@@ -236,8 +252,8 @@ def run(settings: dict, ctx: common.Context) -> dict:
             "input_wait_fraction": wait_fraction(real, medians[f"{key}_in_memory"])}
     comparisons["tfdata"] = {"samples_per_second": tfdata, "ratio_vs_tfdata": 1.0,
                              "input_wait_fraction": wait_fraction(tfdata, medians["tfdata_in_memory"])}
-    return {"settings": settings, "train_rows": prepared.plan.train_rows, "tfdata_threads": os.cpu_count(),
-            "augment": augment, "runs": configs, "medians": medians, "spreads": spreads,
+    return {"settings": settings, "plan": plan, "train_rows": prepared.plan.train_rows,
+            "tfdata_threads": os.cpu_count(), "augment": augment, "runs": configs, "medians": medians, "spreads": spreads,
             "comparisons": comparisons}
 
 

@@ -71,10 +71,12 @@ def input_pipeline(r: dict) -> list[str]:
     lines = ["## 1. Input pipeline: Ray Data → Ray Train against in-process tf.data", "",
              f"{r['train_rows']:,} train rows ({'full Fashion-MNIST' if s['full_data'] else 'bundled sample'}, "
              f"fraction {s['fraction']:g}), {s['model']['family']} width {s['model']['width']:g}, global batch "
-             f"{s['batch']}, {s['epochs']} epochs per run, {s['repetitions']} run(s) per configuration in rotating "
-             "order (each repetition runs every configuration once, starting one place later than the last); "
-             "samples/s is the median over runs of each run's median over the epochs after the first, with the "
-             "runs' range in brackets.", "",
+             f"{s['batch']}. Each run alternates its epochs between real input and in-memory tensors "
+             f"({', '.join(r['plan'])}); the first epoch of each kind is its warm-up, and a run's figure for a "
+             f"kind is the median of its other {s['measured_epochs']} epoch(s). {s['repetitions']} run(s) per "
+             "configuration in rotating order (each repetition runs every configuration once, starting one "
+             "place later than the last); the table gives the median over runs, with the runs' range in "
+             "brackets.", "",
              "Same work on both sides: PNG decode once per row (Ray: PIL in a Ray Data map, kept in the object "
              "store, `data.cache: true`; tf.data: `tf.io.decode_png` + `.cache()`), then every epoch the same "
              "augmentation code, `cluster/data/augment.py: augment_images` (Ray: a streaming `map_batches` "
@@ -82,10 +84,10 @@ def input_pipeline(r: dict) -> list[str]:
              + ", ".join(f"`{op['op']}` (p={op['p']:g})" for op in r["augment"]) + ". "
              f"tf.data runs in one process with {r['tfdata_threads']} intra-op threads; a Ray Train worker has "
              "as many threads as CPUs, so 1 worker × 2 CPUs is the like-for-like row on 2 cores.", "",
-             "Input wait: the same training on in-memory tensors of the same shape (Ray: the same Ray Train run "
-             "of the same `train_loop_per_worker`, its Ray Data shard replaced by a `tf.data` of in-memory tensors "
-             "in each worker; tf.data: the same process), so wait = 1 − step time in memory / step time real = 1 − real samples/s ÷ "
-             "in-memory samples/s.", ""]
+             "Input wait: the same training on in-memory tensors of the same shape, in the same run (Ray: the "
+             "project's `train_loop_per_worker`, its Ray Data shard replaced in those epochs by a `tf.data` of "
+             "in-memory tensors in each worker; tf.data: the same model in the same process), so wait = 1 − step "
+             "time in memory / step time real = 1 − real samples/s ÷ in-memory samples/s.", ""]
     spreads = r.get("spreads", {})
 
     def with_range(key: str) -> str:
