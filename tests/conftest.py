@@ -49,6 +49,18 @@ def ray_job_submit(spec_path: Path, *args: str, timeout: float = 600) -> subproc
     return subprocess.run(command, env=local.client_env(), capture_output=True, text=True, timeout=timeout)
 
 
+def sweetspot(*args, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """The `sweetspot` console script in a subprocess, as a user runs it from the project folder."""
+    from cluster import local
+
+    script = Path(sys.executable).with_name("sweetspot")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "cluster.cli"]
+    environment = local.client_env()
+    environment.update(env or {})
+    return subprocess.run(command + [str(a) for a in args], env=environment, capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
     """A real local cluster started the way a user starts it (`ray start --head`), shared by the session.
@@ -93,17 +105,20 @@ def wait_for(predicate, what: str, timeout: float = 600, process: subprocess.Pop
 
 @pytest.fixture(scope="session")
 def e2e_train_run(ray_cluster, tmp_path_factory):
-    """A 3-epoch, 2-worker train job sent with `ray job submit`: its run folder and the submit's output.
+    """A 3-epoch, 2-worker train job sent with `sweetspot submit --wait`: its run folder and the submit's output.
 
-    test_train_job checks its outputs; test_faults uses it as the undisturbed run its faulted runs match.
+    The spec lives outside the project and says 1 epoch; `--set train.epochs=3`
+    must reach the job. test_train_job checks its outputs, test_cli the commands
+    around it, and test_faults uses it as the undisturbed run its faulted runs match.
     """
     import yaml
 
     storage = tmp_path_factory.mktemp("runs")
     spec = tmp_path_factory.mktemp("specs") / "train.yaml"
-    document = train_document(name="e2e", train=E2E_TRAIN, learning_curve=[0.25])
+    document = train_document(name="e2e", train={**E2E_TRAIN, "epochs": 1}, learning_curve=[0.25])
     document["evaluation"] = {"repetitions": 50, "batch_sizes": [32, 256], "price_per_cpu_hour": 0.05}
     spec.write_text(yaml.safe_dump(document))
-    done = ray_job_submit(spec, "--output", str(storage))
+    done = sweetspot("submit", spec, "--set", f"train.epochs={E2E_TRAIN['epochs']}", "--output", storage, "--wait",
+                     timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return storage / "e2e", done

@@ -9,28 +9,18 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from cluster import local
-from tests.conftest import ROOT, SAMPLE, train_document
+from tests.conftest import E2E_TRAIN, ROOT, SAMPLE, sweetspot, train_document
 
-# One epoch of a quarter-width CNN on a fifth of the sample, one Train worker:
+# The stop test's job: one epoch of a quarter-width CNN on a fifth of the sample, one Train worker:
 # about a minute, and small enough to share the 4-CPU local cluster.
 TINY = ["--set", "train.epochs=1", "--set", "model.width=0.25", "--set", "data.train_fraction=0.2",
         "--set", "scaling.num_workers=1"]
-
-
-def sweetspot(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    script = Path(sys.executable).with_name("sweetspot")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "cluster.cli"]
-    environment = local.client_env()
-    environment.update(env or {})
-    return subprocess.run(command + [str(a) for a in args], env=environment, capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
 
 
 def one_error_line(done: subprocess.CompletedProcess) -> str:
@@ -63,27 +53,21 @@ def write_spec(path: Path, **changes) -> Path:
 
 
 @pytest.fixture(scope="module")
-def finished(ray_cluster, tmp_path_factory):
-    """`sweetspot submit --wait` of a tiny train spec that lives outside the project."""
-    storage = tmp_path_factory.mktemp("runs")
-    spec = write_spec(tmp_path_factory.mktemp("specs") / "tiny.yaml", name="cli-roundtrip")
-    before = job_ids()
-    done = sweetspot("submit", spec, *TINY, "--output", storage, "--wait", timeout=300)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    job_id = done.stdout.splitlines()[0].strip()
-    assert job_ids() - before == {job_id}
-    return job_id, storage, done
+def finished(e2e_train_run):
+    """The end-to-end train job (tests/conftest.py): `sweetspot submit --wait` of a spec outside the project."""
+    run, done = e2e_train_run
+    return done.stdout.splitlines()[0].strip(), run.parent, done
 
 
-@pytest.mark.timeout(330)
+@pytest.mark.timeout(900)
 def test_submit_wait_runs_the_job_and_prints_the_results(finished):
     job_id, storage, done = finished
     assert job_id.startswith("raysubmit_")
     assert f"job {job_id}: SUCCEEDED" in done.stdout
     assert "test accuracy" in done.stdout  # the job's own log line, streamed
-    assert f"results: {storage / 'cli-roundtrip'}" in done.stdout and "test_accuracy" in done.stdout
-    summary = json.loads((storage / "cli-roundtrip" / "summary.json").read_text())
-    assert summary["epochs_completed"] == 1  # --set reached the job
+    assert f"results: {storage / 'e2e'}" in done.stdout and "test_accuracy" in done.stdout
+    summary = json.loads((storage / "e2e" / "summary.json").read_text())
+    assert summary["epochs_completed"] == E2E_TRAIN["epochs"]  # --set reached the job (the spec says 1)
 
 
 @pytest.mark.timeout(120)
@@ -99,13 +83,13 @@ def test_status_logs_list_and_results_of_the_finished_job(finished):
     listed = sweetspot("list")
     assert listed.returncode == 0
     (row,) = [line for line in listed.stdout.splitlines() if line.startswith(job_id)]
-    assert row.split()[1:3] == ["SUCCEEDED", "cli-roundtrip"]
-    results = sweetspot("results", "cli-roundtrip", "--storage", storage)
+    assert row.split()[1:3] == ["SUCCEEDED", "e2e"]
+    results = sweetspot("results", "e2e", "--storage", storage)
     assert results.returncode == 0, results.stderr
-    summary = json.loads((storage / "cli-roundtrip" / "summary.json").read_text())
+    summary = json.loads((storage / "e2e" / "summary.json").read_text())
     table = dict(line.split(None, 1) for line in results.stdout.splitlines()[3:])
     assert float(table["test_accuracy"]) == pytest.approx(summary["test_accuracy"], abs=1e-3)
-    assert table["epochs_completed"] == "1" and table["name"] == "cli-roundtrip"
+    assert table["epochs_completed"] == str(E2E_TRAIN["epochs"]) and table["name"] == "e2e"
 
 
 @pytest.mark.timeout(180)

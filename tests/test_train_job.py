@@ -1,4 +1,8 @@
-"""End to end on the real local cluster: `ray job submit` a 2-worker train job, check every output."""
+"""End to end on the real local cluster: a 2-worker train job, every output checked.
+
+The end-to-end job goes through `sweetspot submit --wait` (tests/conftest.py);
+the jobs sent here go through `ray job submit` itself, as the README sends one.
+"""
 
 import json
 from pathlib import Path
