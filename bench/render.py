@@ -76,7 +76,10 @@ def input_pipeline(r: dict) -> list[str]:
              f"kind is the median of its other {s['measured_epochs']} epoch(s). {s['repetitions']} run(s) per "
              "configuration in rotating order (each repetition runs every configuration once, starting one "
              "place later than the last); the table gives the median over runs, with the runs' range in "
-             "brackets.", "",
+             "brackets. The ranges are this machine's noise, not competition inside it: a lone run's worker holds a "
+             "steady 1.0 CPU while its epochs of the same work vary in speed, because the work a CPU-second does "
+             "varies with the virtual machine's host. One run's figure can be off by 2×; hence the repetitions.",
+             "",
              "Same work on both sides: PNG decode once per row (Ray: PIL in a Ray Data map, kept in the object "
              "store, `data.cache: true`; tf.data: `tf.io.decode_png` + `.cache()`), then every epoch the same "
              "augmentation code, `cluster/data/augment.py: augment_images` (Ray: a streaming `map_batches` "
