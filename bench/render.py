@@ -271,7 +271,7 @@ def render(results_dir: Path, doc: Path, quick: bool = False) -> None:
            "repetition's raw numbers; each comparison below was measured side by side in the same bench run. "
            "A job that computes what an earlier benchmark's job computed (the same spec under another name) runs "
            "once and both use it. `python -m bench --quick` is the smoke run (5 to 6 minutes on 2 cores, "
-           "`tests/test_bench_quick.py`).", ""]
+           "280–365 s measured; `tests/test_bench_quick.py`).", ""]
     if not results:
         import importlib
 
