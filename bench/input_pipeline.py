@@ -52,11 +52,14 @@ def epoch_plan(measured_epochs: int) -> list[str]:
     return list(MODES) * (1 + measured_epochs)
 
 
-def by_mode(plan: list[str], per_epoch_sps: list[float]) -> dict:
-    """Each kind's samples/s: the median of its epochs after its warm-up."""
-    return {mode: {"samples_per_second": common.steady([s for m, s in zip(plan, per_epoch_sps) if m == mode]),
-                   "per_epoch_sps": [s for m, s in zip(plan, per_epoch_sps) if m == mode]}
-            for mode in MODES}
+def by_mode(plan: list[str], per_epoch_sps: list[float], run_wall_seconds: float) -> dict:
+    """Each kind's samples/s: the median of its epochs after its warm-up; both kinds share the run's wall time."""
+    figures = {}
+    for mode in MODES:
+        epochs = [sps for kind, sps in zip(plan, per_epoch_sps) if kind == mode]
+        figures[mode] = {"samples_per_second": common.steady(epochs), "per_epoch_sps": epochs,
+                         "run_wall_seconds": run_wall_seconds}
+    return figures
 
 
 # ---------------------------------------------------------------- Ray Train side (runs in the workers)
@@ -107,8 +110,7 @@ def ray_train_sps(job, prepared, plan: list[str], storage: str, run_name: str) -
     result, _ = run_training(alternating_loop_per_worker, {"spec": job.model_dump(mode="json"), "plan": plan},
                              job, prepared, job.train.seed, storage_path=storage, run_name=run_name)
     per_epoch = [float(m["samples_per_second"]) for m in common.ray_train_epochs(result)]
-    wall = time.perf_counter() - started
-    return {mode: {**figures, "run_wall_seconds": wall} for mode, figures in by_mode(plan, per_epoch).items()}
+    return by_mode(plan, per_epoch, time.perf_counter() - started)
 
 
 # ---------------------------------------------------------------- tf.data side (a fresh process)
@@ -178,8 +180,7 @@ def tfdata_probe(payload: dict) -> dict:
         start = time.perf_counter()
         model.fit(data, epochs=epoch + 1, initial_epoch=epoch, steps_per_epoch=steps, verbose=0)
         per_epoch.append(steps * batch / (time.perf_counter() - start))
-    wall = time.perf_counter() - started
-    results = {mode: {**figures, "run_wall_seconds": wall} for mode, figures in by_mode(plan, per_epoch).items()}
+    results = by_mode(plan, per_epoch, time.perf_counter() - started)
     return {**results, "threads": threads, "rows": rows, "decode_seconds": decode_seconds}
 
 
@@ -254,8 +255,8 @@ def run(settings: dict, ctx: common.Context) -> dict:
     comparisons["tfdata"] = {"samples_per_second": tfdata, "ratio_vs_tfdata": 1.0,
                              "input_wait_fraction": wait_fraction(tfdata, medians["tfdata_in_memory"])}
     return {"settings": settings, "plan": plan, "train_rows": prepared.plan.train_rows,
-            "tfdata_threads": os.cpu_count(), "augment": augment, "runs": configs, "medians": medians, "spreads": spreads,
-            "comparisons": comparisons}
+            "tfdata_threads": os.cpu_count(), "augment": augment, "runs": configs, "medians": medians,
+            "spreads": spreads, "comparisons": comparisons}
 
 
 if __name__ == "__main__":

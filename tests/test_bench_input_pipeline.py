@@ -13,9 +13,11 @@ def test_the_plan_alternates_with_a_warm_up_of_each_kind():
 def test_each_kind_is_the_median_of_its_epochs_after_its_warm_up():
     plan = epoch_plan(2)
     # Warm-ups (100, 200) are slow and must not count; real 1000/3000, in memory 2000/4000.
-    figures = by_mode(plan, [100.0, 200.0, 1000.0, 2000.0, 3000.0, 4000.0])
-    assert figures["real"] == {"samples_per_second": 2000.0, "per_epoch_sps": [100.0, 1000.0, 3000.0]}
-    assert figures["in_memory"] == {"samples_per_second": 3000.0, "per_epoch_sps": [200.0, 2000.0, 4000.0]}
+    figures = by_mode(plan, [100.0, 200.0, 1000.0, 2000.0, 3000.0, 4000.0], 60.0)
+    assert figures["real"] == {"samples_per_second": 2000.0, "per_epoch_sps": [100.0, 1000.0, 3000.0],
+                               "run_wall_seconds": 60.0}
+    assert figures["in_memory"] == {"samples_per_second": 3000.0, "per_epoch_sps": [200.0, 2000.0, 4000.0],
+                                    "run_wall_seconds": 60.0}
 
 
 def test_rotation_puts_every_configuration_in_every_slot_once():
