@@ -34,7 +34,6 @@ import tensorflow as tf
 import tf_keras as keras
 
 from cluster.compression import pipeline as compression
-from cluster.compression.steps import step_with_schedule
 from cluster.data.decode import decode_column
 from cluster.evaluation.compute import gzip_size_bytes
 from cluster.evaluation.tflite import TFLiteModel, write_bytes
@@ -154,7 +153,7 @@ def compress(model: keras.Model, recipe: Recipe, data: Data) -> tuple[keras.Mode
     """Run the recipe's compression pipeline; returns the final Keras model and the TFLite bytes."""
     steps_per_epoch = math.ceil(len(data.train[1]) / recipe.batch_size)
     total_steps = steps_per_epoch * recipe.fine_tune_epochs
-    steps = [step_with_schedule(step, total_steps) for step in recipe.pipeline]
+    steps = [step.scheduled(total_steps) for step in compression.parse_pipeline(recipe.pipeline)]
 
     def fine_tune(step, prepared):
         _fit(prepared.model, data, recipe, recipe.fine_tune_epochs, recipe.fine_tune_learning_rate,

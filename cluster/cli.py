@@ -29,7 +29,6 @@ import sys
 import time
 from pathlib import Path
 
-import cluster  # noqa: F401
 from cluster import WORKER_ENV, local
 from cluster.spec import DEFAULT_STORAGE, REMOTE_SCHEMES, SpecError, json_schema, load_spec, run_dir
 

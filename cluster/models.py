@@ -7,6 +7,8 @@ model, so the exported artifact is fed raw pixels.
 
 from __future__ import annotations
 
+import os
+import zipfile
 from dataclasses import dataclass
 
 import tf_keras as keras
@@ -125,3 +127,25 @@ def build_model(family: str, shape: ModelShape, width: float = 1.0, depth: int =
     builder = FAMILIES[family]
     kwargs = {} if dropout is None else {"dropout": dropout}
     return builder(shape, width=width, depth=depth, **kwargs)
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be loaded safely; the message names the file."""
+
+
+def load_keras_model(path: str | os.PathLike) -> keras.Model:
+    """A saved model in Keras's zip format (`.keras`), loaded in safe mode, uncompiled.
+
+    Only the zip format: tf-keras's safe mode protects nothing else, and an
+    HDF5 or SavedModel file with a Lambda layer runs its code on load.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ModelFileError(f"{path}: no such model file")
+    if not zipfile.is_zipfile(path):
+        raise ModelFileError(f"{path}: not a Keras zip model (.keras); HDF5 and SavedModel files can run code "
+                             "when loaded, so they are refused: re-save the model with model.save('model.keras')")
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=True)
+    except Exception as error:  # the loader raises many types for a bad file
+        raise ModelFileError(f"{path}: not a loadable Keras model ({error})") from None

@@ -14,7 +14,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, field_validator,
+                      model_validator)
+
+from cluster.compression.steps import Family, Pipeline
+from cluster.tagged import flat_form
 
 SPEC_VERSION = 1
 DEFAULT_STORAGE = "~/sweetspot_results"
@@ -130,25 +134,14 @@ AUGMENT_OPS = ("flip_left_right", "flip_up_down", "random_translate", "random_cr
 
 def _augment_entry(entry: Any) -> Any:
     """`{flip_left_right: {p: 0.5}}` (the YAML form) -> `{op: flip_left_right, p: 0.5}`."""
-    if isinstance(entry, str):
-        return {"op": entry}
-    if isinstance(entry, dict) and "op" not in entry:
-        if len(entry) != 1:
-            raise ValueError(f"each augmentation is one of {', '.join(AUGMENT_OPS)} with its options, "
-                             f"e.g. {{flip_left_right: {{p: 0.5}}}}; got keys {sorted(entry)}")
-        (op, options), = entry.items()
-        options = {} if options is None else options
-        if not isinstance(options, dict):
-            raise ValueError(f"options of {op} must be a mapping, got {options!r}")
-        return {"op": op, **options}
-    return entry
+    return flat_form(entry, "op", AUGMENT_OPS, "{flip_left_right: {p: 0.5}}")
 
 
 # ---------------------------------------------------------------- model and training
 
 
 class ModelSpec(Strict):
-    family: Literal["cnn", "mlp", "dscnn"] = "cnn"
+    family: Family = "cnn"
     width: float = Field(default=1.0, gt=0.0, le=16.0, description="Multiplier on every layer's size")
     depth: int = Field(default=2, ge=1, le=16, description="Conv blocks (cnn) or hidden layers (mlp)")
     dropout: float | None = Field(default=None, ge=0.0, lt=1.0)
@@ -290,21 +283,9 @@ FINE_TUNE_DEFAULT = TrainSpec(epochs=2, optimizer=OptimizerSpec(learning_rate=2e
 
 class VariantSpec(Strict):
     name: FolderName = Field(description="Results go to <run>/variants/<name>/")
-    pipeline: list[dict[str, dict[str, Any] | None]] = Field(
+    pipeline: Pipeline = Field(
         min_length=1, description="Ordered steps, e.g. [{prune: {final_sparsity: 0.8}}, {quantize: {mode: int8}}]")
     fine_tune: TrainSpec | None = Field(default=None, description="Overrides the job's fine_tune for this variant")
-
-    @field_validator("pipeline")
-    @classmethod
-    def _valid_pipeline(cls, pipeline: list[dict]) -> list[dict]:
-        for position, step in enumerate(pipeline, start=1):
-            if len(step) != 1:
-                raise ValueError(f"step {position} must have exactly one technique, got {sorted(step)}")
-        # Parsing here means a bad step fails at validation, before any cluster time.
-        from cluster.compression.steps import resolved_steps
-
-        resolved_steps(pipeline)
-        return pipeline
 
     @field_validator("fine_tune")
     @classmethod
@@ -343,16 +324,11 @@ class PipelineChoice(Strict):
     """A named compression pipeline of the search space; `[]` is the float model itself."""
 
     name: FolderName
-    pipeline: list[dict[str, dict[str, Any] | None]] = Field(default_factory=list)
-
-    @field_validator("pipeline")
-    @classmethod
-    def _valid_pipeline(cls, pipeline: list[dict]) -> list[dict]:
-        return VariantSpec._valid_pipeline(pipeline) if pipeline else pipeline
+    pipeline: Pipeline = Field(default_factory=list)
 
 
 class SearchSpace(Strict):
-    family: Literal["cnn", "mlp", "dscnn"] = "cnn"
+    family: Family = "cnn"
     widths: list[Annotated[float, Field(gt=0.0, le=16.0)]] = Field(default_factory=lambda: [1.0], min_length=1)
     depths: list[Annotated[int, Field(ge=1, le=16)]] = Field(default_factory=lambda: [2], min_length=1)
     dropout: float | None = Field(default=None, ge=0.0, lt=1.0)
@@ -557,10 +533,6 @@ def spec_to_yaml(spec: BaseModel) -> str:
 
 def json_schema() -> dict:
     """The JSON Schema of every job kind (a `oneOf` keyed by `kind`)."""
-    from pydantic import TypeAdapter
-
-    if len(JOB_KINDS) == 1:
-        return next(iter(JOB_KINDS.values())).model_json_schema()
     return TypeAdapter(Annotated[JobSpec, Field(discriminator="kind")]).json_schema()
 
 

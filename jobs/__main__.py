@@ -13,9 +13,7 @@ import argparse
 import json
 import sys
 
-import cluster  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
 from cluster.spec import SpecError, json_schema, load_spec
-
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m jobs", description=__doc__,
@@ -25,7 +23,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="override a field, e.g. --set train.epochs=3 (repeatable)")
     parser.add_argument("--output", help="storage root for the results (replaces output.storage)")
     return parser.parse_args(argv)
-
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
@@ -40,7 +37,6 @@ def main(argv: list[str] | None = None) -> int:
     from jobs.runner import run
 
     return run(spec)
-
 
 if __name__ == "__main__":
     sys.exit(main())

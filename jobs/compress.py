@@ -25,17 +25,19 @@ from pathlib import Path
 
 import ray
 
+from cluster.compression.errors import CompressionError
 from cluster.compression.pipeline import check_model
-from cluster.compression.steps import load_model, resolved_steps, technique
-from cluster.compression.variants import build_variant
+from cluster.compression.steps import has_qat, techniques
 from cluster.data.pipeline import load_arrays, prepare, representative_images
 from cluster.evaluation.measure import measure
 from cluster.evaluation.report import markdown_table
 from cluster.evaluation.tflite import export_tflite
+from cluster.models import ModelFileError, load_keras_model
 from cluster.spec import CompressJob
 from cluster.storage import RunStorage, fetch_local
 from cluster.training.resources import Capacity, check_training_fits
 from cluster.training.trainer import steps_per_epoch
+from cluster.training.variants import build_variant
 from jobs.common import JobFailed, claim_run_folder, log
 
 
@@ -62,13 +64,16 @@ def check_fits_data(model, spec: CompressJob) -> None:
 def run_compress(spec: CompressJob) -> dict:
     storage = RunStorage(f"{spec.output.storage.rstrip('/')}/{spec.name}")
     baseline_path = baseline_model_path(spec.baseline)
-    baseline = load_model(baseline_path)
+    try:
+        baseline = load_keras_model(baseline_path)
+    except ModelFileError as error:
+        raise JobFailed(f"baseline: {error}") from None
     check_fits_data(baseline, spec)
     for variant in spec.variants:
         # Every technique must find layers it supports before any cluster time is spent.
         try:
-            check_model(resolved_steps(variant.pipeline), baseline)
-        except ValueError as error:
+            check_model(variant.pipeline, baseline)
+        except CompressionError as error:
             raise JobFailed(f"variants.{variant.name}: {error}") from None
     claim_run_folder(spec, storage)
     log(f"checking data: {spec.data.train} and {spec.data.test}")
@@ -93,7 +98,8 @@ def run_compress(spec: CompressJob) -> dict:
         rows.append(row)
         for variant in spec.variants:
             record = f"variants/{variant.name}/record.json"
-            recipe = {"pipeline": variant.pipeline, "fine_tune": spec.fine_tune_of(variant).model_dump(mode="json")}
+            pipeline = [step.model_dump(mode="json") for step in variant.pipeline]
+            recipe = {"pipeline": pipeline, "fine_tune": spec.fine_tune_of(variant).model_dump(mode="json")}
             if storage.exists(record):
                 measured = json.loads(storage.read_text(record))
                 if measured["extra"].get("recipe") == recipe:
@@ -104,12 +110,12 @@ def run_compress(spec: CompressJob) -> dict:
             model, tflite_path, histories = build_variant(
                 spec, spec.fine_tune_of(variant), variant.name, variant.pipeline, baseline_path, prepared,
                 representative, storage, scratch)
-            extra = {"technique": "+".join(technique(s) for s in variant.pipeline), "pipeline": variant.pipeline,
+            extra = {"technique": techniques(variant.pipeline), "pipeline": pipeline,
                      "recipe": recipe, "fine_tune_history": histories}
             row = measure(variant.name, tflite_path, model, images, labels, spec.evaluation, extra)
             row["artifact"] = storage.upload(tflite_path, f"variants/{variant.name}/model.tflite")
             keras_path = scratch / f"{variant.name}.keras"
-            if not any(technique(s) == "qat" for s in variant.pipeline):
+            if not has_qat(variant.pipeline):
                 model.save(keras_path)
                 row["keras_model"] = storage.upload(keras_path, f"variants/{variant.name}/model.keras")
             storage.write_text(record, json.dumps(row, indent=1))

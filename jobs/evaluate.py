@@ -44,12 +44,12 @@ def check_artifact(name: str, path: str, image_shape: tuple, num_classes: int) -
         shape, outputs = tuple(model.sample_shape), model.interpreter.get_output_details()[0]["shape"][-1]
         kind = "tflite"
     else:
-        from cluster.compression.steps import load_model
+        from cluster.models import ModelFileError, load_keras_model
 
         try:
-            model = load_model(path)
-        except ValueError as error:
-            raise ArtifactError(path, f"not a loadable Keras model ({error})") from None
+            model = load_keras_model(path)
+        except ModelFileError as error:
+            raise ArtifactError(path, str(error)) from None
         shape, outputs = tuple(model.input_shape[1:]), model.output_shape[-1]
         kind = "keras"
     if shape != tuple(image_shape):
@@ -63,12 +63,13 @@ def check_artifact(name: str, path: str, image_shape: tuple, num_classes: int) -
 def measure_keras(name: str, path: str, images, labels, evaluation) -> dict:
     import tf_keras as keras
 
-    from cluster.compression.steps import load_model
     from cluster.evaluation.compute import compute_profile, gzip_size_bytes, size_bytes
     from cluster.evaluation.latency import measure_latency_in_subprocess
     from cluster.evaluation.memory import measure_peak_rss
 
-    model = load_model(path)
+    from cluster.models import load_keras_model
+
+    model = load_keras_model(path)
     model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
     profile = compute_profile(model)
@@ -93,7 +94,6 @@ def measure_keras(name: str, path: str, images, labels, evaluation) -> dict:
 def measure_all(artifacts: list[tuple[str, str, str]], images: np.ndarray, labels: np.ndarray,
                 evaluation) -> list[dict]:
     """Runs inside one Ray task: every artifact measured in turn, on the same node and cores."""
-    import cluster  # noqa: F401
     from cluster.evaluation.measure import measure
 
     rows = []

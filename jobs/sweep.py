@@ -23,6 +23,7 @@ from pathlib import Path
 import ray
 from ray import tune
 
+from cluster.compression.steps import has_qat, parse_steps, techniques
 from cluster.data.pipeline import PreparedData, load_arrays, prepare, representative_images
 from cluster.reporting import html_page, markdown
 from cluster.spec import ModelSpec, SweepJob, TrainJob
@@ -108,11 +109,11 @@ def variant_trial(config: dict, spec_dump: dict, prepared: PreparedData, storage
         raise RuntimeError(f"injected failure in trial {fail_trial} (SWEETSPOT_FAIL_TRIAL)")
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from cluster.compression.variants import build_variant
     from cluster.storage import fetch_local
+    from cluster.training.variants import build_variant
 
     spec = SweepJob.model_validate(spec_dump)
-    variant = Variant(Scale(**config["scale"]), config["pipeline_name"], tuple(config["pipeline"]))
+    variant = Variant(Scale(**config["scale"]), config["pipeline_name"], tuple(parse_steps(config["pipeline"])))
     storage = RunStorage(storage_uri)
     if storage.exists(VARIANT_HISTORY.format(variant=variant.name)):
         # Built by an earlier run whose driver died before Tune saved that the trial had
@@ -128,7 +129,7 @@ def variant_trial(config: dict, spec_dump: dict, prepared: PreparedData, storage
             spec, spec.fine_tune, variant.name, list(variant.pipeline), baseline, prepared, representative, storage,
             Path(scratch), run_root="trials", callbacks_factory=lambda: [TuneReportCallback()])
         storage.upload(tflite_path, VARIANT_TFLITE.format(variant=variant.name))
-        if not any("qat" in step for step in variant.pipeline):
+        if not has_qat(variant.pipeline):
             model.save(Path(scratch) / "final.keras")
             storage.upload(Path(scratch) / "final.keras", VARIANT_MODEL.format(variant=variant.name))
     storage.write_text(VARIANT_HISTORY.format(variant=variant.name), json.dumps(histories))
@@ -242,7 +243,7 @@ def run_sweep(spec: SweepJob) -> dict:
     compressed = [v for v in variants if not v.is_float and v.scale in trained]
     if compressed:
         variant_configs = [{"name": v.name, "scale": vars(v.scale), "pipeline_name": v.pipeline_name,
-                            "pipeline": list(v.pipeline)} for v in compressed]
+                            "pipeline": [step.model_dump(mode="json") for step in v.pipeline]} for v in compressed]
         errors.update(trial_errors(run_tune(unwrap(variant_trial), variant_configs, spec, prepared, storage,
                                             "variants", budget.concurrency)))
 
@@ -258,8 +259,8 @@ def run_sweep(spec: SweepJob) -> dict:
 
 def measure_all(spec: SweepJob, prepared, storage: RunStorage, variants: list[Variant]) -> list[dict]:
     """Every variant's artifact measured here, one after another: same node, same threads, fair ratios."""
-    from cluster.compression.steps import load_model
     from cluster.evaluation.tflite import export_tflite
+    from cluster.models import load_keras_model
     from cluster.storage import fetch_local
     from cluster.evaluation.measure import measure
 
@@ -272,7 +273,7 @@ def measure_all(spec: SweepJob, prepared, storage: RunStorage, variants: list[Va
             continue
         if variant.is_float:
             keras_path = fetch_local(storage.path(SCALE_MODEL.format(scale=variant.scale.name)))
-            model = load_model(keras_path)
+            model = load_keras_model(keras_path)
             with tempfile.TemporaryDirectory() as scratch:
                 tflite = export_tflite(model, Path(scratch) / "model.tflite")
                 storage.upload(tflite, VARIANT_TFLITE.format(variant=variant.name))
@@ -281,9 +282,9 @@ def measure_all(spec: SweepJob, prepared, storage: RunStorage, variants: list[Va
             continue  # its trial failed; reported with its error
         keras_path = fetch_local(storage.path(VARIANT_MODEL.format(variant=variant.name))) if not variant.is_float \
             else keras_path
-        model = load_model(keras_path) if keras_path else None
-        extra = {"technique": "+".join(next(iter(s)) for s in variant.pipeline) or "float",
-                 "scale": vars(variant.scale), "pipeline": list(variant.pipeline)}
+        model = load_keras_model(keras_path) if keras_path else None
+        extra = {"technique": techniques(variant.pipeline), "scale": vars(variant.scale),
+                 "pipeline": [step.model_dump(mode="json") for step in variant.pipeline]}
         row = measure(variant.name, Path(tflite), model, images, labels, spec.evaluation, extra)
         row["artifact"] = storage.path(VARIANT_TFLITE.format(variant=variant.name))
         storage.write_text(record, json.dumps(row))

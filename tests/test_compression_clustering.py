@@ -3,11 +3,13 @@
 import cluster  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import numpy as np
 import pytest
+from pydantic import ValidationError
 import tensorflow as tf
 import tf_keras as keras
 
 from cluster.compression import clustering, quantization
 from cluster.compression.errors import CompressionError
+from cluster.compression.steps import ClusterStep, QATStep
 
 from tests.compression_helpers import SHAPE, random_data, tiny_cnn  # noqa: F401
 
@@ -23,7 +25,7 @@ def fine_tune(prepared, epochs=1):
 @pytest.mark.parametrize("init", ["linear", "kmeans_plus_plus", "density_based", "random"])
 def test_clustered_layers_keep_at_most_k_values(init):
     model = tiny_cnn()
-    config = clustering.ClusteringConfig(number_of_clusters=8, centroid_init=init, exclude=["logits"])
+    config = ClusterStep(number_of_clusters=8, centroid_init=init, exclude=["logits"])
     prepared = clustering.prepare_clustering(model, config)
     wrapped = sorted(layer.name for layer in prepared.model.layers if layer.name.startswith("cluster_"))
     assert wrapped == ["cluster_conv1", "cluster_conv2", "cluster_dense1"]
@@ -41,12 +43,12 @@ def test_clustered_layers_keep_at_most_k_values(init):
 
 @pytest.mark.timeout(120)
 def test_cluster_preserving_qat_keeps_the_clusters_in_the_int8_model():
-    prepared = clustering.prepare_clustering(tiny_cnn(), clustering.ClusteringConfig(number_of_clusters=4))
+    prepared = clustering.prepare_clustering(tiny_cnn(), ClusterStep(number_of_clusters=4))
     fine_tune(prepared)
     stripped = clustering.strip(prepared.model)
     assert clustering.unique_values_per_layer(stripped)["dense1"] <= 4
 
-    qat = quantization.prepare_qat(stripped, quantization.QATConfig(preserve="clusters"))
+    qat = quantization.prepare_qat(stripped, QATStep(preserve="clusters"))
     fine_tune(qat)
     it = tf.lite.Interpreter(model_content=quantization.convert_qat(qat.model))
     (dense1,) = [d for d in it.get_tensor_details() if tuple(d["shape"]) == (32, 784)]
@@ -57,7 +59,7 @@ def test_cluster_preserving_qat_keeps_the_clusters_in_the_int8_model():
 
 @pytest.mark.timeout(30)
 def test_unique_values_needs_a_stripped_model():
-    prepared = clustering.prepare_clustering(tiny_cnn(), clustering.ClusteringConfig(number_of_clusters=4))
+    prepared = clustering.prepare_clustering(tiny_cnn(), ClusterStep(number_of_clusters=4))
     with pytest.raises(CompressionError, match="strip"):
         clustering.unique_values_per_layer(prepared.model)
 
@@ -68,8 +70,8 @@ def test_unique_values_needs_a_stripped_model():
     ("centroid_init", "spectral"), ("exclude", "logits"),
 ])
 def test_bad_clustering_parameters_name_the_field(field, value):
-    with pytest.raises(CompressionError, match=f"step 'cluster', field '{field}'"):
-        clustering.ClusteringConfig(**{field: value})
+    with pytest.raises(ValidationError, match=field):
+        ClusterStep(**{field: value})
 
 
 @pytest.mark.timeout(30)
@@ -78,4 +80,4 @@ def test_model_without_clusterable_layers_is_rejected():
     x = keras.layers.Rescaling(1 / 255, name="rescale")(inputs)
     weightless = keras.Model(inputs, keras.layers.MaxPooling2D(name="pool")(x), name="weightless")
     with pytest.raises(CompressionError, match=r"no layer that cluster supports.*rescale \(Rescaling\), pool"):
-        clustering.prepare_clustering(weightless)
+        clustering.prepare_clustering(weightless, ClusterStep())

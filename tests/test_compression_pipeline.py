@@ -10,6 +10,7 @@ from cluster.compression import pipeline as pl
 from cluster.compression import pruning
 from cluster.compression.distillation import Distiller
 from cluster.compression.errors import CompressionError
+from cluster.compression.steps import conversion
 
 from tests.compression_helpers import SHAPE, random_data, tiny_cnn  # noqa: F401
 
@@ -50,15 +51,15 @@ def test_bad_parameters_name_step_field_and_position(specs, step, field, positio
 
 @pytest.mark.timeout(30)
 def test_unknown_technique_and_bad_order_are_rejected():
-    with pytest.raises(CompressionError, match=r"step 'sparsify': unknown technique; known: \['cluster', 'distill'"):
+    with pytest.raises(CompressionError, match=r"step 'sparsify': unknown technique 'sparsify'; known: cluster, distill"):
         pl.parse_pipeline([{"sparsify": {}}])
-    with pytest.raises(CompressionError, match="pipeline step 2, step 'distill': distill must be the first"):
+    with pytest.raises(CompressionError, match=r"step 2 \(distill\): distill must be the first"):
         pl.parse_pipeline([{"prune": {}}, {"distill": {}}])
-    with pytest.raises(CompressionError, match="pipeline step 2, step 'prune': quantize .* must be the last"):
+    with pytest.raises(CompressionError, match=r"step 2 \(prune\): quantize .* must be the last"):
         pl.parse_pipeline([{"quantize": {"mode": "float16"}}, {"prune": {}}])
     with pytest.raises(CompressionError, match="only one of qat and quantize"):
         pl.parse_pipeline([{"qat": {}}, {"quantize": {}}])
-    with pytest.raises(CompressionError, match="one-key mapping"):
+    with pytest.raises(CompressionError, match="each entry is one of"):
         pl.parse_pipeline([{"prune": {}, "cluster": {}}])
 
 
@@ -81,16 +82,16 @@ def test_model_without_supported_layers_is_rejected_before_training():
 @pytest.mark.timeout(30)
 def test_qat_preserves_what_earlier_steps_built_and_conversion_follows_the_pipeline():
     def qat_preserve(specs):
-        return pl.parse_pipeline(specs).steps[-1].config.preserve
+        return pl.parse_pipeline(specs)[-1].preserve
     assert qat_preserve([{"qat": {}}]) is None
     assert qat_preserve([{"prune": {}}, {"qat": {}}]) == "sparsity"
     assert qat_preserve([{"cluster": {}}, {"qat": {}}]) == "clusters"
     assert qat_preserve([{"prune": {}}, {"cluster": {"preserve_sparsity": True}}, {"qat": {}}]) == "sparsity_and_clusters"
     assert qat_preserve([{"prune": {}}, {"qat": {"preserve": None}}]) is None
-    assert pl.parse_pipeline([{"prune": {}}]).conversion == "float"
-    assert pl.parse_pipeline([]).conversion == "float"
-    assert pl.parse_pipeline([{"cluster": {}}, {"quantize": {"mode": "float16"}}]).conversion == "float16"
-    assert pl.parse_pipeline([{"prune": {}}, {"qat": {}}]).conversion == "qat"
+    assert conversion(pl.parse_pipeline([{"prune": {}}])) == "float"
+    assert conversion(pl.parse_pipeline([])) == "float"
+    assert conversion(pl.parse_pipeline([{"cluster": {}}, {"quantize": {"mode": "float16"}}])) == "float16"
+    assert conversion(pl.parse_pipeline([{"prune": {}}, {"qat": {}}])) == "qat"
 
 
 @pytest.mark.timeout(120)
@@ -127,13 +128,13 @@ def test_distill_prune_quantize_int8_step_by_step():
     teacher = tiny_cnn()
     pl.check_model(pipeline, teacher)
     model = teacher
-    for step in pipeline.steps:
-        prepared = pl.prepare_step(step, model)
+    for step in pipeline:
+        prepared = step.prepare(model)
         if step.technique == "distill":
             assert isinstance(prepared.model, Distiller)
         if prepared.needs_fine_tuning:
             fit(step, prepared)
-        model = pl.finalize_step(step, prepared.model)
+        model = step.finalize(prepared.model)
     assert model.name == "mlp"
     assert pruning.measured_sparsity(model).per_layer["dense1"] >= 0.59
     it = tf.lite.Interpreter(model_content=pl.convert(pipeline, model, representative_data))

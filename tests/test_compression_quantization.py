@@ -3,11 +3,13 @@
 import cluster  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import numpy as np
 import pytest
+from pydantic import ValidationError
 import tensorflow as tf
 import tf_keras as keras
 
 from cluster.compression import pruning, quantization
 from cluster.compression.errors import CompressionError
+from cluster.compression.steps import PruneStep, QATStep, QuantizeStep
 
 from tests.compression_helpers import SHAPE, random_data, tiny_cnn  # noqa: F401
 KERNEL_SHAPES = {"conv1": (8, 3, 3, 1), "conv2": (16, 3, 3, 8), "dense1": (32, 784), "logits": (10, 32)}
@@ -80,7 +82,7 @@ def test_dynamic_range_has_int8_weights_and_float_io():
 @pytest.mark.timeout(120)
 def test_qat_model_trains_and_converts_to_int8():
     model = tiny_cnn()
-    prepared = quantization.prepare_qat(model)
+    prepared = quantization.prepare_qat(model, QATStep())
     names = [layer.name for layer in prepared.model.layers]
     # The input Rescaling is folded into conv1 (the converter would drop it); everything else quantized.
     assert "quant_rescale" not in names and "quant_conv1" in names and "quant_logits" in names
@@ -88,14 +90,14 @@ def test_qat_model_trains_and_converts_to_int8():
     x, y = random_data()
     history = prepared.model.fit(x, y, batch_size=32, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][-1])
-    it = interpreter(quantization.convert_qat(quantization.finalize_qat(prepared.model), "float32", "float32"))
+    it = interpreter(quantization.convert_qat(prepared.model, "float32", "float32"))
     for name, tensors in kernel_tensors(it).items():
         assert tensors and all(t["dtype"] == np.int8 for t in tensors), name
     # The int8 graph computes what the QAT model computes on raw pixels (up to quantization error).
     keras_logits = prepared.model.predict(x[:64], verbose=0)
     tflite_logits = np.concatenate([run(it, x[i:i + 1]) for i in range(64)])
     assert (keras_logits.argmax(1) == tflite_logits.argmax(1)).mean() >= 0.9
-    it = interpreter(quantization.convert_qat(quantization.finalize_qat(prepared.model)))
+    it = interpreter(quantization.convert_qat(prepared.model))
     assert it.get_input_details()[0]["dtype"] == np.int8
     assert it.get_input_details()[0]["quantization"][0] > 0  # input range learned in QAT
 
@@ -103,7 +105,7 @@ def test_qat_model_trains_and_converts_to_int8():
 @pytest.mark.timeout(120)
 def test_prune_preserving_qat_keeps_zeros():
     # Prune to 2:4, strip, then QAT with sparsity preservation.
-    pruned = pruning.prepare_pruning(tiny_cnn(), pruning.PruningConfig(sparsity_m_by_n=(2, 4), exclude=["logits"]))
+    pruned = pruning.prepare_pruning(tiny_cnn(), PruneStep(sparsity_m_by_n=(2, 4), exclude=["logits"]).scheduled(100))
     pruned.model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     x, y = random_data()
     pruned.model.fit(x, y, batch_size=32, epochs=1, callbacks=pruned.callbacks, verbose=0)
@@ -111,7 +113,7 @@ def test_prune_preserving_qat_keeps_zeros():
     zeros_before = stripped.get_layer("dense1").kernel.numpy() == 0
     assert zeros_before.mean() == pytest.approx(0.5)
 
-    prepared = quantization.prepare_qat(stripped, quantization.QATConfig(preserve="sparsity"))
+    prepared = quantization.prepare_qat(stripped, QATStep(preserve="sparsity"))
     prepared.model.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     prepared.model.fit(x, y, batch_size=32, epochs=2, verbose=0)
     (kernel_after,) = pruning.layer_kernels(prepared.model.get_layer("quant_dense1"))
@@ -131,14 +133,14 @@ def test_bad_quantization_input_is_rejected():
         quantization.convert_int8(tiny_cnn(), representative_data, input_type="int4")
     with pytest.raises(CompressionError, match="field 'representative_data'"):
         quantization.convert_int8(tiny_cnn(), None)
-    with pytest.raises(CompressionError, match="step 'qat', field 'preserve'"):
-        quantization.QATConfig(preserve="everything")
-    with pytest.raises(CompressionError, match="step 'quantize', field 'mode'"):
-        quantization.PostTrainingConfig(mode="int4")
+    with pytest.raises(ValidationError, match="preserve"):
+        QATStep(preserve="everything")
+    with pytest.raises(ValidationError, match="mode"):
+        QuantizeStep(mode="int4")
     inputs = keras.Input((28, 28, 1))
     weightless = keras.Model(inputs, keras.layers.Flatten(name="flat")(inputs), name="weightless")
     with pytest.raises(CompressionError, match=r"no layer that qat supports.*flat \(Flatten\)"):
-        quantization.prepare_qat(weightless)
+        quantization.prepare_qat(weightless, QATStep())
 
 
 @pytest.mark.timeout(60)

@@ -41,7 +41,7 @@ def test_defaults_are_filled_in(tmp_path):
     ({"data": {"train": "x", "test": "y", "num_classes": 10, "validation_fraction": 0.7}},
      "data.validation_fraction", "less than 0.5"),
     ({"augment": [{"flip_left_right": {"p": 1.5}}]}, "augment.0.flip_left_right.p", "less than or equal to 1"),
-    ({"augment": [{"rotate": {"p": 0.5}}]}, "augment.0", "does not match any of the expected tags"),
+    ({"augment": [{"rotate": {"p": 0.5}}]}, "augment.0", "unknown op 'rotate'; known: flip_left_right"),
     ({"augment": [{"contrast": {"lower": 2.0, "upper": 1.0}}]}, "augment.0.contrast", "must not exceed"),
     ({"scaling": {"num_workers": 2, "use_gpu": True}}, "scaling", "gpus_per_worker is 0"),
     ({"output": {"storage": "results/"}}, "output.storage", "must be absolute"),
@@ -149,7 +149,7 @@ def sweep_document(**changes) -> dict:
     ({"search": {"widths": [0.5, 0.5]}}, "search", "must not repeat"),
     ({"search": {"pipelines": [{"name": "a"}, {"name": "a"}]}}, "search", "repeated: ['a']"),
     ({"search": {"pipelines": [{"name": "p", "pipeline": [{"prune": {"final_sparsity": 1.2}}]}]}},
-     "search.pipelines.0.pipeline", "final_sparsity"),
+     "search.pipelines.0.pipeline.0.prune.final_sparsity", "less than 1"),
     ({"constraints": {"max_size_kb": -1}}, "constraints.max_size_kb", "greater than 0"),
     ({"constraints": {"min_accuracy": 1.5}}, "constraints.min_accuracy", "less than or equal to 1"),
     ({"constraints": {"max_sizekb": 5}}, "constraints.max_sizekb", "Extra inputs"),
@@ -162,3 +162,64 @@ def test_sweep_mistakes_name_the_field(tmp_path, change, field, expected):
     with pytest.raises(SpecError) as error:
         load_spec(write(tmp_path, sweep_document(**change)))
     assert f"  {field}:" in str(error.value) and expected in str(error.value), str(error.value)
+
+
+def test_steps_validate_in_either_form_and_round_trip_through_their_dump():
+    from cluster.compression.steps import PruneStep, QATStep, QuantizeStep, parse_steps
+
+    yaml_form = parse_steps([{"prune": {"final_sparsity": 0.8, "exclude": ["logits"]}}, {"qat": None}])
+    flat_form = parse_steps([{"technique": "prune", "final_sparsity": 0.8, "exclude": ["logits"]},
+                             {"technique": "qat"}])
+    assert yaml_form == flat_form
+    assert isinstance(yaml_form[0], PruneStep) and yaml_form[0].exclude == ("logits",)
+    # QAT preserves what the step before it built, and says so in its dump.
+    assert isinstance(yaml_form[1], QATStep) and yaml_form[1].preserve == "sparsity"
+    assert parse_steps([step.model_dump(mode="json") for step in yaml_form]) == yaml_form
+    assert parse_steps([{"quantize": {"mode": "float16"}}]) == [QuantizeStep(mode="float16")]
+    # A prune schedule left open is filled in from the fine-tuning length: ramp over 80 %, 20 mask updates.
+    assert PruneStep().scheduled(1000).end_step == 800 and PruneStep().scheduled(1000).frequency == 40
+    assert PruneStep(schedule="constant").scheduled(1000).end_step == -1
+    assert PruneStep(end_step=10, frequency=3).scheduled(1000) == PruneStep(end_step=10, frequency=3)
+
+
+@pytest.mark.parametrize("step, field, expected", [
+    ({"prune": {"final_sparsity": 1.0}}, "0.prune.final_sparsity", "less than 1"),
+    ({"prune": {"initial_sparsity": 0.9, "final_sparsity": 0.5}}, "0.prune", "must not exceed"),
+    ({"prune": {"sparsity_m_by_n": [4, 4]}}, "0.prune", "0 < zeros < block"),
+    ({"prune": {"exclude": "logits"}}, "0.prune.exclude", "not a string"),
+    ({"cluster": {"number_of_clusters": 1}}, "0.cluster.number_of_clusters", "greater than or equal to 2"),
+    ({"quantize": {"mode": "int4"}}, "0.quantize.mode", "'int8', 'dynamic_range' or 'float16'"),
+    ({"qat": {"preserve": "all"}}, "0.qat.preserve", "'sparsity'"),
+    ({"distill": {"student": {"family": "transformer"}}}, "0.distill.student.family", "'cnn'"),
+    ({"sparsify": {}}, "0", "unknown technique 'sparsify'"),
+    ({"prune": {}, "qat": {}}, "0", "each entry is one of"),
+])
+def test_step_mistakes_name_the_field(tmp_path, step, field, expected):
+    document = train_document(kind="compress", name="c")
+    del document["model"], document["train"]
+    document.update(baseline="/nowhere/model.keras", variants=[{"name": "v", "pipeline": [step]}])
+    with pytest.raises(SpecError) as error:
+        load_spec(write(tmp_path, document))
+    assert f"  variants.0.pipeline.{field}:" in str(error.value) and expected in str(error.value), str(error.value)
+
+
+def test_pipeline_order_is_checked_at_validation(tmp_path):
+    document = sweep_document(search={"pipelines": [
+        {"name": "p", "pipeline": [{"quantize": {}}, {"prune": {}}]}]})
+    with pytest.raises(SpecError, match=r"search.pipelines.0.pipeline: .*step 2 \(prune\): quantize"):
+        load_spec(write(tmp_path, document))
+
+
+def test_schema_documents_every_step_option():
+    schema = json.dumps(json_schema())
+    for option in ("final_sparsity", "sparsity_m_by_n", "number_of_clusters", "centroid_init", "preserve",
+                   "input_type", "temperature", "alpha", "dynamic_range"):
+        assert f'"{option}"' in schema, option
+
+
+def test_validating_a_spec_never_loads_tensorflow():
+    code = ("import sys; from cluster.spec import load_spec; load_spec('configs/quickstart.yaml'); "
+            "from cluster.cli import main; print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('tensorflow', 'tf_keras', 'tensorflow_model_optimization', 'ray')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

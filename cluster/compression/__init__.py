@@ -1,17 +1,9 @@
 """Compression techniques as Ray-independent library functions.
 
-Each technique is split so it fits a distributed trainer:
-  prepare_*  -> `Prepared(model, callbacks)` to compile and fit (creates
-                variables: call inside `strategy.scope()`),
-  strip / finalize -> the plain Keras model after fine-tuning,
-  convert_*  -> TFLite flatbuffer bytes.
-`pipeline` chains them from plain dicts, e.g.
-  [{"prune": {"final_sparsity": 0.8, "end_step": 500}}, {"qat": {}}].
+`steps` holds the typed step configs (no TensorFlow: specs import it). Each
+technique module (pruning, clustering, quantization, distillation) fits a
+distributed trainer: a step's `prepare(model)` returns `Prepared(model,
+callbacks)` to compile and fit (it creates variables: call it inside
+`strategy.scope()`), `finalize(model)` the plain Keras model after
+fine-tuning, and `pipeline.convert` the TFLite flatbuffer bytes.
 """
-
-import cluster  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-
-from cluster.compression.errors import CompressionError
-from cluster.compression.prepared import Prepared
-
-__all__ = ["CompressionError", "Prepared"]

@@ -6,18 +6,15 @@ Applied layer by layer like pruning; layers without clusterable weights
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import cluster  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import numpy as np
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 from tensorflow_model_optimization.python.core.clustering.keras import clustering_registry
 
-from cluster.compression.errors import CompressionError
 from cluster.compression.layers import (check_exclusions, check_functional, select_layers,
                                         unwrap, wrap_layers)
 from cluster.compression.prepared import Prepared
+from cluster.compression.steps import ClusterStep
 from cluster.compression.pruning import layer_kernels
 
 TECHNIQUE = "cluster"
@@ -28,35 +25,6 @@ CENTROID_INITS = {
     "density_based": CentroidInit.DENSITY_BASED,
     "random": CentroidInit.RANDOM,
 }
-
-
-@dataclass(frozen=True)
-class ClusteringConfig:
-    """`number_of_clusters` shared values per kernel, centroids initialized by `centroid_init`.
-
-    `preserve_sparsity` keeps the zeros of an already pruned model at zero.
-    """
-
-    number_of_clusters: int = 16
-    centroid_init: str = "kmeans_plus_plus"
-    preserve_sparsity: bool = False
-    exclude: tuple[str, ...] = ()
-
-    def __post_init__(self):
-        k = self.number_of_clusters
-        if isinstance(k, bool) or not isinstance(k, int) or k < 2:
-            raise CompressionError(f"must be an integer >= 2 (got {k!r})",
-                                   step=TECHNIQUE, field="number_of_clusters")
-        if self.centroid_init not in CENTROID_INITS:
-            raise CompressionError(f"must be one of {sorted(CENTROID_INITS)} (got {self.centroid_init!r})",
-                                   step=TECHNIQUE, field="centroid_init")
-        if not isinstance(self.preserve_sparsity, bool):
-            raise CompressionError(f"must be true or false (got {self.preserve_sparsity!r})",
-                                   step=TECHNIQUE, field="preserve_sparsity")
-        if isinstance(self.exclude, str):
-            raise CompressionError("must be a list of layer names, not a string",
-                                   step=TECHNIQUE, field="exclude")
-        object.__setattr__(self, "exclude", tuple(self.exclude))
 
 
 def is_clusterable(layer: keras.layers.Layer, number_of_clusters: int = 2) -> bool:
@@ -73,26 +41,25 @@ def is_clusterable(layer: keras.layers.Layer, number_of_clusters: int = 2) -> bo
     return all(getattr(layer, name).shape.num_elements() > number_of_clusters for name in weight_names)
 
 
-def clusterable_layer_names(model: keras.Model, config: ClusteringConfig) -> list[str]:
+def clusterable_layer_names(model: keras.Model, step: ClusterStep) -> list[str]:
     """The layers `prepare_clustering` would wrap; raises if there are none."""
     check_functional(model, TECHNIQUE)
-    exclude = check_exclusions(model, config.exclude, TECHNIQUE)
-    return select_layers(model, lambda layer: is_clusterable(layer, config.number_of_clusters),
+    exclude = check_exclusions(model, step.exclude, TECHNIQUE)
+    return select_layers(model, lambda layer: is_clusterable(layer, step.number_of_clusters),
                          exclude, TECHNIQUE)
 
 
-def prepare_clustering(model: keras.Model, config: ClusteringConfig | None = None) -> Prepared:
+def prepare_clustering(model: keras.Model, step: ClusterStep) -> Prepared:
     """A copy of `model` with clusterable layers wrapped; centroids start from its trained weights.
 
     Needs no callbacks. Call inside `strategy.scope()` when training
     distributed; compile afterwards (a lower learning rate suits clustering).
     """
-    config = config or ClusteringConfig()
-    names = clusterable_layer_names(model, config)
+    names = clusterable_layer_names(model, step)
     params = {
-        "number_of_clusters": config.number_of_clusters,
-        "cluster_centroids_init": CENTROID_INITS[config.centroid_init],
-        "preserve_sparsity": config.preserve_sparsity,
+        "number_of_clusters": step.number_of_clusters,
+        "cluster_centroids_init": CENTROID_INITS[step.centroid_init],
+        "preserve_sparsity": step.preserve_sparsity,
     }
     clustered = wrap_layers(model, names,
                             lambda layer: tfmot.clustering.keras.cluster_weights(layer, **params))

@@ -8,7 +8,6 @@ as T changes.
 
 from __future__ import annotations
 
-import cluster  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 import tf_keras as keras
 

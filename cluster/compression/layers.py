@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-import cluster  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tf_keras as keras
 
 from cluster.compression.errors import CompressionError

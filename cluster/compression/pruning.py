@@ -8,9 +8,8 @@ the number that was asked for.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import cluster  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import numpy as np
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
@@ -22,79 +21,24 @@ from cluster.compression.errors import CompressionError
 from cluster.compression.layers import (check_exclusions, check_functional, select_layers,
                                         unwrap, wrap_layers)
 from cluster.compression.prepared import Prepared
+from cluster.compression.steps import PruneStep
 
 TECHNIQUE = "prune"
-SCHEDULES = ("polynomial_decay", "constant")
 # Attributes holding the weights a layer's sparsity is measured on.
 KERNEL_ATTRIBUTES = ("kernel", "pointwise_kernel", "embeddings")
 
 
-@dataclass(frozen=True)
-class PruningConfig:
-    """How to prune.
-
-    schedule "polynomial_decay" ramps sparsity from `initial_sparsity` to
-    `final_sparsity` between `begin_step` and `end_step`, updating the masks
-    every `frequency` steps; "constant" holds `final_sparsity` from
-    `begin_step` on. `sparsity_m_by_n=(2, 4)` (the toolkit's convention: 2
-    zeros in every 4 consecutive input-channel weights) replaces the schedule
-    by N:M structured sparsity, whose masks are set once, at the first step.
-    """
-
-    final_sparsity: float = 0.5
-    schedule: str = "polynomial_decay"
-    initial_sparsity: float = 0.0
-    begin_step: int = 0
-    end_step: int = 1000
-    frequency: int = 100
-    power: float = 3.0
-    sparsity_m_by_n: tuple[int, int] | None = None
-    exclude: tuple[str, ...] = field(default_factory=tuple)
-
-    def __post_init__(self):
-        def bad(name, why):
-            raise CompressionError(f"{why} (got {getattr(self, name)!r})", step=TECHNIQUE, field=name)
-
-        if self.schedule not in SCHEDULES:
-            bad("schedule", f"must be one of {SCHEDULES}")
-        for name in ("final_sparsity", "initial_sparsity"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-                bad(name, "sparsity must be in [0, 1)")
-        if self.initial_sparsity > self.final_sparsity:
-            bad("initial_sparsity", f"must not exceed final_sparsity {self.final_sparsity}")
-        if not isinstance(self.begin_step, int) or self.begin_step < 0:
-            bad("begin_step", "must be an integer >= 0")
-        if self.schedule == "polynomial_decay" and (
-                not isinstance(self.end_step, int) or self.end_step <= self.begin_step):
-            bad("end_step", f"must be an integer > begin_step {self.begin_step}")
-        if self.schedule == "constant" and (not isinstance(self.end_step, int) or (
-                self.end_step != -1 and self.end_step <= self.begin_step)):
-            bad("end_step", f"must be -1 (never stop) or an integer > begin_step {self.begin_step}")
-        if not isinstance(self.frequency, int) or self.frequency < 1:
-            bad("frequency", "must be an integer >= 1")
-        if not isinstance(self.power, (int, float)) or self.power <= 0:
-            bad("power", "must be > 0")
-        if self.sparsity_m_by_n is not None:
-            m_by_n = tuple(self.sparsity_m_by_n)
-            if (len(m_by_n) != 2 or not all(isinstance(v, int) for v in m_by_n)
-                    or not 0 < m_by_n[0] < m_by_n[1]):
-                bad("sparsity_m_by_n", "must be (zeros, block) integers with 0 < zeros < block, e.g. (2, 4)")
-            object.__setattr__(self, "sparsity_m_by_n", m_by_n)
-        if isinstance(self.exclude, str):
-            bad("exclude", "must be a list of layer names, not a string")
-        object.__setattr__(self, "exclude", tuple(self.exclude))
-
-    def pruning_schedule(self) -> tfmot.sparsity.keras.PruningSchedule:
-        """The toolkit schedule object for this config."""
-        if self.schedule == "constant":
-            return tfmot.sparsity.keras.ConstantSparsity(
-                self.final_sparsity, begin_step=self.begin_step, end_step=self.end_step,
-                frequency=self.frequency)
-        return tfmot.sparsity.keras.PolynomialDecay(
-            initial_sparsity=self.initial_sparsity, final_sparsity=self.final_sparsity,
-            begin_step=self.begin_step, end_step=self.end_step, power=self.power,
-            frequency=self.frequency)
+def pruning_schedule(step: PruneStep) -> tfmot.sparsity.keras.PruningSchedule:
+    """The toolkit schedule object for a scheduled step (`step.scheduled(total_steps)` fills it in)."""
+    if step.end_step is None or step.frequency is None:
+        raise CompressionError("the schedule is open: call step.scheduled(total fine-tuning steps) first, "
+                               "or give end_step and frequency", step=TECHNIQUE, field="end_step")
+    if step.schedule == "constant":
+        return tfmot.sparsity.keras.ConstantSparsity(
+            step.final_sparsity, begin_step=step.begin_step, end_step=step.end_step, frequency=step.frequency)
+    return tfmot.sparsity.keras.PolynomialDecay(
+        initial_sparsity=step.initial_sparsity, final_sparsity=step.final_sparsity,
+        begin_step=step.begin_step, end_step=step.end_step, power=step.power, frequency=step.frequency)
 
 
 def is_prunable(layer: keras.layers.Layer) -> bool:
@@ -112,18 +56,17 @@ def prunable_layer_names(model: keras.Model, exclude=()) -> list[str]:
     return select_layers(model, is_prunable, exclude, TECHNIQUE)
 
 
-def prepare_pruning(model: keras.Model, config: PruningConfig | None = None) -> Prepared:
+def prepare_pruning(model: keras.Model, step: PruneStep) -> Prepared:
     """A copy of `model` with every prunable, non-excluded layer wrapped for pruning.
 
     Fine-tune it with the returned callbacks (`UpdatePruningStep` advances the
     schedule; without it `fit` fails). Call inside `strategy.scope()` when
     training distributed; compile the returned model afterwards.
     """
-    config = config or PruningConfig()
-    names = prunable_layer_names(model, config.exclude)
-    params = {"pruning_schedule": config.pruning_schedule()}
-    if config.sparsity_m_by_n:
-        params["sparsity_m_by_n"] = config.sparsity_m_by_n
+    names = prunable_layer_names(model, step.exclude)
+    params = {"pruning_schedule": pruning_schedule(step)}
+    if step.sparsity_m_by_n:
+        params["sparsity_m_by_n"] = step.sparsity_m_by_n
     pruned = wrap_layers(model, names,
                          lambda layer: tfmot.sparsity.keras.prune_low_magnitude(layer, **params))
     return Prepared(pruned, [tfmot.sparsity.keras.UpdatePruningStep()])

@@ -8,9 +8,6 @@ on `Rescaling`), fine-tunes with fake-quant ops, then converts to int8.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-
-import cluster  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import numpy as np
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
@@ -19,15 +16,12 @@ import tf_keras as keras
 from cluster.compression.errors import CompressionError
 from cluster.compression.layers import check_exclusions, check_functional, select_layers, wrap_layers
 from cluster.compression.prepared import Prepared
+from cluster.compression.steps import QATStep, QuantizeStep
 from cluster.compression.rescaling import fold_input_rescaling
 
 qkeras = tfmot.quantization.keras
 
-PTQ_MODES = ("dynamic_range", "float16", "int8")
 IO_TYPES = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}
-# What QAT keeps intact from an earlier step: None (plain QAT), zeros of a
-# pruned model, the shared values of a clustered model, or both.
-PRESERVE = (None, "sparsity", "clusters", "sparsity_and_clusters")
 
 RepresentativeData = Callable[[], Iterable]
 
@@ -95,64 +89,24 @@ def convert_int8(model: keras.Model, representative_data: RepresentativeData,
     return converter.convert()
 
 
-@dataclass(frozen=True)
-class PostTrainingConfig:
-    """A post-training conversion: `mode` one of PTQ_MODES; I/O types apply to "int8" only."""
-
-    mode: str = "int8"
-    input_type: str = "int8"
-    output_type: str = "int8"
-
-    def __post_init__(self):
-        if self.mode not in PTQ_MODES:
-            raise CompressionError(f"must be one of {PTQ_MODES} (got {self.mode!r})",
-                                   step="quantize", field="mode")
-        _io_type(self.input_type, "input_type")
-        _io_type(self.output_type, "output_type")
-
-
-def convert_post_training(model: keras.Model, config: PostTrainingConfig,
+def convert_post_training(model: keras.Model, step: QuantizeStep,
                           representative_data: RepresentativeData | None = None) -> bytes:
-    """Dispatch on `config.mode`; "int8" needs `representative_data`."""
-    if config.mode == "dynamic_range":
+    """Dispatch on `step.mode`; "int8" needs `representative_data`."""
+    if step.mode == "dynamic_range":
         return convert_dynamic_range(model)
-    if config.mode == "float16":
+    if step.mode == "float16":
         return convert_float16(model)
-    return convert_int8(model, representative_data, config.input_type, config.output_type)
+    return convert_int8(model, representative_data, step.input_type, step.output_type)
 
 
-@dataclass(frozen=True)
-class QATConfig:
-    """Quantization-aware training options.
-
-    `preserve` keeps an earlier step's structure through QAT: "sparsity"
-    (Default8BitPrunePreserveQuantizeScheme: pruned zeros stay zero),
-    "clusters" (Default8BitClusterPreserveQuantizeScheme: weights keep their
-    cluster count), "sparsity_and_clusters" (both).
-    """
-
-    preserve: str | None = None
-    exclude: tuple[str, ...] = ()
-    input_type: str = "int8"
-    output_type: str = "int8"
-
-    def __post_init__(self):
-        if self.preserve not in PRESERVE:
-            raise CompressionError(f"must be one of {PRESERVE} (got {self.preserve!r})",
-                                   step="qat", field="preserve")
-        _io_type(self.input_type, "input_type", "qat")
-        _io_type(self.output_type, "output_type", "qat")
-        if isinstance(self.exclude, str):
-            raise CompressionError("must be a list of layer names, not a string", step="qat", field="exclude")
-        object.__setattr__(self, "exclude", tuple(self.exclude))
-
-    def scheme(self) -> qkeras.QuantizeScheme:
-        if self.preserve == "sparsity":
-            return qkeras.collab_opts.Default8BitPrunePreserveQuantizeScheme()
-        if self.preserve in ("clusters", "sparsity_and_clusters"):
-            return tfmot.experimental.combine.Default8BitClusterPreserveQuantizeScheme(
-                preserve_sparsity=self.preserve == "sparsity_and_clusters")
-        return qkeras.default_8bit.Default8BitQuantizeScheme()
+def quantize_scheme(step: QATStep) -> qkeras.QuantizeScheme:
+    """The toolkit's scheme for what the QAT step preserves."""
+    if step.preserve == "sparsity":
+        return qkeras.collab_opts.Default8BitPrunePreserveQuantizeScheme()
+    if step.preserve in ("clusters", "sparsity_and_clusters"):
+        return tfmot.experimental.combine.Default8BitClusterPreserveQuantizeScheme(
+            preserve_sparsity=step.preserve == "sparsity_and_clusters")
+    return qkeras.default_8bit.Default8BitQuantizeScheme()
 
 
 def _default_registry():
@@ -180,25 +134,19 @@ def _annotate(layer: keras.layers.Layer) -> keras.layers.Layer:
     return qkeras.quantize_annotate_layer(layer)
 
 
-def prepare_qat(model: keras.Model, config: QATConfig | None = None) -> Prepared:
+def prepare_qat(model: keras.Model, step: QATStep) -> Prepared:
     """A fake-quantized copy of `model` to fine-tune, then `convert_qat`.
 
     For `preserve="sparsity"`/"clusters" pass the *stripped* pruned/clustered
     model: the schemes read the zeros/centroids from its weights. Call inside
     `strategy.scope()` when training distributed; compile afterwards.
     """
-    config = config or QATConfig()
     model = fold_input_rescaling(model)
-    names = quantizable_layer_names(model, config.exclude)
+    names = quantizable_layer_names(model, step.exclude)
     with qkeras.quantize_scope():
         annotated = wrap_layers(model, names, _annotate)
-        quantized = qkeras.quantize_apply(annotated, config.scheme())
+        quantized = qkeras.quantize_apply(annotated, quantize_scheme(step))
     return Prepared(quantized, [])
-
-
-def finalize_qat(model: keras.Model) -> keras.Model:
-    """QAT models convert as they are: the fake-quant wrappers carry the ranges."""
-    return model
 
 
 def convert_qat(model: keras.Model, input_type: str = "int8", output_type: str = "int8") -> bytes:

@@ -9,7 +9,6 @@ and the exported model still takes raw pixels.
 
 from __future__ import annotations
 
-import cluster  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import numpy as np
 import tf_keras as keras
 

@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-import cluster  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tf_keras as keras
 
 from cluster.evaluation.errors import ArtifactError

@@ -10,7 +10,6 @@ import os
 import warnings
 from pathlib import Path
 
-import cluster  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 
 from cluster.evaluation.errors import ArtifactError

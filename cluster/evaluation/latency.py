@@ -26,7 +26,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-import cluster  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 
 from cluster.evaluation.errors import ArtifactError, MeasurementError

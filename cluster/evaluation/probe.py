@@ -10,8 +10,7 @@ stdout: TensorFlow logs there).
     python -m cluster.evaluation.probe latency model.tflite --threads 1 --output out.json
     python -m cluster.evaluation.probe memory model.keras --images x.npy --output out.json
 
-An artifact is a .tflite file, or anything `tf_keras.models.load_model` reads
-(.keras, .h5, SavedModel directory). An ArtifactError in the child comes back
+An artifact is a .tflite file or a Keras zip model (.keras). An ArtifactError in the child comes back
 as an ArtifactError in the parent; any other failure as MeasurementError with
 the end of the child's stderr.
 """
@@ -72,14 +71,12 @@ def is_tflite(path: str | os.PathLike) -> bool:
 
 def load_keras(path: str | os.PathLike):
     """A saved tf_keras model, or ArtifactError naming the file."""
-    import tf_keras as keras
+    from cluster.models import ModelFileError, load_keras_model  # deferred: loads TensorFlow
 
-    if not os.path.exists(path):
-        raise ArtifactError(path, "Keras model not found")
     try:
-        return keras.models.load_model(path, compile=False, safe_mode=True)
-    except Exception as exc:  # load_model raises many types for a bad file
-        raise ArtifactError(path, f"cannot load Keras model: {exc}") from exc
+        return load_keras_model(path)
+    except ModelFileError as error:
+        raise ArtifactError(path, str(error)) from None
 
 
 def _latency(ns: argparse.Namespace) -> dict:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-import cluster  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 
 from cluster.evaluation.errors import ArtifactError, InputShapeError

@@ -9,7 +9,7 @@ it belongs to: a write or copy interrupted midway (no meta, or a meta beside
 another save's state files) is refused on read, never resumed from.
 
 `init_from` accepts such a folder (a Ray Train checkpoint of ours) or a saved
-Keras model file (.keras / .h5), loaded with safe mode.
+Keras zip model file (.keras), loaded with safe mode (`cluster.models.load_keras_model`).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from pathlib import Path
 
 import tensorflow as tf
 import tf_keras as keras
+
+from cluster.models import ModelFileError, load_keras_model
 
 STATE_PREFIX = "state"
 META_FILE = "meta.json"
@@ -87,10 +89,9 @@ def load_initial_weights(source: str, model: keras.Model) -> None:
     if not os.path.isfile(source):
         raise CheckpointError(f"train.init_from: {source} does not exist")
     try:
-        # safe_mode refuses models that would run arbitrary code (lambda layers) on load.
-        saved = keras.models.load_model(source, compile=False, safe_mode=True)
-    except Exception as error:  # the loader raises many types for a bad file
-        raise CheckpointError(f"train.init_from: {source} is not a loadable Keras model ({error})") from None
+        saved = load_keras_model(source)
+    except ModelFileError as error:
+        raise CheckpointError(f"train.init_from: {error}") from None
     ours = [tuple(w.shape) for w in model.weights]
     theirs = [tuple(w.shape) for w in saved.weights]
     if ours != theirs:

@@ -15,12 +15,13 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-import cluster  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import ray.train
 import tensorflow as tf
 import tf_keras as keras
 
-from cluster.models import ModelShape, build_model
+from cluster.compression.steps import STEP
+from cluster.models import ModelShape, build_model, load_keras_model
+from cluster.spec import ScalingSpec, TrainJob, TrainSpec
 from cluster.training import checkpoints
 from cluster.training.optim import build_optimizer
 from cluster.training.usage import record as record_usage
@@ -167,8 +168,6 @@ def resume_state(model: keras.Model, optimizer) -> tuple[int, list]:
 
 def train_loop_per_worker(config: dict) -> None:
     """Train the spec's model. `config`: the TrainJob dump, split sizes, and the EpochClock handle."""
-    from cluster.spec import TrainJob
-
     spec = TrainJob.model_validate(config["spec"])
     configure_devices(spec.scaling.cpus_per_worker)
     strategy = make_strategy()
@@ -190,23 +189,19 @@ def train_loop_per_worker(config: dict) -> None:
 def finetune_loop_per_worker(config: dict) -> None:
     """Fine-tune one compression step of a saved model.
 
-    `config`: `train` (TrainSpec dump), `scaling`, `step` (the pipeline step as
-    written), `input_model` (a local .keras path every worker can read), the
+    `config`: `train` (TrainSpec dump), `scaling`, `step` (the scheduled step's dump),
+    `input_model` (a local .keras path every worker can read), the
     split sizes, `num_classes` and the EpochClock handle.
     """
-    from cluster.compression.pipeline import prepare_step
-    from cluster.compression.steps import load_model, step_with_schedule
-    from cluster.spec import ScalingSpec, TrainSpec
-
     train, scaling = TrainSpec.model_validate(config["train"]), ScalingSpec.model_validate(config["scaling"])
     configure_devices(scaling.cpus_per_worker)
     strategy = make_strategy()
     geometry = Geometry.of(strategy, train.global_batch_size, config["train_rows"], config["validation_rows"])
     keras.utils.set_random_seed(train.seed)
 
-    step = step_with_schedule(config["step"], train.epochs * geometry.steps_per_epoch)
+    step = STEP.validate_python(config["step"])  # scheduled by the driver, which knows the run's length
     with strategy.scope():
-        prepared = prepare_step(step, load_model(config["input_model"]))
+        prepared = step.prepare(load_keras_model(config["input_model"]))
         model = prepared.model
         optimizer = build_optimizer(train, geometry.steps_per_epoch)
         compile_classifier(model, optimizer, config["num_classes"], train.label_smoothing)

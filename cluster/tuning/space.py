@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from cluster.compression.steps import DistillStep
+
 
 @dataclass(frozen=True)
 class Scale:
@@ -51,9 +53,8 @@ def smallest_cost(scales: list[Scale], variants: list[Variant], image_shape, num
     candidates = {(s.family, s.width, s.depth) for s in scales}
     for variant in variants:
         for step in variant.pipeline:
-            student = (step.get("distill") or {}).get("student")
-            if student:
-                candidates.add((student.get("family", "cnn"), student.get("width", 1.0), student.get("depth", 2)))
+            if isinstance(step, DistillStep) and step.student is not None:
+                candidates.add((step.student.family, step.student.width, step.student.depth))
     profiles = [compute_profile(build_model(f, shape, w, d)) for f, w, d in candidates]
     return {"params": min(p.params for p in profiles), "flops": min(p.flops for p in profiles)}
 

@@ -11,50 +11,49 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cluster.compression.pipeline import convert, finalize_step, parse_pipeline, prepare_step
-from cluster.compression.steps import load_model, resolved_steps, step_with_schedule, technique
+from cluster.compression.pipeline import convert
+from cluster.compression.steps import StepBase
+from cluster.models import load_keras_model
 from cluster.training import checkpoints
 from cluster.training.loop import finetune_loop_per_worker
 from cluster.training.trainer import run_training, steps_per_epoch
 
-FINE_TUNED = ("distill", "prune", "cluster", "qat")
 
-
-def fine_tune_step(job, fine_tune, name: str, index: int, step: dict, model_path: str, prepared, storage,
+def fine_tune_step(job, fine_tune, name: str, index: int, step: StepBase, model_path: str, prepared, storage,
                    run_root: str, callbacks=()):
     """Fine-tune one step on the cluster; returns (finalized model, per-epoch history)."""
-    config = {"train": fine_tune.model_dump(mode="json"), "scaling": job.scaling.model_dump(mode="json"),
-              "step": step, "input_model": model_path}
-    result, _usage = run_training(finetune_loop_per_worker, config, job, prepared, fine_tune.seed,
-                                  storage_path=storage.path(run_root),
-                                  run_name=f"{name}/step{index + 1}-{technique(step)}", callbacks=callbacks)
     total_steps = fine_tune.epochs * steps_per_epoch(prepared.plan.train_rows, job.scaling,
                                                      fine_tune.global_batch_size)
-    rebuilt = prepare_step(step_with_schedule(step, total_steps), load_model(model_path))
+    step = step.scheduled(total_steps)
+    config = {"train": fine_tune.model_dump(mode="json"), "scaling": job.scaling.model_dump(mode="json"),
+              "step": step.model_dump(mode="json"), "input_model": model_path}
+    result, _usage = run_training(finetune_loop_per_worker, config, job, prepared, fine_tune.seed,
+                                  storage_path=storage.path(run_root),
+                                  run_name=f"{name}/step{index + 1}-{step.technique}", callbacks=callbacks)
+    rebuilt = step.prepare(load_keras_model(model_path))
     with result.checkpoint.as_directory() as directory:
         meta = checkpoints.restore(directory, rebuilt.model)
-    return finalize_step(step, rebuilt.model), meta["history"]
+    return step.finalize(rebuilt.model), meta["history"]
 
 
-def build_variant(job, fine_tune, name: str, pipeline: list[dict], baseline_path: str, prepared, representative,
+def build_variant(job, fine_tune, name: str, steps: list[StepBase], baseline_path: str, prepared, representative,
                   storage, scratch: Path, run_root: str = "variants", callbacks_factory=lambda: []):
     """Run the pipeline from the baseline file; returns (final Keras model, TFLite path, per-step histories).
 
     `job` supplies data, augment and scaling; each fine-tuned step's Ray Train
     run is stored under `<run_root>/<name>/step<k>-<technique>` (a rerun resumes it).
     """
-    steps = resolved_steps(pipeline)
     model_path, model, histories = baseline_path, None, {}
     for index, step in enumerate(steps):
-        if technique(step) in FINE_TUNED:
-            model, histories[f"step{index + 1}-{technique(step)}"] = fine_tune_step(
+        if step.fine_tuned:
+            model, histories[f"step{index + 1}-{step.technique}"] = fine_tune_step(
                 job, fine_tune, name, index, step, model_path, prepared, storage, run_root, callbacks_factory())
         else:
-            model = finalize_step(step, prepare_step(step, load_model(model_path)).model)
+            model = step.finalize(step.prepare(load_keras_model(model_path)).model)
         if index < len(steps) - 1:
             # The next step's Ray Train workers load the model from a file.
             model_path = str(scratch / f"{name}-step{index + 1}.keras")
             model.save(model_path)
     tflite_path = scratch / f"{name}.tflite"
-    tflite_path.write_bytes(convert(parse_pipeline(steps), model, representative))
+    tflite_path.write_bytes(convert(steps, model, representative))
     return model, tflite_path, histories
