@@ -77,7 +77,7 @@ def main() -> None:
     from cluster.spec import validate_document
     from cluster.tuning.asha import NoiseAwareASHA
     from cluster.tuning.space import expand
-    from jobs.sweep import smallest_first
+    from cluster.tuning.sweep import smallest_first
 
     run = args.run.expanduser()
     summary = json.loads((run / "summary.json").read_text())

@@ -11,6 +11,7 @@ import os
 import zipfile
 from dataclasses import dataclass
 
+import tensorflow as tf
 import tf_keras as keras
 
 # Base sizes at width 1.0. The default CNN (width 1.0, depth 2) reaches
@@ -116,6 +117,23 @@ def build_dscnn(shape: ModelShape, width: float = 1.0, depth: int = 3, dropout: 
         x = keras.layers.Dropout(dropout, name="dropout")(x)
     outputs = keras.layers.Dense(shape.num_classes, name="logits")(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+def classification_loss(num_classes: int, label_smoothing: float):
+    if not label_smoothing:
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    # Label smoothing needs one-hot targets; the data holds class ids.
+    loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=label_smoothing)
+
+    def loss(labels, logits):
+        return loss_fn(tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), num_classes), logits)
+    return loss
+
+
+def compile_classifier(model: keras.Model, optimizer, num_classes: int, label_smoothing: float = 0.0) -> None:
+    """Loss and accuracy for class-id labels and logits (a Distiller keeps its own loss)."""
+    model.compile(optimizer=optimizer, loss=classification_loss(num_classes, label_smoothing),
+                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
 
 
 FAMILIES = {"cnn": build_cnn, "mlp": build_mlp, "dscnn": build_dscnn}

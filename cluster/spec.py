@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, field_validator,
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError, field_validator,
                       model_validator)
 
 from cluster.compression.steps import Family, Pipeline
@@ -125,16 +125,18 @@ class Contrast(Augmentation):
         return self
 
 
-AugmentOp = Annotated[
-    Union[FlipLeftRight, FlipUpDown, RandomTranslate, RandomCrop, Brightness, Contrast],
-    Field(discriminator="op"),
-]
 AUGMENT_OPS = ("flip_left_right", "flip_up_down", "random_translate", "random_crop", "brightness", "contrast")
 
 
 def _augment_entry(entry: Any) -> Any:
     """`{flip_left_right: {p: 0.5}}` (the YAML form) -> `{op: flip_left_right, p: 0.5}`."""
     return flat_form(entry, "op", AUGMENT_OPS, "{flip_left_right: {p: 0.5}}")
+
+
+AugmentOp = Annotated[
+    Union[FlipLeftRight, FlipUpDown, RandomTranslate, RandomCrop, Brightness, Contrast],
+    Field(discriminator="op"), BeforeValidator(_augment_entry),
+]
 
 
 # ---------------------------------------------------------------- model and training
@@ -251,11 +253,6 @@ class DataJob(JobBase):
     scaling: ScalingSpec = ScalingSpec()
     evaluation: EvaluationSpec = EvaluationSpec()
 
-    @field_validator("augment", mode="before")
-    @classmethod
-    def _augment_entries(cls, entries: Any) -> Any:
-        return [_augment_entry(e) for e in entries] if isinstance(entries, list) else entries
-
     def _check_batch(self, train: TrainSpec, where: str) -> None:
         if train.global_batch_size < self.scaling.num_workers:
             raise ValueError(f"{where}.global_batch_size ({train.global_batch_size}) must be at least "
@@ -327,23 +324,132 @@ class PipelineChoice(Strict):
     pipeline: Pipeline = Field(default_factory=list)
 
 
+class FloatRange(Strict):
+    """A continuous range; `step` makes it a grid of values (so scales repeat and are trained once)."""
+
+    min: float = Field(gt=0.0, le=16.0)
+    max: float = Field(gt=0.0, le=16.0)
+    step: float | None = Field(default=None, gt=0.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "FloatRange":
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
+        return self
+
+
+class IntRange(Strict):
+    min: int = Field(ge=1, le=16)
+    max: int = Field(ge=1, le=16)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "IntRange":
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
+        return self
+
+
+UNION_TAGS = ("list", "range")
+
+
+def _list_or_range(value: Any) -> str:
+    return "list" if isinstance(value, (list, tuple)) else "range"
+
+
+class ListOrRange:
+    """`ListOrRange[item, RangeModel]`: a list of values or a range, told apart by shape (errors name one)."""
+
+    def __class_getitem__(cls, params):
+        item, range_model = params
+        listed, ranged = UNION_TAGS
+        return Annotated[Union[Annotated[list[item], Tag(listed)], Annotated[range_model, Tag(ranged)]],
+                         Discriminator(_list_or_range)]
+
+
+class SparsityRange(Strict):
+    min: float = Field(default=0.5, ge=0.0, lt=1.0)
+    max: float = Field(default=0.95, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "SparsityRange":
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
+        return self
+
+
+class CompressionSpace(Strict):
+    """The compression dimensions a searched candidate is built from, in this order:
+    prune (a sparsity in `sparsity`, or none) -> cluster (one of `clusters`; 0 = none) -> quantize
+    (one of `quantize`; "none" keeps float32). Each dimension left empty is never tried."""
+
+    sparsity: SparsityRange | None = Field(default_factory=SparsityRange,
+                                           description="Final sparsity range; null: never prune")
+    structured: bool = Field(default=False, description="Also try 2:4 structured sparsity instead of a ratio")
+    clusters: list[Annotated[int, Field(ge=0)]] = Field(
+        default_factory=lambda: [0], description="Weight clusters per kernel to try; 0 = no clustering")
+    quantize: list[Literal["none", "int8", "dynamic_range", "float16"]] = Field(
+        default_factory=lambda: ["int8", "dynamic_range"], min_length=1)
+    fine_tune_epochs: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [2], min_length=1, description="Fine-tuning epochs per fine-tuned step")
+    exclude: list[str] = Field(default_factory=lambda: ["logits"],
+                               description="Layers never pruned or clustered (the small, sensitive ones)")
+
+    @field_validator("clusters")
+    @classmethod
+    def _clusters(cls, clusters: list[int]) -> list[int]:
+        if any(0 < k < 2 for k in clusters):
+            raise ValueError("clusters are 0 (none) or >= 2")
+        return clusters
+
+
 class SearchSpace(Strict):
+    algorithm: Literal["grid", "optuna"] = Field(
+        default="grid", description="grid: every scale x every pipeline; optuna: multi-objective search "
+                                    "(accuracy up, gzip size down) over families, scales and `compression`")
     family: Family = "cnn"
-    widths: list[Annotated[float, Field(gt=0.0, le=16.0)]] = Field(default_factory=lambda: [1.0], min_length=1)
-    depths: list[Annotated[int, Field(ge=1, le=16)]] = Field(default_factory=lambda: [2], min_length=1)
+    families: list[Family] = Field(default_factory=list, description="optuna: the families to choose among "
+                                                                     "(default: [family])")
+    widths: ListOrRange[Annotated[float, Field(gt=0.0, le=16.0)], FloatRange] = Field(
+        default_factory=lambda: [1.0], description="A list (grid), or with optuna a range {min, max, step}")
+    depths: ListOrRange[Annotated[int, Field(ge=1, le=16)], IntRange] = Field(
+        default_factory=lambda: [2], description="A list (grid), or with optuna a range {min, max}")
     dropout: float | None = Field(default=None, ge=0.0, lt=1.0)
     pipelines: list[PipelineChoice] = Field(
         default_factory=lambda: [PipelineChoice(name="float")], min_length=1,
-        description="Compression pipelines tried on every scale; include one with no steps for the float model")
+        description="grid: compression pipelines tried on every scale; include one with no steps for the "
+                    "float model")
     sample: int | None = Field(
-        default=None, ge=1, description="Try this many (scale, pipeline) pairs drawn at random instead of the grid")
+        default=None, ge=1, description="grid: try this many (scale, pipeline) pairs drawn at random")
+    compression: CompressionSpace = Field(default_factory=CompressionSpace,
+                                          description="optuna: the compression dimensions")
+    num_samples: int = Field(default=16, ge=1, le=10_000, description="optuna: candidates to try")
+    time_budget_s: float | None = Field(default=None, gt=0.0,
+                                        description="optuna: start no candidate after this many seconds")
+    seed_candidates: bool = Field(
+        default=True, description="optuna: try the smallest scale pruned and quantized first, so a small "
+                                  "point exists early")
+
+    @field_validator("widths", "depths")
+    @classmethod
+    def _values(cls, value):
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("give at least one value")
+            if len(set(value)) != len(value):
+                raise ValueError("values must not repeat")
+        return value
 
     @model_validator(mode="after")
     def _distinct(self) -> "SearchSpace":
         require_distinct([p.name for p in self.pipelines], "pipelines")
-        if len(set(self.widths)) != len(self.widths) or len(set(self.depths)) != len(self.depths):
-            raise ValueError("widths and depths must not repeat")
+        for name in ("widths", "depths"):
+            if self.algorithm == "grid" and not isinstance(getattr(self, name), list):
+                raise ValueError(f"{name}: a range needs algorithm: optuna (the grid takes a list)")
         return self
+
+    @property
+    def family_choices(self) -> list[str]:
+        return list(self.families) or [self.family]
 
 
 class Constraints(Strict):
@@ -438,7 +544,8 @@ def format_validation_error(error: ValidationError) -> str:
     """One line per problem: `field.path: what was expected (got value)`."""
     lines = []
     for item in error.errors():
-        path = ".".join(str(part) for part in item["loc"]) or "<spec>"
+        # ListOrRange's union tags are not fields: "search.widths.0", not "search.widths.list.0".
+        path = ".".join(str(part) for part in item["loc"] if part not in UNION_TAGS) or "<spec>"
         message = item["msg"].removeprefix("Value error, ")
         got = item.get("input")
         shown = "" if isinstance(got, (dict, list)) or item["type"] == "missing" else f" (got {got!r})"

@@ -38,7 +38,7 @@ from cluster.storage import RunStorage, fetch_local
 from cluster.training.resources import Capacity, check_training_fits
 from cluster.training.trainer import steps_per_epoch
 from cluster.training.variants import build_variant
-from jobs.common import JobFailed, claim_run_folder, log
+from cluster.runs import JobFailed, claim_run_folder, log
 
 
 def baseline_model_path(baseline: str) -> str:

@@ -21,7 +21,7 @@ from cluster.evaluation.errors import ArtifactError
 from cluster.evaluation.report import EvaluationRecord, markdown_table
 from cluster.spec import EvaluateJob
 from cluster.storage import RunStorage, fetch_local
-from jobs.common import claim_run_folder, log
+from cluster.runs import claim_run_folder, log
 
 
 def local_artifact(path: str) -> str:
@@ -61,17 +61,13 @@ def check_artifact(name: str, path: str, image_shape: tuple, num_classes: int) -
 
 
 def measure_keras(name: str, path: str, images, labels, evaluation) -> dict:
-    import tf_keras as keras
-
     from cluster.evaluation.compute import compute_profile, gzip_size_bytes, size_bytes
     from cluster.evaluation.latency import measure_latency_in_subprocess
     from cluster.evaluation.memory import measure_peak_rss
-
-    from cluster.models import load_keras_model
+    from cluster.models import compile_classifier, load_keras_model
 
     model = load_keras_model(path)
-    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    compile_classifier(model, "adam", model.output_shape[-1])
     profile = compute_profile(model)
     latency = measure_latency_in_subprocess(path, num_threads=evaluation.num_threads,
                                             batch_sizes=tuple(evaluation.batch_sizes),

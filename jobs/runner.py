@@ -45,10 +45,10 @@ def run(spec) -> int:
     from cluster.training.resources import ResourceError
     from cluster.training.trainer import TrainingFailed
     from cluster.tuning.space import UnreachableConstraint
-    from jobs.common import JobFailed
+    from cluster.runs import JobFailed
     from jobs.compress import run_compress
     from jobs.evaluate import run_evaluate
-    from jobs.sweep import run_sweep
+    from cluster.tuning.sweep import run_sweep
     from jobs.train import run_train
 
     kinds = {"train": run_train, "compress": run_compress, "sweep": run_sweep, "evaluate": run_evaluate}

@@ -32,7 +32,7 @@ from cluster.training import checkpoints
 from cluster.training.loop import train_loop_per_worker
 from cluster.training.resources import Capacity, check_training_fits
 from cluster.training.trainer import run_training, steps_per_epoch
-from jobs.common import JobFailed, claim_run_folder, log
+from cluster.runs import JobFailed, claim_run_folder, log
 
 RAY_RUN_NAME = "train"
 SUMMARY_FIELDS = ("params", "params_nonzero", "flops", "flops_sparse", "size_bytes", "size_bytes_gzip",
@@ -50,18 +50,6 @@ def write_tensorboard(history: list[dict], directory: Path) -> None:
                 if isinstance(value, (int, float)) and key != "epoch":
                     tf.summary.scalar(key, value, step=metrics["epoch"])
     writer.close()
-
-
-def restored_model(spec: TrainJob, checkpoint_dir: str):
-    """The spec's model with the checkpoint's weights, compiled for evaluation."""
-    import tf_keras as keras
-
-    model = build_model(spec.model.family, ModelShape(tuple(spec.data.image_shape), spec.data.num_classes),
-                        spec.model.width, spec.model.depth, spec.model.dropout)
-    meta = checkpoints.restore(checkpoint_dir, model)
-    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
-    return model, meta
 
 
 def export_and_measure(spec: TrainJob, model, history: list[dict], checkpoint_dir: str, images, labels,
@@ -118,7 +106,7 @@ def learning_curve(spec: TrainJob, storage: RunStorage, images, labels, full: di
                                  prepared, partial.train.seed, storage_path=storage.path(),
                                  run_name=f"learning_curve/fraction-{fraction:g}")
         with result.checkpoint.as_directory() as directory:
-            model, meta = restored_model(partial, directory)
+            model, meta = checkpoints.restored_model(partial.model, partial.data, directory)
         points.append({"fraction": fraction, "train_rows": prepared.plan.train_rows,
                        "samples_seen": meta["history"][-1]["samples_seen"],
                        "test_accuracy": float(model.evaluate(images, labels, batch_size=512, verbose=0)[1])})
@@ -148,7 +136,7 @@ def run_train(spec: TrainJob) -> dict:
 
     images, labels = load_arrays(prepared.test_source, spec.data)
     with result.checkpoint.as_directory() as checkpoint_dir:
-        model, meta = restored_model(spec, checkpoint_dir)
+        model, meta = checkpoints.restored_model(spec.model, spec.data, checkpoint_dir)
         history = meta["history"]
         measured = export_and_measure(spec, model, history, checkpoint_dir, images, labels, storage)
     storage.write_text("metrics.jsonl", "".join(json.dumps(m) + "\n" for m in history))

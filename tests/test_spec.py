@@ -144,9 +144,13 @@ def sweep_document(**changes) -> dict:
 
 
 @pytest.mark.parametrize("change, field, expected", [
-    ({"search": {"widths": []}}, "search.widths", "at least 1 item"),
+    ({"search": {"widths": []}}, "search.widths", "at least one value"),
     ({"search": {"pipelines": []}}, "search.pipelines", "at least 1 item"),
-    ({"search": {"widths": [0.5, 0.5]}}, "search", "must not repeat"),
+    ({"search": {"widths": [0.5, 0.5]}}, "search.widths", "must not repeat"),
+    ({"search": {"widths": {"min": 0.25, "max": 1.0}}}, "search", "a range needs algorithm: optuna"),
+    ({"search": {"algorithm": "optuna", "widths": {"min": 1.0, "max": 0.5}}}, "search.widths", "must not exceed"),
+    ({"search": {"algorithm": "optuna", "compression": {"clusters": [1]}}}, "search.compression.clusters",
+     "0 (none) or >= 2"),
     ({"search": {"pipelines": [{"name": "a"}, {"name": "a"}]}}, "search", "repeated: ['a']"),
     ({"search": {"pipelines": [{"name": "p", "pipeline": [{"prune": {"final_sparsity": 1.2}}]}]}},
      "search.pipelines.0.pipeline.0.prune.final_sparsity", "less than 1"),

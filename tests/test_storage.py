@@ -10,7 +10,7 @@ import yaml
 
 from cluster.spec import validate_document
 from cluster.storage import RunStorage
-from jobs.common import JobFailed, claim_run_folder
+from cluster.runs import JobFailed, claim_run_folder
 from tests.conftest import train_document
 
 OLD = json.dumps({"test_accuracy": 0.9, "variants": list(range(50))})

@@ -149,3 +149,45 @@ def test_asha_runs_the_scale_trials_and_counts_their_epochs(swept):
     assert summary["scale_trial_epochs"] == {"cnn-w0.25-d2": 2}
     assert summary["scale_trial_epochs_used"] == summary["scale_trial_epochs_full_grid"] == 2
     assert summary["stopped_early"] == []
+
+
+@pytest.fixture(scope="module")
+def searched(ray_cluster, tmp_path_factory):
+    """An Optuna sweep: 4 candidates over two widths, pruning ratios and quantization modes, under 30 KB."""
+    storage = tmp_path_factory.mktemp("search")
+    spec = storage / "search.yaml"
+    document = sweep_document(name="test-search", search={
+        "algorithm": "optuna", "family": "cnn", "widths": {"min": 0.25, "max": 0.5, "step": 0.25}, "depths": [2],
+        "num_samples": 4,
+        "compression": {"sparsity": {"min": 0.6, "max": 0.9}, "quantize": ["none", "int8", "dynamic_range"],
+                        "fine_tune_epochs": [1]}})
+    document["train"]["epochs"] = 1
+    document["constraints"] = {"max_size_kb": 30}
+    document["tune"] = {"scheduler": "fifo"}
+    spec.write_text(yaml.safe_dump(document))
+    done = run(spec, storage)
+    assert done.returncode == 0, done.stderr[-5000:]
+    return storage / "test-search", json.loads((storage / "test-search" / "summary.json").read_text())
+
+
+@pytest.mark.timeout(1800)
+def test_optuna_search_scores_candidates_and_never_trains_what_cannot_fit(searched):
+    run_dir, summary = searched
+    search = summary["search"]
+    assert search["algorithm"] == "optuna" and search["trials"] == 4
+    # The seed candidate comes first: the smallest scale pruned and quantized.
+    assert "cnn-w0.25-d2-p0.8-int8-e1" in search["scored"]
+    rows = {r["name"]: r for r in summary["variants"]}
+    for name in search["scored"]:
+        score = json.loads((run_dir / "scores" / f"{name}.json").read_text())
+        assert 0.0 < score["val_accuracy"] <= 1.0
+        # The score is the measured file: its gzip size is the record's.
+        assert score["size_bytes_gzip"] == rows[name]["size_bytes_gzip"]
+    for name in search["skipped_by_size_bound"]:
+        # Skipped before training: no score, no file.
+        assert not (run_dir / "scores" / f"{name}.json").exists() and name not in rows
+    trained = {p.name for p in (run_dir / "scales").iterdir()}
+    assert trained == set(search["scales_trained"])
+    assert {f"{s}-float" for s in trained} <= set(rows)
+    best = rows[summary["sweet_spot"]]
+    assert best["size_bytes_gzip"] <= 30_000

@@ -132,7 +132,7 @@ def test_asha_cuts_a_larger_scale_that_does_clearly_worse_and_never_a_smaller_on
 
     from cluster.spec import SweepJob
     from cluster.tuning.space import Scale
-    from jobs.sweep import asha_scheduler, smallest_first
+    from cluster.tuning.sweep import asha_scheduler, smallest_first
     from tests.test_sweep_job import sweep_document
 
     epochs = 4

@@ -109,6 +109,24 @@ def load_arrays(source: Source, data) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(images).astype(np.float32), np.concatenate(labels)
 
 
+def _train_split_files(prepared: PreparedData, data):
+    """Each train file decoded, with its masks of train and validation rows."""
+    for path in prepared.train_source.files:
+        table = pq.read_table(prepared.train_source.filesystem.open_input_file(path),
+                              columns=[data.image_column, data.label_column])
+        pixels = decode_column(table.column(data.image_column), tuple(data.image_shape))
+        labels = table.column(data.label_column).to_numpy().astype(np.int64)
+        train, validation = prepared.plan.assign(row_keys(pixels), labels)
+        yield pixels, labels, train, validation
+
+
+def validation_arrays(prepared: PreparedData, data) -> tuple[np.ndarray, np.ndarray]:
+    """The validation rows of the train split (what a search scores candidates on; never the test split)."""
+    parts = [(pixels[validation].astype(np.float32), labels[validation])
+             for pixels, labels, _, validation in _train_split_files(prepared, data)]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
 def representative_images(prepared: PreparedData, data, count: int, batch_size: int = 32):
     """Calibration data for int8 quantization: `count` rows of the train split (never validation or test).
 
@@ -116,12 +134,7 @@ def representative_images(prepared: PreparedData, data, count: int, batch_size: 
     of raw pixels, the same rows every time.
     """
     chosen = []
-    for path in prepared.train_source.files:
-        table = pq.read_table(prepared.train_source.filesystem.open_input_file(path),
-                              columns=[data.image_column, data.label_column])
-        pixels = decode_column(table.column(data.image_column), tuple(data.image_shape))
-        labels = table.column(data.label_column).to_numpy().astype(np.int64)
-        train, _ = prepared.plan.assign(row_keys(pixels), labels)
+    for pixels, _, train, _ in _train_split_files(prepared, data):
         chosen.append(pixels[train][: count - sum(len(c) for c in chosen)].astype(np.float32))
         if sum(len(c) for c in chosen) >= count:
             break

@@ -23,7 +23,7 @@ from pathlib import Path
 import tensorflow as tf
 import tf_keras as keras
 
-from cluster.models import ModelFileError, load_keras_model
+from cluster.models import ModelFileError, ModelShape, build_model, compile_classifier, load_keras_model
 
 STATE_PREFIX = "state"
 META_FILE = "meta.json"
@@ -79,6 +79,16 @@ def restore(directory: str | os.PathLike, model: keras.Model, optimizer=None) ->
     except (tf.errors.OpError, AssertionError, ValueError) as error:
         raise CheckpointError(f"{directory}: weights do not fit the model {model.name!r} ({error})") from None
     return meta
+
+
+def restored_model(model_spec, data, directory: str | os.PathLike) -> tuple[keras.Model, dict]:
+    """A model of `model_spec` (family, width, depth, dropout) for `data` with the checkpoint's weights,
+    compiled for evaluation; and the checkpoint's meta."""
+    model = build_model(model_spec.family, ModelShape(tuple(data.image_shape), data.num_classes),
+                        model_spec.width, model_spec.depth, model_spec.dropout)
+    meta = restore(directory, model)
+    compile_classifier(model, "adam", data.num_classes)
+    return model, meta
 
 
 def load_initial_weights(source: str, model: keras.Model) -> None:

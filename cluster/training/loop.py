@@ -20,7 +20,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from cluster.compression.steps import STEP
-from cluster.models import ModelShape, build_model, load_keras_model
+from cluster.models import ModelShape, build_model, compile_classifier, load_keras_model
 from cluster.spec import ScalingSpec, TrainJob, TrainSpec
 from cluster.training import checkpoints
 from cluster.training.optim import build_optimizer
@@ -60,23 +60,6 @@ def distributed(strategy, shard, batch_size: int, drop_last: bool, shuffle_seed:
                            local_shuffle_buffer_size=SHUFFLE_BUFFER_ROWS if shuffle_seed is not None else None,
                            local_shuffle_seed=shuffle_seed)
     return strategy.distribute_datasets_from_function(dataset_fn)
-
-
-def classification_loss(num_classes: int, label_smoothing: float):
-    if not label_smoothing:
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    # Label smoothing needs one-hot targets; the data holds class ids.
-    loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=label_smoothing)
-
-    def loss(labels, logits):
-        return loss_fn(tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), num_classes), logits)
-    return loss
-
-
-def compile_classifier(model: keras.Model, optimizer, num_classes: int, label_smoothing: float = 0.0) -> None:
-    """Loss and accuracy for class-id labels and logits (a Distiller keeps its own loss)."""
-    model.compile(optimizer=optimizer, loss=classification_loss(num_classes, label_smoothing),
-                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
 
 
 @dataclass(frozen=True)

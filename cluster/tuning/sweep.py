@@ -18,22 +18,36 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import ray
 from ray import tune
+from ray.train import Checkpoint
+from ray.tune import ExperimentAnalysis, ResultGrid
+from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.search.optuna import OptunaSearch
 
 from cluster.compression.steps import has_qat, parse_steps, techniques
-from cluster.data.pipeline import PreparedData, load_arrays, prepare, representative_images
+from cluster.data.pipeline import PreparedData, load_arrays, prepare, representative_images, validation_arrays
+from cluster.evaluation.compute import compute_profile, gzip_size_bytes
+from cluster.evaluation.measure import measure
+from cluster.evaluation.tflite import TFLiteModel, export_tflite
+from cluster.models import ModelShape, build_model, load_keras_model
 from cluster.reporting import html_page, markdown
-from cluster.spec import ModelSpec, SweepJob, TrainJob
-from cluster.storage import RunStorage
+from cluster.runs import claim_run_folder, log
+from cluster.spec import ModelSpec, SweepJob, TrainJob, run_dir
+from cluster.storage import RunStorage, fetch_local
+from cluster.training.checkpoints import restored_model
+from cluster.training.loop import train_loop_per_worker
 from cluster.training.resources import Capacity
+from cluster.training.trainer import run_training
+from cluster.training.variants import build_variant
 from cluster.tuning.asha import NoiseAwareASHA
 from cluster.tuning.budget import plan_concurrency
 from cluster.tuning.pareto import choose, pareto_front
+from cluster.tuning.search import DefineSpace, candidate_of, seed_points
 from cluster.tuning.space import Scale, Variant, check_reachable, expand
-from jobs.common import claim_run_folder, log
 
 SCALE_MODEL = "scales/{scale}/model.keras"
 SCALE_HISTORY = "scales/{scale}/history.json"
@@ -41,6 +55,7 @@ VARIANT_TFLITE = "variants/{variant}/model.tflite"
 VARIANT_MODEL = "variants/{variant}/model.keras"
 VARIANT_HISTORY = "variants/{variant}/history.json"
 RECORD = "records/{variant}.json"
+SCORE = "scores/{variant}.json"
 
 
 def scale_train_job(spec: SweepJob, scale: Scale) -> TrainJob:
@@ -60,11 +75,6 @@ def scale_trial(config: dict, spec_dump: dict, prepared: PreparedData, storage_u
     The model is exported by the driver from the last checkpoint: ASHA stops a
     trial the moment it reports its final epoch, so nothing after `fit` is sure to run.
     """
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    from cluster.training.loop import train_loop_per_worker
-    from cluster.training.trainer import run_training
-
     if fail_trial == config["name"]:
         raise RuntimeError(f"injected failure in trial {fail_trial} (SWEETSPOT_FAIL_TRIAL)")
     spec, scale = SweepJob.model_validate(spec_dump), Scale(**config["scale"])
@@ -76,10 +86,6 @@ def scale_trial(config: dict, spec_dump: dict, prepared: PreparedData, storage_u
 
 def export_scale_models(spec: SweepJob, storage: RunStorage, results, scales: list[Scale]) -> None:
     """Each fully trained scale's model and history, from its trial's last checkpoint."""
-    from ray.train import Checkpoint
-
-    from jobs.train import restored_model
-
     by_name = {s.name: s for s in scales}
     for result in results:
         config = result.config or json.loads(Path(result.path, "params.json").read_text())
@@ -89,13 +95,18 @@ def export_scale_models(spec: SweepJob, storage: RunStorage, results, scales: li
             continue  # failed, or stopped early by ASHA
         if storage.exists(SCALE_MODEL.format(scale=scale.name)):
             continue
-        job = scale_train_job(spec, scale)
-        with Checkpoint(metrics["checkpoint_path"]).as_directory() as directory, \
-                tempfile.TemporaryDirectory() as scratch:
-            model, meta = restored_model(job, directory)
-            model.save(Path(scratch) / "model.keras")
-            storage.upload(Path(scratch) / "model.keras", SCALE_MODEL.format(scale=scale.name))
-        storage.write_text(SCALE_HISTORY.format(scale=scale.name), json.dumps(meta["history"]))
+        export_scale(spec, storage, scale, Checkpoint(metrics["checkpoint_path"]))
+
+
+def export_scale(spec: SweepJob, storage: RunStorage, scale: Scale, checkpoint: Checkpoint) -> None:
+    """A trained scale's Keras model and history, from its Ray Train checkpoint."""
+    job = scale_train_job(spec, scale)
+    with checkpoint.as_directory() as directory, tempfile.TemporaryDirectory() as scratch:
+        model, meta = restored_model(job.model, job.data, directory)
+        model.save(Path(scratch) / "model.keras")
+        storage.upload(Path(scratch) / "model.keras", SCALE_MODEL.format(scale=scale.name))
+    # Written last: a scale whose history exists is trained and exported.
+    storage.write_text(SCALE_HISTORY.format(scale=scale.name), json.dumps(meta["history"]))
 
 
 def variant_trial(config: dict, spec_dump: dict, prepared: PreparedData, storage_uri: str,
@@ -107,11 +118,6 @@ def variant_trial(config: dict, spec_dump: dict, prepared: PreparedData, storage
     """
     if fail_trial == config["name"]:
         raise RuntimeError(f"injected failure in trial {fail_trial} (SWEETSPOT_FAIL_TRIAL)")
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    from cluster.storage import fetch_local
-    from cluster.training.variants import build_variant
-
     spec = SweepJob.model_validate(spec_dump)
     variant = Variant(Scale(**config["scale"]), config["pipeline_name"], tuple(parse_steps(config["pipeline"])))
     storage = RunStorage(storage_uri)
@@ -136,12 +142,63 @@ def variant_trial(config: dict, spec_dump: dict, prepared: PreparedData, storage
     tune.report({"done": 1})
 
 
+def candidate_trial(config: dict, spec_dump: dict, prepared: PreparedData, storage_uri: str,
+                    fail_trial: str | None = None) -> None:
+    """Score one searched candidate: train its scale (once per scale), build its pipeline, measure its file.
+
+    Reports the TFLite file's validation accuracy and gzip size to the search.
+    A candidate whose file cannot fit `max_size_kb` even by a conservative lower
+    bound (non-zero weights x bits x gzip's floor) is never trained.
+    """
+    spec, storage = SweepJob.model_validate(spec_dump), RunStorage(storage_uri)
+    candidate = candidate_of(config, spec.search)
+    variant = candidate.variant
+    if fail_trial == variant.name:
+        raise RuntimeError(f"injected failure in trial {fail_trial} (SWEETSPOT_FAIL_TRIAL)")
+    score_path = SCORE.format(variant=variant.name)
+    if storage.exists(score_path):  # the same candidate proposed again, or a rerun after the driver died
+        tune.report(json.loads(storage.read_text(score_path)))
+        return
+    shape = ModelShape(tuple(spec.data.image_shape), spec.data.num_classes)
+    params = compute_profile(build_model(variant.scale.family, shape, variant.scale.width, variant.scale.depth,
+                                         spec.search.dropout)).params
+    bound = candidate.size_lower_bound(params)
+    if spec.constraints.max_size_kb is not None and bound > spec.constraints.max_size_kb * 1000:
+        tune.report({"val_accuracy": 0.0, "size_bytes_gzip": float(bound), "skipped": 1, "name": variant.name})
+        return
+    if not storage.exists(SCALE_HISTORY.format(scale=variant.scale.name)):
+        job = scale_train_job(spec, variant.scale)
+        result, _ = run_training(train_loop_per_worker, {"spec": job.model_dump(mode="json")}, job, prepared,
+                                 spec.train.seed, storage_path=storage.path("trials"), run_name=variant.scale.name)
+        export_scale(spec, storage, variant.scale, result.checkpoint)
+    baseline = fetch_local(storage.path(SCALE_MODEL.format(scale=variant.scale.name)))
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        if variant.is_float:
+            tflite_path = export_tflite(load_keras_model(baseline), scratch / "model.tflite")
+        else:
+            fine_tune = spec.fine_tune.model_copy(update={"epochs": candidate.fine_tune_epochs})
+            representative = representative_images(prepared, spec.data, spec.representative_samples)
+            model, tflite_path, histories = build_variant(spec, fine_tune, variant.name, list(variant.pipeline),
+                                                          baseline, prepared, representative, storage, scratch,
+                                                          run_root="trials")
+            model.save(scratch / "final.keras")
+            storage.upload(scratch / "final.keras", VARIANT_MODEL.format(variant=variant.name))
+            storage.write_text(VARIANT_HISTORY.format(variant=variant.name), json.dumps(histories))
+        images, labels = validation_arrays(prepared, spec.data)
+        score = {"val_accuracy": TFLiteModel(tflite_path, num_threads=1).accuracy(images, labels),
+                 "size_bytes_gzip": float(gzip_size_bytes(tflite_path)), "skipped": 0, "name": variant.name}
+        storage.upload(tflite_path, VARIANT_TFLITE.format(variant=variant.name))
+    storage.write_text(score_path, json.dumps(score))
+    tune.report(score)
+
+
 # ---------------------------------------------------------------- driver
 
 
-def run_tune(trainable, configs: list[dict], spec: SweepJob, prepared, storage: RunStorage, experiment: str,
-             concurrency: int, scheduler=None):
-    """One Tune experiment over `configs`, resumed from storage when it ran before."""
+def run_tune(trainable, spec: SweepJob, prepared, storage: RunStorage, experiment: str,
+             tune_config: tune.TuneConfig, param_space: dict | None = None):
+    """One Tune experiment, resumed from storage when it ran before (its searcher's state included)."""
     path = storage.path(f"tune/{experiment}")
     trainable = tune.with_resources(
         tune.with_parameters(trainable, spec_dump=spec.model_dump(mode="json"), prepared=prepared,
@@ -151,13 +208,9 @@ def run_tune(trainable, configs: list[dict], spec: SweepJob, prepared, storage: 
         log(f"resuming the {experiment} experiment from {path}: finished trials are not run again")
         tuner = tune.Tuner.restore(path, trainable=trainable, restart_errored=False)
     else:
-        tuner = tune.Tuner(
-            trainable,
-            param_space={"variant": tune.grid_search(configs)},
-            tune_config=tune.TuneConfig(max_concurrent_trials=concurrency, scheduler=scheduler),
-            run_config=tune.RunConfig(name=experiment, storage_path=storage.path("tune"),
-                                      failure_config=tune.FailureConfig(max_failures=0)),
-        )
+        tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config,
+                           run_config=tune.RunConfig(name=experiment, storage_path=storage.path("tune"),
+                                                     failure_config=tune.FailureConfig(max_failures=0)))
     try:
         return tuner.fit()
     except FileNotFoundError as error:
@@ -166,9 +219,15 @@ def run_tune(trainable, configs: list[dict], spec: SweepJob, prepared, storage: 
         # every trial finished and was recorded. Read the results back from a real directory.
         log(f"Tune could not list {path} at the end of the run ({error}); reading its results back")
         os.chdir(os.path.expanduser("~"))
-        from ray.tune import ExperimentAnalysis, ResultGrid
-
         return ResultGrid(ExperimentAnalysis(path))
+
+
+def run_grid(trainable, configs: list[dict], spec: SweepJob, prepared, storage: RunStorage, experiment: str,
+             concurrency: int, scheduler=None):
+    """A Tune experiment with one trial per config (the grid)."""
+    return run_tune(unwrap(trainable), spec, prepared, storage, experiment,
+                    tune.TuneConfig(max_concurrent_trials=concurrency, scheduler=scheduler),
+                    param_space={"variant": tune.grid_search(configs)})
 
 
 def asha_scheduler(spec: SweepJob, validation_rows: int) -> NoiseAwareASHA:
@@ -181,9 +240,6 @@ def asha_scheduler(spec: SweepJob, validation_rows: int) -> NoiseAwareASHA:
 
 def smallest_first(scales: list[Scale], data) -> list[Scale]:
     """Scales ordered by parameter count, fewest first."""
-    from cluster.evaluation.compute import compute_profile
-    from cluster.models import ModelShape, build_model
-
     shape = ModelShape(tuple(data.image_shape), data.num_classes)
     return sorted(scales, key=lambda s: compute_profile(build_model(s.family, shape, s.width, s.depth)).params)
 
@@ -216,26 +272,53 @@ def trial_errors(results) -> dict[str, str]:
     return errors
 
 
+@dataclass
+class Searched:
+    """What a search leaves to measure and report."""
+
+    scales: list[Scale]
+    variants: list[Variant]
+    errors: dict[str, str]
+    stopped: list[str]
+    figures: dict
+
+
 def run_sweep(spec: SweepJob) -> dict:
-    storage = RunStorage(f"{spec.output.storage.rstrip('/')}/{spec.name}")
-    scales, variants = expand(spec.search, spec.train.seed)
-    check_reachable(spec.constraints, scales, variants, spec.data.image_shape, spec.data.num_classes)
+    storage = RunStorage(run_dir(spec))
+    if spec.search.algorithm == "grid":
+        scales, variants = expand(spec.search, spec.train.seed)
+        check_reachable(spec.constraints, scales, variants, spec.data.image_shape, spec.data.num_classes)
     log(f"checking data: {spec.data.train} and {spec.data.test}")
     prepared = prepare(spec.data, spec.train.seed)
     ray.init(ignore_reinit_error=True)
     budget = plan_concurrency(spec.scaling, spec.tune, Capacity.of_cluster())
     log(budget.explanation)
     claim_run_folder(spec, storage)
-    log(f"search space: {len(scales)} scale(s), {len(variants)} variant(s)")
+    if spec.search.algorithm == "grid":
+        log(f"search space: {len(scales)} scale(s), {len(variants)} variant(s)")
+        searched = grid_search(spec, prepared, storage, budget.concurrency, scales, variants)
+    else:
+        log(f"searching {spec.search.num_samples} candidate(s) with Optuna (accuracy up, gzip size down)")
+        searched = optuna_search(spec, prepared, storage, budget.concurrency)
+    rows = measure_all(spec, prepared, storage, searched.variants)
+    summary = sweep_summary(spec, storage, rows, searched.errors, searched.stopped, searched.scales,
+                            searched.variants)
+    summary.update(searched.figures)
+    write_report(summary, storage)
+    log(markdown(summary).split("\n")[2])
+    return summary
 
+
+def grid_search(spec: SweepJob, prepared, storage: RunStorage, concurrency: int, scales: list[Scale],
+                variants: list[Variant]) -> Searched:
+    """Every scale (ASHA may stop weak ones), then every pipeline on every trained scale."""
     scheduler = (asha_scheduler(spec, prepared.plan.validation_rows)
                  if spec.tune.scheduler == "asha" else None)
     # Smallest scale first: ASHA compares each trial with those already seen at the same
     # epoch, so a larger scale keeps its budget only by beating the smaller ones; a
     # small scale (the one a size constraint needs) is never cut by a bigger one.
     scale_configs = [{"name": s.name, "scale": vars(s)} for s in smallest_first(scales, spec.data)]
-    scale_results = run_tune(unwrap(scale_trial), scale_configs, spec, prepared, storage, "scales",
-                             budget.concurrency, scheduler)
+    scale_results = run_grid(scale_trial, scale_configs, spec, prepared, storage, "scales", concurrency, scheduler)
     errors, epochs = trial_errors(scale_results), trial_epochs(scale_results)
     export_scale_models(spec, storage, scale_results, scales)
     trained = [s for s in scales if storage.exists(SCALE_MODEL.format(scale=s.name))]
@@ -244,26 +327,47 @@ def run_sweep(spec: SweepJob) -> dict:
     if compressed:
         variant_configs = [{"name": v.name, "scale": vars(v.scale), "pipeline_name": v.pipeline_name,
                             "pipeline": [step.model_dump(mode="json") for step in v.pipeline]} for v in compressed]
-        errors.update(trial_errors(run_tune(unwrap(variant_trial), variant_configs, spec, prepared, storage,
-                                            "variants", budget.concurrency)))
+        errors.update(trial_errors(run_grid(variant_trial, variant_configs, spec, prepared, storage, "variants",
+                                            concurrency)))
+    return Searched(scales, [v for v in variants if v.scale in trained], errors, stopped, {
+        "scale_trial_epochs": epochs, "scale_trial_epochs_used": sum(epochs.values()),
+        "scale_trial_epochs_full_grid": len(scales) * spec.train.epochs})
 
-    rows = measure_all(spec, prepared, storage, [v for v in variants if v.scale in trained])
-    summary = sweep_summary(spec, storage, rows, errors, stopped, scales, variants)
-    summary["scale_trial_epochs"] = epochs
-    summary["scale_trial_epochs_used"] = sum(epochs.values())
-    summary["scale_trial_epochs_full_grid"] = len(scales) * spec.train.epochs
-    write_report(summary, storage)
-    log(markdown(summary).split("\n")[2])
-    return summary
+
+def optuna_search(spec: SweepJob, prepared, storage: RunStorage, concurrency: int) -> Searched:
+    """Optuna's multi-objective sampler (through Ray Tune) proposes candidates; each trial scores one.
+
+    Every scale a candidate trained also enters the results as its float variant.
+    """
+    search = spec.search
+    searcher = OptunaSearch(DefineSpace(search), metric=["val_accuracy", "size_bytes_gzip"], mode=["max", "min"],
+                            points_to_evaluate=seed_points(search) if search.seed_candidates else None,
+                            seed=spec.train.seed)
+    results = run_tune(candidate_trial, spec, prepared, storage, "candidates",
+                       tune.TuneConfig(search_alg=searcher, num_samples=search.num_samples,
+                                       max_concurrent_trials=concurrency, time_budget_s=search.time_budget_s))
+    errors, candidates, skipped = {}, {}, []
+    for result in results:
+        config = result.config or json.loads(Path(result.path, "params.json").read_text())
+        candidate = candidate_of(config, search)
+        name = candidate.variant.name
+        if result.error is not None:
+            errors[name] = str(result.error).strip().splitlines()[-1][:500]
+        elif (result.metrics or {}).get("skipped"):
+            skipped.append(name)
+        else:
+            candidates[name] = candidate
+    scales = sorted({c.scale for c in candidates.values()}, key=lambda s: s.name)
+    scales = [s for s in scales if storage.exists(SCALE_HISTORY.format(scale=s.name))]
+    variants = {v.name: v for v in [Variant(s, "float", ()) for s in scales]}
+    variants.update({name: c.variant for name, c in candidates.items() if c.scale in scales})
+    return Searched(scales, list(variants.values()), errors, [], {"search": {
+        "algorithm": "optuna", "trials": len(results), "scored": sorted(candidates),
+        "skipped_by_size_bound": sorted(set(skipped)), "scales_trained": [s.name for s in scales]}})
 
 
 def measure_all(spec: SweepJob, prepared, storage: RunStorage, variants: list[Variant]) -> list[dict]:
     """Every variant's artifact measured here, one after another: same node, same threads, fair ratios."""
-    from cluster.evaluation.tflite import export_tflite
-    from cluster.models import load_keras_model
-    from cluster.storage import fetch_local
-    from cluster.evaluation.measure import measure
-
     images, labels = load_arrays(prepared.test_source, spec.data)
     rows = []
     for variant in variants:
@@ -324,8 +428,6 @@ def sweep_summary(spec: SweepJob, storage: RunStorage, rows: list[dict], errors:
                       "report": storage.path("report.html")},
     }
     if choice.sweet_spot:
-        from cluster.storage import fetch_local
-
         best = next(r for r in rows if r["name"] == choice.sweet_spot)
         data = Path(fetch_local(best["artifact"])).read_bytes()
         summary["artifacts"]["best"] = storage.write_bytes("best.tflite", data)

@@ -1,0 +1,153 @@
+"""The searched space (`search.algorithm: optuna`): candidates, their Optuna space, and a size bound.
+
+A candidate is a model scale (family, width, depth) and the compression
+pipeline built from the `compression` dimensions, in a fixed order: prune
+(a final sparsity, or 2:4) -> cluster -> post-training quantization. Optuna
+proposes candidates through Ray Tune's `OptunaSearch` (multi-objective:
+validation accuracy up, gzip size down); each trial trains its scale (once
+per scale) and builds its pipeline on Ray Train.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import optuna
+
+from cluster.compression.steps import ClusterStep, PruneStep, QuantizeStep, StepBase
+from cluster.tuning.space import Scale, Variant
+
+# Bits a weight costs after each conversion: float32, float16, int8 (dynamic range and full int8).
+WEIGHT_BITS = {"none": 32, "float16": 16, "dynamic_range": 8, "int8": 8}
+# gzip never stores a non-zero weight in less than this share of its bits: int8
+# weights of a trained layer hold about 6-7 bits of entropy, float16/32 more.
+GZIP_FLOOR = 0.6
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One point of the searched space."""
+
+    scale: Scale
+    sparsity: float  # 0: not pruned; -1: 2:4 structured
+    clusters: int  # 0: not clustered
+    quantize: str  # "none" keeps float32
+    fine_tune_epochs: int
+    exclude: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        """The pipeline's part of the variant name, e.g. "p0.85-c16-int8" or "float"."""
+        parts = []
+        if self.sparsity == -1:
+            parts.append("2of4")
+        elif self.sparsity > 0:
+            parts.append(f"p{self.sparsity:g}")
+        if self.clusters:
+            parts.append(f"c{self.clusters}")
+        if self.quantize != "none":
+            parts.append({"dynamic_range": "dr"}.get(self.quantize, self.quantize))
+        if parts and self.fine_tuned:
+            parts.append(f"e{self.fine_tune_epochs}")
+        return "-".join(parts) or "float"
+
+    @property
+    def fine_tuned(self) -> bool:
+        return self.sparsity != 0 or self.clusters > 0
+
+    @property
+    def steps(self) -> tuple[StepBase, ...]:
+        steps: list[StepBase] = []
+        if self.sparsity == -1:
+            steps.append(PruneStep(sparsity_m_by_n=(2, 4), exclude=self.exclude))
+        elif self.sparsity > 0:
+            steps.append(PruneStep(final_sparsity=self.sparsity, exclude=self.exclude))
+        if self.clusters:
+            steps.append(ClusterStep(number_of_clusters=self.clusters, preserve_sparsity=self.sparsity != 0,
+                                     exclude=self.exclude))
+        if self.quantize != "none":
+            steps.append(QuantizeStep(mode=self.quantize))
+        return tuple(steps)
+
+    @property
+    def variant(self) -> Variant:
+        return Variant(self.scale, self.label, self.steps)
+
+    def weight_bits(self) -> float:
+        bits = WEIGHT_BITS[self.quantize]
+        return min(bits, math.log2(self.clusters)) if self.clusters else bits
+
+    def density(self) -> float:
+        return 0.5 if self.sparsity == -1 else 1.0 - self.sparsity
+
+    def size_lower_bound(self, params: int) -> int:
+        """Bytes the gzipped TFLite file cannot go below: its non-zero weights at their bits, gzip's floor."""
+        return int(params * self.density() * self.weight_bits() / 8 * GZIP_FLOOR)
+
+
+def _values(value) -> list:
+    return list(value) if isinstance(value, list) else None
+
+
+@dataclass(frozen=True)
+class DefineSpace:
+    """Optuna's define-by-run space for a SearchSpace: only the dimensions it opens.
+
+    A class, not a closure: Tune pickles the searcher (with this) into the run's state.
+    """
+
+    search: object
+
+    def __call__(self, trial: optuna.Trial) -> None:
+        search, compression = self.search, self.search.compression
+        trial.suggest_categorical("family", search.family_choices)
+        widths = _values(search.widths)
+        if widths is not None:
+            trial.suggest_categorical("width", widths)
+        else:
+            trial.suggest_float("width", search.widths.min, search.widths.max, step=search.widths.step)
+        depths = _values(search.depths)
+        if depths is not None:
+            trial.suggest_categorical("depth", depths)
+        else:
+            trial.suggest_int("depth", search.depths.min, search.depths.max)
+        prune_choices = ["none"] + (["ratio"] if compression.sparsity else []) + \
+            (["2:4"] if compression.structured else [])
+        if trial.suggest_categorical("prune", prune_choices) == "ratio":
+            trial.suggest_float("sparsity", compression.sparsity.min, compression.sparsity.max, step=0.05)
+        trial.suggest_categorical("clusters", compression.clusters)
+        trial.suggest_categorical("quantize", compression.quantize)
+        trial.suggest_categorical("fine_tune_epochs", compression.fine_tune_epochs)
+
+
+
+def candidate_of(config: dict, search) -> Candidate:
+    """The candidate a trial's config (the space's values) describes."""
+    prune = config.get("prune", "none")
+    sparsity = {"none": 0.0, "2:4": -1.0}.get(prune, round(float(config.get("sparsity", 0.0)), 2))
+    return Candidate(Scale(config["family"], round(float(config["width"]), 4), int(config["depth"])),
+                     sparsity=sparsity, clusters=int(config.get("clusters", 0)),
+                     quantize=config.get("quantize", "none"), fine_tune_epochs=int(config.get("fine_tune_epochs", 1)),
+                     exclude=tuple(search.compression.exclude))
+
+
+def seed_points(search) -> list[dict]:
+    """A first candidate with a small file: the smallest scale, pruned hard if the space prunes, quantized.
+
+    The search then starts from a point near the small end of the frontier
+    instead of waiting for the sampler to find it.
+    """
+    compression = search.compression
+    widths, depths = _values(search.widths), _values(search.depths)
+    point = {"family": search.family_choices[0],
+             "width": min(widths) if widths else search.widths.min,
+             "depth": min(depths) if depths else search.depths.min,
+             "prune": "ratio" if compression.sparsity else "none",
+             "clusters": compression.clusters[0],
+             "quantize": next((q for q in ("int8", "dynamic_range", "float16") if q in compression.quantize),
+                              compression.quantize[0]),
+             "fine_tune_epochs": max(compression.fine_tune_epochs)}
+    if compression.sparsity:
+        point["sparsity"] = round(min(max(0.8, compression.sparsity.min), compression.sparsity.max), 2)
+    return [point]
