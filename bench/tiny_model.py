@@ -37,7 +37,7 @@ from cluster.compression import pipeline as compression
 from cluster.data.decode import decode_column
 from cluster.evaluation.compute import gzip_size_bytes
 from cluster.evaluation.tflite import TFLiteModel, write_bytes
-from cluster.models import ModelShape, build_model
+from cluster.models import ModelShape, build_model, save_keras_model
 
 DEFAULT_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "datasets",
                             "fashion_mnist")
@@ -245,7 +245,7 @@ def main(argv=None) -> dict:
     if float_model is None and args.float_model:
         started = time.perf_counter()
         float_model = train_float(recipe, data)
-        float_model.save(args.float_model)
+        save_keras_model(float_model, args.float_model)
         print(f"trained in {time.perf_counter() - started:.0f} s, saved to {args.float_model}", flush=True)
     result = run(recipe, data, float_model=float_model, save_tflite=args.save_tflite)
     print(json.dumps(result, indent=1, default=str))

@@ -151,6 +151,19 @@ class ModelFileError(ValueError):
     """A model file that cannot be loaded safely; the message names the file."""
 
 
+def save_keras_model(model: keras.Model, path: str | os.PathLike) -> str:
+    """Save in Keras's zip format whatever thread this runs in.
+
+    tf-keras keeps "save .keras as zip" in a thread-local flag that its own
+    save and load reset to False in any thread but the one that imported it
+    (Tune runs trials in threads), after which `model.save("x.keras")` writes
+    HDF5. Naming the format explicitly avoids that.
+    """
+    path = os.fspath(path)
+    model.save(path, save_format="keras_v3")
+    return path
+
+
 def load_keras_model(path: str | os.PathLike) -> keras.Model:
     """A saved model in Keras's zip format (`.keras`), loaded in safe mode, uncompiled.
 
@@ -162,7 +175,7 @@ def load_keras_model(path: str | os.PathLike) -> keras.Model:
         raise ModelFileError(f"{path}: no such model file")
     if not zipfile.is_zipfile(path):
         raise ModelFileError(f"{path}: not a Keras zip model (.keras); HDF5 and SavedModel files can run code "
-                             "when loaded, so they are refused: re-save the model with model.save('model.keras')")
+                             "when loaded, so they are refused: re-save the model in the .keras format")
     try:
         return keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as error:  # the loader raises many types for a bad file

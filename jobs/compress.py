@@ -32,7 +32,7 @@ from cluster.data.pipeline import load_arrays, prepare, representative_images
 from cluster.evaluation.measure import measure
 from cluster.evaluation.report import markdown_table
 from cluster.evaluation.tflite import export_tflite
-from cluster.models import ModelFileError, load_keras_model
+from cluster.models import ModelFileError, load_keras_model, save_keras_model
 from cluster.spec import CompressJob
 from cluster.storage import RunStorage, fetch_local
 from cluster.training.resources import Capacity, check_training_fits
@@ -116,7 +116,7 @@ def run_compress(spec: CompressJob) -> dict:
             row["artifact"] = storage.upload(tflite_path, f"variants/{variant.name}/model.tflite")
             keras_path = scratch / f"{variant.name}.keras"
             if not has_qat(variant.pipeline):
-                model.save(keras_path)
+                save_keras_model(model, keras_path)
                 row["keras_model"] = storage.upload(keras_path, f"variants/{variant.name}/model.keras")
             storage.write_text(record, json.dumps(row, indent=1))
             rows.append(row)

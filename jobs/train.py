@@ -25,7 +25,7 @@ from cluster.data.pipeline import load_arrays, prepare
 from cluster.evaluation.efficiency import resource_summary
 from cluster.evaluation.report import measure_artifact
 from cluster.evaluation.latency import measure_latency_in_subprocess
-from cluster.models import ModelShape, build_model
+from cluster.models import ModelShape, build_model, save_keras_model
 from cluster.spec import TrainJob
 from cluster.storage import RunStorage
 from cluster.training import checkpoints
@@ -61,7 +61,7 @@ def export_and_measure(spec: TrainJob, model, history: list[dict], checkpoint_di
     evaluation = spec.evaluation
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        model.save(scratch / "model.keras")
+        save_keras_model(model, scratch / "model.keras")
         tflite_path = export_tflite(model, scratch / "model.tflite")
         record = measure_artifact(tflite_path, images, labels, name="tflite-float", keras_model=model,
                                   num_threads=evaluation.num_threads, batch_sizes=tuple(evaluation.batch_sizes),

@@ -105,3 +105,25 @@ def test_compressed_dscnn_tflite_agrees_with_keras(steps):
     keras_accuracy = np.mean(keras_predictions == test_labels)
     assert abs(np.mean(tflite_predicted == test_labels) - keras_accuracy) <= 0.03
     assert np.mean(tflite_predicted == keras_predictions) >= 0.95
+
+
+def test_models_save_as_zip_in_any_thread_and_only_zip_models_load(tmp_path):
+    import threading
+    import zipfile
+
+    from cluster.models import ModelFileError, load_keras_model, save_keras_model
+
+    model = models.build_model("cnn", models.ModelShape((28, 28, 1), 10), width=0.25)
+    saved = []
+
+    def in_a_thread():  # as Tune runs a trial: tf-keras's own flag writes HDF5 from the second save on
+        for name in ("a.keras", "b.keras"):
+            saved.append(save_keras_model(model, tmp_path / name))
+            load_keras_model(saved[-1])
+    thread = threading.Thread(target=in_a_thread)
+    thread.start()
+    thread.join()
+    assert len(saved) == 2 and all(zipfile.is_zipfile(path) for path in saved)
+    model.save(tmp_path / "legacy.keras", save_format="h5")  # HDF5 under a .keras name
+    with pytest.raises(ModelFileError, match="legacy.keras: not a Keras zip model"):
+        load_keras_model(tmp_path / "legacy.keras")

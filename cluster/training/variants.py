@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cluster.compression.pipeline import convert
 from cluster.compression.steps import StepBase
-from cluster.models import load_keras_model
+from cluster.models import load_keras_model, save_keras_model
 from cluster.training import checkpoints
 from cluster.training.loop import finetune_loop_per_worker
 from cluster.training.trainer import run_training, steps_per_epoch
@@ -53,7 +53,7 @@ def build_variant(job, fine_tune, name: str, steps: list[StepBase], baseline_pat
         if index < len(steps) - 1:
             # The next step's Ray Train workers load the model from a file.
             model_path = str(scratch / f"{name}-step{index + 1}.keras")
-            model.save(model_path)
+            save_keras_model(model, model_path)
     tflite_path = scratch / f"{name}.tflite"
     tflite_path.write_bytes(convert(steps, model, representative))
     return model, tflite_path, histories

@@ -33,7 +33,7 @@ from cluster.data.pipeline import PreparedData, load_arrays, prepare, representa
 from cluster.evaluation.compute import compute_profile, gzip_size_bytes
 from cluster.evaluation.measure import measure
 from cluster.evaluation.tflite import TFLiteModel, export_tflite
-from cluster.models import ModelShape, build_model, load_keras_model
+from cluster.models import ModelShape, build_model, load_keras_model, save_keras_model
 from cluster.reporting import html_page, markdown
 from cluster.runs import claim_run_folder, log
 from cluster.spec import ModelSpec, SweepJob, TrainJob, run_dir
@@ -103,7 +103,7 @@ def export_scale(spec: SweepJob, storage: RunStorage, scale: Scale, checkpoint: 
     job = scale_train_job(spec, scale)
     with checkpoint.as_directory() as directory, tempfile.TemporaryDirectory() as scratch:
         model, meta = restored_model(job.model, job.data, directory)
-        model.save(Path(scratch) / "model.keras")
+        save_keras_model(model, Path(scratch) / "model.keras")
         storage.upload(Path(scratch) / "model.keras", SCALE_MODEL.format(scale=scale.name))
     # Written last: a scale whose history exists is trained and exported.
     storage.write_text(SCALE_HISTORY.format(scale=scale.name), json.dumps(meta["history"]))
@@ -136,7 +136,7 @@ def variant_trial(config: dict, spec_dump: dict, prepared: PreparedData, storage
             Path(scratch), run_root="trials", callbacks_factory=lambda: [TuneReportCallback()])
         storage.upload(tflite_path, VARIANT_TFLITE.format(variant=variant.name))
         if not has_qat(variant.pipeline):
-            model.save(Path(scratch) / "final.keras")
+            save_keras_model(model, Path(scratch) / "final.keras")
             storage.upload(Path(scratch) / "final.keras", VARIANT_MODEL.format(variant=variant.name))
     storage.write_text(VARIANT_HISTORY.format(variant=variant.name), json.dumps(histories))
     tune.report({"done": 1})
@@ -182,7 +182,7 @@ def candidate_trial(config: dict, spec_dump: dict, prepared: PreparedData, stora
             model, tflite_path, histories = build_variant(spec, fine_tune, variant.name, list(variant.pipeline),
                                                           baseline, prepared, representative, storage, scratch,
                                                           run_root="trials")
-            model.save(scratch / "final.keras")
+            save_keras_model(model, scratch / "final.keras")
             storage.upload(scratch / "final.keras", VARIANT_MODEL.format(variant=variant.name))
             storage.write_text(VARIANT_HISTORY.format(variant=variant.name), json.dumps(histories))
         images, labels = validation_arrays(prepared, spec.data)
