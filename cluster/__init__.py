@@ -1,8 +1,8 @@
 """sweetspot: find the sweet spot between a TensorFlow model's scale and its efficiency.
 
-The library behind the jobs in `jobs/`. Import `cluster.tf_env` (or any module
-that touches TensorFlow) only after `TF_USE_LEGACY_KERAS=1` is set: the model
-optimization toolkit and MultiWorkerMirroredStrategy training need Keras 2.
+The library behind the jobs in `jobs/`. Importing it (any `cluster.*` module)
+sets `TF_USE_LEGACY_KERAS=1` before TensorFlow loads: the model optimization
+toolkit and MultiWorkerMirroredStrategy training need Keras 2.
 """
 
 import os

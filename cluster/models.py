@@ -75,6 +75,32 @@ def build_mlp(shape: ModelShape, width: float = 1.0, depth: int = 2, dropout: fl
     return keras.Model(inputs, outputs, name=name)
 
 
+def build_bncnn(shape: ModelShape, width: float = 1.0, depth: int = 3, dropout: float = 0.0,
+                name: str = "bncnn") -> keras.Model:
+    """Conv blocks (3x3 conv + BatchNorm + ReLU + 2x2 max-pool) and a linear head: the efficient CNN.
+
+    Filters double once (32, 64, 64, ... at width 1): past the second block
+    the feature map is small, so more filters cost weights without paying in
+    accuracy. No hidden dense layer: the flattened features feed the logits,
+    which keeps the head (most of a small CNN's weights) small.
+    """
+    inputs = keras.Input(shape=shape.image_shape, name="image")
+    x = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+    height = min(shape.image_shape[:2])
+    for block in range(depth):
+        filters = scaled(CNN_BASE_FILTERS * 2 ** min(block, 1), width)
+        x = _conv_bn_relu(x, keras.layers.Conv2D(filters, 3, padding="same", use_bias=False,
+                                                 name=f"conv{block + 1}"), f"conv{block + 1}")
+        if height >= 4:
+            x = keras.layers.MaxPooling2D(2, name=f"pool{block + 1}")(x)
+            height //= 2
+    x = keras.layers.Flatten(name="flatten")(x)
+    if dropout:
+        x = keras.layers.Dropout(dropout, name="dropout")(x)
+    outputs = keras.layers.Dense(shape.num_classes, name="logits")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
 def _conv_bn_relu(x, layer: keras.layers.Layer, name: str):
     """`layer` (bias-free), then BatchNorm and ReLU: the pattern the converter and QAT fold into one op.
 
@@ -136,7 +162,7 @@ def compile_classifier(model: keras.Model, optimizer, num_classes: int, label_sm
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
 
 
-FAMILIES = {"cnn": build_cnn, "mlp": build_mlp, "dscnn": build_dscnn}
+FAMILIES = {"cnn": build_cnn, "bncnn": build_bncnn, "mlp": build_mlp, "dscnn": build_dscnn}
 
 
 def build_model(family: str, shape: ModelShape, width: float = 1.0, depth: int = 2,

@@ -61,6 +61,13 @@ def sweetspot(*args, env: dict | None = None, timeout: float = 120) -> subproces
                           timeout=timeout, cwd=ROOT)
 
 
+def pytest_collection_modifyitems(items):
+    """Mark every test that needs the cluster, so `pytest -m "not cluster"` is the fast lane."""
+    for item in items:
+        if "ray_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.cluster)
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
     """A real local cluster started the way a user starts it (`ray start --head`), shared by the session.

@@ -11,7 +11,7 @@ from cluster.compression import clustering, quantization
 from cluster.compression.errors import CompressionError
 from cluster.compression.steps import ClusterStep, QATStep
 
-from tests.compression_helpers import SHAPE, random_data, tiny_cnn  # noqa: F401
+from tests.compression_helpers import SHAPE, random_data, tiny_cnn, unique_values_per_layer  # noqa: F401
 
 
 def fine_tune(prepared, epochs=1):
@@ -31,7 +31,7 @@ def test_clustered_layers_keep_at_most_k_values(init):
     assert wrapped == ["cluster_conv1", "cluster_conv2", "cluster_dense1"]
     fine_tune(prepared)
     stripped = clustering.strip(prepared.model)
-    counts = clustering.unique_values_per_layer(stripped)
+    counts = unique_values_per_layer(stripped)
     for name in ("conv1", "conv2", "dense1"):
         assert counts[name] <= 8, (name, counts)
     # Excluded layer keeps its many distinct float values; Rescaling passes through.
@@ -46,7 +46,7 @@ def test_cluster_preserving_qat_keeps_the_clusters_in_the_int8_model():
     prepared = clustering.prepare_clustering(tiny_cnn(), ClusterStep(number_of_clusters=4))
     fine_tune(prepared)
     stripped = clustering.strip(prepared.model)
-    assert clustering.unique_values_per_layer(stripped)["dense1"] <= 4
+    assert unique_values_per_layer(stripped)["dense1"] <= 4
 
     qat = quantization.prepare_qat(stripped, QATStep(preserve="clusters"))
     fine_tune(qat)
@@ -61,7 +61,7 @@ def test_cluster_preserving_qat_keeps_the_clusters_in_the_int8_model():
 def test_unique_values_needs_a_stripped_model():
     prepared = clustering.prepare_clustering(tiny_cnn(), ClusterStep(number_of_clusters=4))
     with pytest.raises(CompressionError, match="strip"):
-        clustering.unique_values_per_layer(prepared.model)
+        unique_values_per_layer(prepared.model)
 
 
 @pytest.mark.timeout(30)

@@ -48,7 +48,7 @@ def test_dense_on_sequence_counts_every_position():
     inputs = keras.Input((5, 6))
     model = keras.Model(inputs, keras.layers.Dense(4)(inputs))
     # Applied at each of the 5 positions: 5 * 6*4 = 120.
-    assert compute.count_flops(model) == 5 * 6 * 4 == 120
+    assert compute.compute_profile(model).flops == 5 * 6 * 4 == 120
 
 
 @pytest.mark.timeout(60)

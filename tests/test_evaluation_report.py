@@ -7,7 +7,6 @@ import pytest
 
 import cluster  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 
-from cluster.evaluation import compute
 from cluster.evaluation.report import EvaluationRecord, markdown_table, measure_artifact
 from cluster.evaluation.tflite import export_tflite
 from cluster.models import ModelShape, build_model
@@ -34,7 +33,8 @@ def test_measure_artifact_fills_every_field(tmp_path):
     assert data["name"] == "cnn" and data["extra"] == {"width": 0.25}
     assert data["accuracy"] == 1.0 and data["num_test_samples"] == 64
     assert data["params"] == model.count_params()
-    assert data["flops"] == compute.count_flops(model)
+    # MACs by hand: conv 3x3 (1->8) on 12x12, pool, conv 3x3 (8->16) on 6x6, pool, dense 144->32, 32->4.
+    assert data["flops"] == 12 * 12 * 8 * 9 + 6 * 6 * 16 * 9 * 8 + 144 * 32 + 32 * 4 == 56_576
     assert data["size_bytes"] == path.stat().st_size > data["size_bytes_gzip"]
     assert data["latency_ms_p50"] <= data["latency_ms_p95"] <= data["latency_ms_p99"]
     assert set(data["throughput_sps"]) == {"8", "32"} and data["batch_sizes"] == [8, 32]

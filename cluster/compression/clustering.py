@@ -6,16 +6,13 @@ Applied layer by layer like pruning; layers without clusterable weights
 
 from __future__ import annotations
 
-import numpy as np
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 from tensorflow_model_optimization.python.core.clustering.keras import clustering_registry
 
-from cluster.compression.layers import (check_exclusions, check_functional, select_layers,
-                                        unwrap, wrap_layers)
+from cluster.compression.layers import check_exclusions, check_functional, select_layers, wrap_layers
 from cluster.compression.prepared import Prepared
 from cluster.compression.steps import ClusterStep
-from cluster.compression.pruning import layer_kernels
 
 TECHNIQUE = "cluster"
 CentroidInit = tfmot.clustering.keras.CentroidInitialization
@@ -69,13 +66,3 @@ def prepare_clustering(model: keras.Model, step: ClusterStep) -> Prepared:
 def strip(model: keras.Model) -> keras.Model:
     """The model without clustering wrappers; kernels hold the shared (centroid) values."""
     return tfmot.clustering.keras.strip_clustering(model)
-
-
-def unique_values_per_layer(model: keras.Model) -> dict[str, int]:
-    """Distinct values in each layer's kernel(s), by inner layer name."""
-    counts = {}
-    for layer in model.layers:
-        kernels = layer_kernels(layer)
-        if kernels:
-            counts[unwrap(layer).name] = int(np.unique(np.concatenate([k.ravel() for k in kernels])).size)
-    return counts

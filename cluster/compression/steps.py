@@ -36,7 +36,7 @@ MASK_UPDATES = 20
 
 IOType = Literal["int8", "uint8", "float32"]
 # The model families `cluster.models` builds (kept here so specs validate without TensorFlow).
-Family = Literal["cnn", "dscnn", "mlp"]
+Family = Literal["cnn", "bncnn", "dscnn", "mlp"]
 LayerNames = tuple[str, ...]
 
 

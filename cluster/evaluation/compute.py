@@ -88,21 +88,6 @@ def count_params(model: keras.Model) -> int:
     return compute_profile(model).params
 
 
-def count_nonzero_params(model: keras.Model) -> int:
-    """Number of weights that are not exactly zero (what pruning removes)."""
-    return compute_profile(model).params_nonzero
-
-
-def count_flops(model: keras.Model) -> int:
-    """Dense multiply-accumulates per sample."""
-    return compute_profile(model).flops
-
-
-def count_sparse_flops(model: keras.Model) -> int:
-    """Multiply-accumulates per sample of the non-zero kernel weights only."""
-    return compute_profile(model).flops_sparse
-
-
 def compute_profile(model: keras.Model) -> ComputeProfile:
     """Parameters and MACs of every plain layer of `model`, summed.
 

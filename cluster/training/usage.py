@@ -39,8 +39,7 @@ class WorkerUsage:
             entry["peak_rss_bytes"] = max(entry["peak_rss_bytes"], usage["peak_rss_bytes"])
             entry["processes"] += 1
         return {"workers": {str(rank): ranks[rank] for rank in sorted(ranks)},
-                "worker_cpu_seconds": sum(r["cpu_seconds"] for r in ranks.values()),
-                "peak_rss_bytes_max": max((r["peak_rss_bytes"] for r in ranks.values()), default=0)}
+                "worker_cpu_seconds": sum(r["cpu_seconds"] for r in ranks.values())}
 
 
 def record(usage_log, rank: int) -> dict:
