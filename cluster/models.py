@@ -38,20 +38,26 @@ def scaled(base: int, width: float) -> int:
     return max(1, int(round(base * width)))
 
 
-def build_cnn(shape: ModelShape, width: float = 1.0, depth: int = 2, dropout: float = 0.25,
-              name: str = "cnn") -> keras.Model:
-    """Conv blocks (conv 3x3 + ReLU + 2x2 max-pool), filters doubling per block, then a dense head."""
-    inputs = keras.Input(shape=shape.image_shape, name="image")
-    x = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+def _pooled_conv_stack(x, shape: ModelShape, depth: int, conv):
+    """`depth` blocks of `conv(x, block)`, each followed by a 2x2 max-pool while the map can halve; flattened."""
     height = min(shape.image_shape[:2])
     for block in range(depth):
-        filters = scaled(CNN_BASE_FILTERS * 2**block, width)
-        x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"conv{block + 1}")(x)
-        # Pool while the feature map is still large enough to halve.
+        x = conv(x, block)
         if height >= 4:
             x = keras.layers.MaxPooling2D(2, name=f"pool{block + 1}")(x)
             height //= 2
-    x = keras.layers.Flatten(name="flatten")(x)
+    return keras.layers.Flatten(name="flatten")(x)
+
+
+def build_cnn(shape: ModelShape, width: float = 1.0, depth: int = 2, dropout: float = 0.25,
+              name: str = "cnn") -> keras.Model:
+    """Conv blocks (conv 3x3 + ReLU + 2x2 max-pool), filters doubling per block, then a dense head."""
+    def conv(x, block):
+        return keras.layers.Conv2D(scaled(CNN_BASE_FILTERS * 2**block, width), 3, padding="same",
+                                   activation="relu", name=f"conv{block + 1}")(x)
+
+    inputs = keras.Input(shape=shape.image_shape, name="image")
+    x = _pooled_conv_stack(keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs), shape, depth, conv)
     if dropout:
         x = keras.layers.Dropout(dropout, name="dropout1")(x)
     x = keras.layers.Dense(scaled(CNN_DENSE_UNITS, width), activation="relu", name="dense1")(x)
@@ -84,17 +90,13 @@ def build_bncnn(shape: ModelShape, width: float = 1.0, depth: int = 3, dropout: 
     accuracy. No hidden dense layer: the flattened features feed the logits,
     which keeps the head (most of a small CNN's weights) small.
     """
-    inputs = keras.Input(shape=shape.image_shape, name="image")
-    x = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
-    height = min(shape.image_shape[:2])
-    for block in range(depth):
+    def conv(x, block):
         filters = scaled(CNN_BASE_FILTERS * 2 ** min(block, 1), width)
-        x = _conv_bn_relu(x, keras.layers.Conv2D(filters, 3, padding="same", use_bias=False,
-                                                 name=f"conv{block + 1}"), f"conv{block + 1}")
-        if height >= 4:
-            x = keras.layers.MaxPooling2D(2, name=f"pool{block + 1}")(x)
-            height //= 2
-    x = keras.layers.Flatten(name="flatten")(x)
+        return _conv_bn_relu(x, keras.layers.Conv2D(filters, 3, padding="same", use_bias=False,
+                                                    name=f"conv{block + 1}"), f"conv{block + 1}")
+
+    inputs = keras.Input(shape=shape.image_shape, name="image")
+    x = _pooled_conv_stack(keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs), shape, depth, conv)
     if dropout:
         x = keras.layers.Dropout(dropout, name="dropout")(x)
     outputs = keras.layers.Dense(shape.num_classes, name="logits")(x)
