@@ -49,6 +49,15 @@ def _folder_name(value: Any) -> Any:
 FolderName = Annotated[str, Field(pattern=NAME_PATTERN), BeforeValidator(_folder_name)]
 
 
+def ordered(low: str, high: str):
+    """A model validator: field `low` must not exceed field `high`."""
+    def check(self):
+        if getattr(self, low) > getattr(self, high):
+            raise ValueError(f"{low} ({getattr(self, low)}) must not exceed {high} ({getattr(self, high)})")
+        return self
+    return model_validator(mode="after")(check)
+
+
 class Strict(BaseModel):
     """Base for every section: unknown keys are mistakes, not silently ignored."""
 
@@ -118,11 +127,7 @@ class Contrast(Augmentation):
     lower: float = Field(default=0.8, gt=0.0)
     upper: float = Field(default=1.2, gt=0.0)
 
-    @model_validator(mode="after")
-    def _ordered(self) -> "Contrast":
-        if self.lower > self.upper:
-            raise ValueError(f"lower ({self.lower}) must not exceed upper ({self.upper})")
-        return self
+    _ordered = ordered("lower", "upper")
 
 
 AUGMENT_OPS = ("flip_left_right", "flip_up_down", "random_translate", "random_crop", "brightness", "contrast")
@@ -331,22 +336,14 @@ class FloatRange(Strict):
     max: float = Field(gt=0.0, le=16.0)
     step: float | None = Field(default=None, gt=0.0)
 
-    @model_validator(mode="after")
-    def _ordered(self) -> "FloatRange":
-        if self.min > self.max:
-            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
-        return self
+    _ordered = ordered("min", "max")
 
 
 class IntRange(Strict):
     min: int = Field(ge=1, le=16)
     max: int = Field(ge=1, le=16)
 
-    @model_validator(mode="after")
-    def _ordered(self) -> "IntRange":
-        if self.min > self.max:
-            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
-        return self
+    _ordered = ordered("min", "max")
 
 
 UNION_TAGS = ("list", "range")
@@ -370,11 +367,7 @@ class SparsityRange(Strict):
     min: float = Field(default=0.5, ge=0.0, lt=1.0)
     max: float = Field(default=0.95, ge=0.0, lt=1.0)
 
-    @model_validator(mode="after")
-    def _ordered(self) -> "SparsityRange":
-        if self.min > self.max:
-            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
-        return self
+    _ordered = ordered("min", "max")
 
 
 class CompressionSpace(Strict):

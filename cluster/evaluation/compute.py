@@ -202,22 +202,22 @@ def _nonzero(arrays) -> int:
     return int(sum(np.count_nonzero(a) for a in arrays))
 
 
-def _output_shape(layer) -> tuple:
+def _layer_shape(layer, side: str) -> tuple:
+    """The layer's "input" or "output" shape; the model must have been built on an input."""
     try:
-        shape = layer.output_shape
+        shape = getattr(layer, f"{side}_shape")
     except (AttributeError, RuntimeError) as exc:
         raise ValueError(
-            f"layer {layer.name!r} has no known output shape; build the model on an input first") from exc
+            f"layer {layer.name!r} has no known {side} shape; build the model on an input first") from exc
     return _single_shape(layer, shape)
+
+
+def _output_shape(layer) -> tuple:
+    return _layer_shape(layer, "output")
 
 
 def _input_shape(layer) -> tuple:
-    try:
-        shape = layer.input_shape
-    except (AttributeError, RuntimeError) as exc:
-        raise ValueError(
-            f"layer {layer.name!r} has no known input shape; build the model on an input first") from exc
-    return _single_shape(layer, shape)
+    return _layer_shape(layer, "input")
 
 
 def _single_shape(layer, shape) -> tuple:
