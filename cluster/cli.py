@@ -125,18 +125,48 @@ def table(rows: list[list[str]], header: list[str] | None = None) -> str:
     return "\n".join(lines)
 
 
-def summary_table(summary: dict) -> str:
-    """A train job: one row per figure. A job with `variants`: one row per variant."""
+# The default columns of a job with variants: (header, how to read the row).
+VARIANT_COLUMNS = (
+    ("variant", lambda row, _: row["name"]),
+    ("technique", lambda row, _: row.get("technique") or "-"),
+    ("accuracy", lambda row, _: _fixed(row.get("accuracy"), "{:.4f}")),
+    ("Δpt", lambda row, _: _fixed(row.get("accuracy_drop_pt"), "{:+.2f}")),
+    ("gzip KB", lambda row, _: _fixed(row.get("size_bytes_gzip"), "{:.1f}", 1e-3)),
+    ("×", lambda row, _: _fixed(row.get("size_ratio"), "{:.1f}")),
+    ("p95 ms", lambda row, _: _fixed(row.get("latency_ms_p95"), "{:.3f}")),
+    ("", lambda row, summary: _flags(row["name"], summary)),
+)
+HEAD_FIELDS = ("kind", "name", "baseline", "sweet_spot", "closest")
+
+
+def _fixed(value, form: str, scale: float = 1.0) -> str:
+    return "-" if value is None else form.format(value * scale)
+
+
+def _flags(name: str, summary: dict) -> str:
+    pareto = summary.get("pareto") or {}
+    flags = [flag for flag, on in (("sweet spot", name == summary.get("sweet_spot")),
+                                   ("Pareto", name in pareto.get("size_bytes_gzip", ())),
+                                   ("baseline", name == summary.get("baseline"))) if on]
+    return ", ".join(flags)
+
+
+def summary_table(summary: dict, wide: bool = False) -> str:
+    """A train job: one row per figure. A job with `variants`: one row per variant, the main figures
+    (`wide`: every scalar the job recorded)."""
     variants = summary.get("variants")
-    if isinstance(variants, list) and variants and all(isinstance(v, dict) for v in variants):
-        head = _scalars({k: v for k, v in summary.items() if k != "variants"})
+    if not (isinstance(variants, list) and variants and all(isinstance(v, dict) for v in variants)):
+        return table([[key, _format(value)] for key, value in _scalars(summary).items()], ["figure", "value"])
+    head = _scalars({k: v for k, v in summary.items() if k != "variants"})
+    if wide:
         columns: list[str] = []
         for variant in variants:
             columns += [key for key in _scalars(variant) if key not in columns]
-        body = [[_format(variant.get(key)) for key in columns] for variant in variants]
         lines = [f"{key}: {_format(value)}" for key, value in head.items()]
-        return "\n".join(lines + ["", table(body, columns)])
-    return table([[key, _format(value)] for key, value in _scalars(summary).items()], ["figure", "value"])
+        return "\n".join(lines + ["", table([[_format(v.get(key)) for key in columns] for v in variants], columns)])
+    lines = [f"{key}: {_format(head[key])}" for key in HEAD_FIELDS if head.get(key) is not None]
+    body = [[read(variant, summary) for _, read in VARIANT_COLUMNS] for variant in variants]
+    return "\n".join(lines + ["", table(body, [header for header, _ in VARIANT_COLUMNS])])
 
 
 def read_summary(storage: str, name: str) -> tuple[str, dict]:
@@ -153,9 +183,12 @@ def read_summary(storage: str, name: str) -> tuple[str, dict]:
         raise ResultsError(f"cannot read {run.path('summary.json')}: {error}") from None
 
 
-def print_results(path: str, summary: dict) -> None:
+def print_results(path: str, summary: dict, wide: bool = False, as_json: bool = False) -> None:
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
     print(f"results: {path.rsplit('/', 1)[0]}")
-    print(summary_table(summary))
+    print(summary_table(summary, wide))
     if summary.get("kind") == "sweep":
         from cluster.reporting import verdict
 
@@ -304,7 +337,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_results(args) -> int:
-    print_results(*read_summary(args.storage, args.name))
+    print_results(*read_summary(args.storage, args.name), wide=args.wide, as_json=args.json)
     return 0
 
 
@@ -345,6 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     results = commands.add_parser("results", help="print a finished job's summary table and report path")
     results.add_argument("name")
     results.add_argument("--storage", default=DEFAULT_STORAGE, help=f"the storage root (default {DEFAULT_STORAGE})")
+    shown = results.add_mutually_exclusive_group()
+    shown.add_argument("--wide", action="store_true", help="every figure of every variant")
+    shown.add_argument("--json", action="store_true", help="the whole summary.json")
     return parser
 
 

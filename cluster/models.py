@@ -150,12 +150,15 @@ def build_dscnn(shape: ModelShape, width: float = 1.0, depth: int = 3, dropout: 
 def classification_loss(num_classes: int, label_smoothing: float):
     if not label_smoothing:
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    # Label smoothing needs one-hot targets; the data holds class ids.
-    loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=label_smoothing)
+    # Label smoothing needs one-hot targets; the data holds class ids. The inner loss returns
+    # per-example values: Keras reduces them over the global batch (a reducing loss object
+    # called inside another loss is refused under a distribution strategy).
+    loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=label_smoothing,
+                                                   reduction=keras.losses.Reduction.NONE)
 
-    def loss(labels, logits):
+    def smoothed_cross_entropy(labels, logits):
         return loss_fn(tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), num_classes), logits)
-    return loss
+    return smoothed_cross_entropy
 
 
 def compile_classifier(model: keras.Model, optimizer, num_classes: int, label_smoothing: float = 0.0) -> None:

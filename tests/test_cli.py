@@ -149,31 +149,6 @@ def test_results_of_a_name_without_a_summary_is_one_clear_line(tmp_path):
     assert "no results named 'never-ran'" in line and str(tmp_path / "never-ran" / "summary.json") in line
 
 
-# ---------------------------------------------------------------- results tables (no cluster)
-
-
-def test_results_of_a_job_with_variants_is_one_row_per_variant(tmp_path):
-    run = tmp_path / "sweep"
-    run.mkdir()
-    (run / "summary.json").write_text(json.dumps({
-        "kind": "compress", "name": "sweep", "sweet_spot": "int8",
-        "variants": [{"name": "float", "accuracy": 0.9012, "size_bytes": 120000, "latency_ms": 1.5},
-                     {"name": "int8", "accuracy": 0.8987, "size_bytes": 31000, "latency_ms": 0.7,
-                      "config": {"bits": 8}}],
-        "artifacts": {"report": str(run / "report.html")},
-    }))
-    done = sweetspot("results", "sweep", "--storage", tmp_path)
-    assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
-    assert lines[0] == f"results: {run}"
-    assert "sweet_spot: int8" in lines
-    header = next(i for i, line in enumerate(lines) if line.split()[:1] == ["name"])
-    assert lines[header].split() == ["name", "accuracy", "size_bytes", "latency_ms"]
-    assert lines[header + 2].split() == ["float", "0.9012", "120000", "1.5"]
-    assert lines[header + 3].split() == ["int8", "0.8987", "31000", "0.7"]
-    assert lines[-1] == f"report: {run / 'report.html'}"
-
-
 # ---------------------------------------------------------------- what submit sends (no cluster)
 
 

@@ -127,3 +127,21 @@ def test_models_save_as_zip_in_any_thread_and_only_zip_models_load(tmp_path):
     model.save(tmp_path / "legacy.keras", save_format="h5")  # HDF5 under a .keras name
     with pytest.raises(ModelFileError, match="legacy.keras: not a Keras zip model"):
         load_keras_model(tmp_path / "legacy.keras")
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_classifier_trains_under_a_distribution_strategy(label_smoothing):
+    import tensorflow as tf
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    rng = np.random.default_rng(0)
+    images, labels = rng.uniform(0, 255, (64, 12, 12, 1)).astype("float32"), rng.integers(0, 4, 64)
+    with strategy.scope():
+        model = models.build_model("bncnn", models.ModelShape((12, 12, 1), 4), width=0.25, depth=2)
+        models.compile_classifier(model, "adam", 4, label_smoothing)
+    history = model.fit(images, labels, batch_size=32, epochs=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    if label_smoothing:
+        # With targets smoothed by 0.1 over 4 classes, the loss of any prediction is at least their entropy.
+        smoothed = np.array([0.925, 0.025, 0.025, 0.025])
+        assert min(history.history["loss"]) >= -(smoothed * np.log(smoothed)).sum() - 1e-3

@@ -54,3 +54,22 @@ def test_quickstart_frontier_dominates_the_toolkit_recipe(quickstart, recipe):
 def test_quickstart_prints_the_sweet_spot(quickstart):
     summary, done = quickstart
     assert summary["sweet_spot"] and summary["sweet_spot"] in done.stdout
+
+
+def test_results_table_of_the_quickstart_is_narrow_and_names_the_sweet_spot(quickstart):
+    summary, done = quickstart
+    storage = done.args[done.args.index("--output") + 1]
+    table = sweetspot("results", "quickstart", "--storage", storage)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 100, table.stdout
+    header = next(i for i, line in enumerate(lines) if line.startswith("variant"))
+    assert lines[header].split()[:3] == ["variant", "technique", "accuracy"]
+    rows = {line.split()[0]: line for line in lines[header + 2:header + 2 + len(summary["variants"])]}
+    assert set(rows) == {v["name"] for v in summary["variants"]}
+    assert "sweet spot" in rows[summary["sweet_spot"]]
+    best = next(v for v in summary["variants"] if v["name"] == summary["sweet_spot"])
+    assert f"{best['accuracy']:.4f}" in rows[summary["sweet_spot"]]
+    wide = sweetspot("results", "quickstart", "--storage", storage, "--wide")
+    assert "size_bytes_gzip" in wide.stdout
+    assert json.loads(sweetspot("results", "quickstart", "--storage", storage, "--json").stdout) == summary

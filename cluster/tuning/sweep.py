@@ -78,6 +78,7 @@ def scale_trial(config: dict, spec_dump: dict, prepared: PreparedData, storage_u
     if fail_trial == config["name"]:
         raise RuntimeError(f"injected failure in trial {fail_trial} (SWEETSPOT_FAIL_TRIAL)")
     spec, scale = SweepJob.model_validate(spec_dump), Scale(**config["scale"])
+    log(f"training {scale.name} ({spec.train.epochs} epochs)")
     job = scale_train_job(spec, scale)
     run_training(train_loop_per_worker, {"spec": job.model_dump(mode="json")}, job, prepared, spec.train.seed,
                  storage_path=RunStorage(storage_uri).path("trials"), run_name=scale.name,
@@ -126,6 +127,7 @@ def variant_trial(config: dict, spec_dump: dict, prepared: PreparedData, storage
         # finished (the history is written last): report it done instead of building it again.
         tune.report({"done": 1})
         return
+    log(f"building {variant.name} from {variant.scale.name}")
     baseline = fetch_local(storage.path(SCALE_MODEL.format(scale=variant.scale.name)))
     if baseline is None:
         raise RuntimeError(f"the baseline of scale {variant.scale.name} is missing (its trial failed or stopped)")
@@ -164,8 +166,11 @@ def candidate_trial(config: dict, spec_dump: dict, prepared: PreparedData, stora
                                          spec.search.dropout)).params
     bound = candidate.size_lower_bound(params)
     if spec.constraints.max_size_kb is not None and bound > spec.constraints.max_size_kb * 1000:
+        log(f"{variant.name}: skipped, its file cannot be under {spec.constraints.max_size_kb:g} KB "
+            f"(at least {bound / 1000:.1f} KB)")
         tune.report({"val_accuracy": 0.0, "size_bytes_gzip": float(bound), "skipped": 1, "name": variant.name})
         return
+    log(f"candidate {variant.name}")
     if not storage.exists(SCALE_HISTORY.format(scale=variant.scale.name)):
         job = scale_train_job(spec, variant.scale)
         result, _ = run_training(train_loop_per_worker, {"spec": job.model_dump(mode="json")}, job, prepared,
@@ -190,6 +195,7 @@ def candidate_trial(config: dict, spec_dump: dict, prepared: PreparedData, stora
                  "size_bytes_gzip": float(gzip_size_bytes(tflite_path)), "skipped": 0, "name": variant.name}
         storage.upload(tflite_path, VARIANT_TFLITE.format(variant=variant.name))
     storage.write_text(score_path, json.dumps(score))
+    log(f"{variant.name}: validation accuracy {score['val_accuracy']:.4f}, {score['size_bytes_gzip'] / 1000:.1f} KB")
     tune.report(score)
 
 
@@ -210,7 +216,8 @@ def run_tune(trainable, spec: SweepJob, prepared, storage: RunStorage, experimen
     else:
         tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config,
                            run_config=tune.RunConfig(name=experiment, storage_path=storage.path("tune"),
-                                                     failure_config=tune.FailureConfig(max_failures=0)))
+                                                     failure_config=tune.FailureConfig(max_failures=0),
+                                                     verbose=0))
     try:
         return tuner.fit()
     except FileNotFoundError as error:
