@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install quickstart test up down bench
+.PHONY: install quickstart test test-fast up down bench
 
 install: $(VENV)/.installed
 
@@ -19,6 +19,10 @@ quickstart: install
 
 test: install
 	RAY_AUTH_MODE=token $(BIN)/python -m pytest
+
+# The tests that need no Ray cluster (spec, models, compression, evaluation, units): the fast lane.
+test-fast: install
+	$(BIN)/python -m pytest -m "not cluster"
 
 up: install
 	$(BIN)/sweetspot up

@@ -88,7 +88,7 @@ def submit_with_ray_cli(spec_path: str, overrides: list[str], output: str | None
     `ticket` (an Admission) adds the `--entrypoint-resources`/`--entrypoint-memory` it reserves.
     """
     command = [local.ray_executable(), "job", "submit", "--address", local.DASHBOARD_URL,
-               "--working-dir", str(PROJECT_ROOT)]
+               "--working-dir", str(PROJECT_ROOT), "--runtime-env-json", json.dumps({"env_vars": WORKER_ENV})]
     if ticket is not None and ticket.resources:
         command += ["--entrypoint-resources", json.dumps(ticket.resources), "--entrypoint-memory", str(ticket.memory)]
     if not wait:

@@ -36,7 +36,7 @@ from cluster.evaluation.tflite import TFLiteModel, export_tflite
 from cluster.models import ModelShape, build_model, load_keras_model, save_keras_model
 from cluster.reporting import html_page, markdown
 from cluster.runs import claim_run_folder, log
-from cluster.spec import ModelSpec, SweepJob, TrainJob, run_dir
+from cluster.spec import ModelSpec, SweepJob, TrainJob, TrainSpec, run_dir
 from cluster.storage import RunStorage, fetch_local
 from cluster.training.checkpoints import restored_model
 from cluster.training.loop import train_loop_per_worker
@@ -182,7 +182,7 @@ def candidate_trial(config: dict, spec_dump: dict, prepared: PreparedData, stora
         if variant.is_float:
             tflite_path = export_tflite(load_keras_model(baseline), scratch / "model.tflite")
         else:
-            fine_tune = spec.fine_tune.model_copy(update={"epochs": candidate.fine_tune_epochs})
+            fine_tune = TrainSpec.model_validate({**spec.fine_tune.model_dump(), "epochs": candidate.fine_tune_epochs})
             representative = representative_images(prepared, spec.data, spec.representative_samples)
             model, tflite_path, histories = build_variant(spec, fine_tune, variant.name, list(variant.pipeline),
                                                           baseline, prepared, representative, storage, scratch,
