@@ -595,15 +595,43 @@ def validate_document(document: Any, source: str = "<spec>") -> JobSpec:
         raise SpecError(f"{source}: invalid spec\n{format_validation_error(error)}") from None
 
 
+MAX_SPEC_BYTES = 1_000_000
+
+
+class SpecLoader(yaml.SafeLoader):
+    """Safe YAML (no Python objects) that also refuses what makes a spec mean something it does not show:
+    a key given twice (the last would silently win) and aliases (a few bytes can expand to gigabytes)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a spec",
+                                              self.peek_event().start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def read_document(path: str | Path) -> dict:
     path = Path(path)
     try:
-        text = path.read_text()
+        if path.stat().st_size > MAX_SPEC_BYTES:
+            raise SpecError(f"{path}: a spec is at most {MAX_SPEC_BYTES:,} bytes; this file has "
+                            f"{path.stat().st_size:,}")
+        text = path.read_bytes().decode("utf-8")
     except OSError as error:
         raise SpecError(f"{path}: cannot read the spec ({error.strerror or error})") from None
+    except UnicodeDecodeError as error:
+        raise SpecError(f"{path}: not UTF-8 text (byte {error.start}: {error.reason})") from None
     try:
-        # safe_load: a spec is data; it never constructs Python objects.
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=SpecLoader)
     except yaml.YAMLError as error:
         raise SpecError(f"{path}: not valid YAML: {error}") from None
 

@@ -1,6 +1,7 @@
 """The job spec: valid specs load, each kind of mistake names its field, overrides and --output work."""
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -227,3 +228,16 @@ def test_validating_a_spec_never_loads_tensorflow():
             "('tensorflow', 'tf_keras', 'tensorflow_model_optimization', 'ray')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+@pytest.mark.parametrize("text, expected", [
+    (b"version: 1\nkind: train\nkind: sweep\n", "key 'kind' is given twice"),
+    (b"a: &x [1, 2]\nb: *x\n", "aliases (*name) are not allowed"),
+    (b"name: caf\xe9\n", "not UTF-8 text (byte 9"),
+    (b"#" * 1_000_001, "a spec is at most 1,000,000 bytes"),
+])
+def test_spec_files_that_do_not_say_what_they_mean_are_refused(tmp_path, text, expected):
+    path = tmp_path / "spec.yaml"
+    path.write_bytes(text)
+    with pytest.raises(SpecError, match=re.escape(expected)):
+        load_spec(path)

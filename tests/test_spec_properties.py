@@ -181,8 +181,9 @@ def test_an_unknown_key_at_any_level_names_its_path(target, key):
 @FEW
 def test_an_unknown_key_in_an_augmentation_names_it(kind, key):
     document = copy.deepcopy(BASES[kind])
-    document["augment"][0]["flip_left_right"][key] = 1
-    assert_refused(document, f"augment.0.flip_left_right.{key}", "Extra inputs are not permitted")
+    (op, options), = document["augment"][0].items()
+    options[key] = 1
+    assert_refused(document, f"augment.0.{op}.{key}", "Extra inputs are not permitted")
 
 
 # ------------------------------------------------------------------ out of range
