@@ -15,7 +15,7 @@ import asyncio
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -31,7 +31,7 @@ class ClusterError(RuntimeError):
 
 @dataclass(frozen=True)
 class Token:
-    value: str
+    value: str = field(repr=False)  # a secret: never in a log line or a traceback's locals
     source: str  # where it came from, for messages: "RAY_AUTH_TOKEN", a file path
 
 

@@ -132,3 +132,9 @@ def test_up_keeps_the_token_file_readable_by_its_owner_only(ray_cluster):
     assert local.up() is False  # already running: nothing restarted
     mode = stat.S_IMODE(os.stat(local.TOKEN_FILE).st_mode)
     assert mode == 0o600, oct(mode)
+
+
+def test_a_token_never_shows_its_secret():
+    token = Token("s3cret-value", "$RAY_AUTH_TOKEN")
+    assert "s3cret-value" not in repr(token) and "s3cret-value" not in str(token)
+    assert "$RAY_AUTH_TOKEN" in repr(token)
