@@ -19,16 +19,15 @@ import traceback
 from pathlib import Path
 
 from bench import common
+from bench.render import render
 
-# Order matters: inference times the artifacts the compression benchmark made.
-BENCHMARKS = ("input_pipeline", "hardware", "compression", "inference", "sweep", "growth")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny data, 1 repetition, fewer epochs (a few minutes)")
-    parser.add_argument("--only", help=f"comma-separated subset of: {', '.join(BENCHMARKS)}")
+    parser.add_argument("--only", help=f"comma-separated subset of: {', '.join(common.BENCHMARKS)}")
     parser.add_argument("--render", action="store_true", help="only regenerate the doc from the JSON files")
     parser.add_argument("--results", type=Path, help="where the JSON files go "
                         "(default bench/results, or bench/results/quick with --quick)")
@@ -36,11 +35,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "with --quick, <results>/benchmarks.md)")
     parser.add_argument("--scratch", type=Path, help="job outputs and logs (default ~/sweetspot_bench/<mode>)")
     args = parser.parse_args(argv)
-    names = BENCHMARKS if not args.only else tuple(n.strip() for n in args.only.split(",") if n.strip())
-    unknown = [n for n in names if n not in BENCHMARKS]
+    names = common.BENCHMARKS if not args.only else tuple(n.strip() for n in args.only.split(",") if n.strip())
+    unknown = [n for n in names if n not in common.BENCHMARKS]
     if unknown:
-        parser.error(f"unknown benchmark(s) {unknown}; choose from {', '.join(BENCHMARKS)}")
-    args.names = [n for n in BENCHMARKS if n in names]
+        parser.error(f"unknown benchmark(s) {unknown}; choose from {', '.join(common.BENCHMARKS)}")
+    args.names = [n for n in common.BENCHMARKS if n in names]
     return args
 
 
@@ -82,8 +81,6 @@ def main(argv: list[str] | None = None) -> int:
             if not run_one(name, ctx):
                 failed.append(name)
         common.log(f"all benchmarks: {time.perf_counter() - started:.0f} s")
-    from bench.render import render
-
     render(results, doc, quick=args.quick)
     common.log(f"wrote {doc}")
     if failed:

@@ -261,9 +261,7 @@ SECTIONS = {"input_pipeline": input_pipeline, "hardware": hardware, "inference":
 
 
 def render(results_dir: Path, doc: Path, quick: bool = False) -> None:
-    from bench.__main__ import BENCHMARKS
-
-    results = {name: common.read_result(results_dir, name) for name in BENCHMARKS}
+    results = {name: common.read_result(results_dir, name) for name in common.BENCHMARKS}
     results = {k: v for k, v in results.items() if v}
     title = "# Benchmarks" + (" (QUICK smoke run: tiny data, 1 repetition; not the real figures)" if quick else "")
     out = [title, "",
@@ -275,12 +273,12 @@ def render(results_dir: Path, doc: Path, quick: bool = False) -> None:
     if not results:
         import importlib
 
-        modules = [importlib.import_module(f"bench.{name}") for name in BENCHMARKS]
+        modules = [importlib.import_module(f"bench.{name}") for name in common.BENCHMARKS]
         out += ["No results yet: run `python -m bench` (default settings, under 45 min on 2 cores), "
                 "`python -m bench --quick` (smoke run, results in `bench/results/quick/`) or "
                 "`python -m bench --only NAME[,NAME]`. The benchmarks:", ""]
         out += [f"- `bench/{name}.py`: {module.__doc__.strip().splitlines()[0]}" for name, module in
-                zip(BENCHMARKS, modules)]
+                zip(common.BENCHMARKS, modules)]
         doc.write_text("\n".join(out + [""]))
         return
     first = next(iter(results.values()))

@@ -6,13 +6,17 @@ Applied layer by layer like pruning; layers without clusterable weights
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 from tensorflow_model_optimization.python.core.clustering.keras import clustering_registry
 
 from cluster.compression.layers import check_exclusions, check_functional, select_layers, wrap_layers
 from cluster.compression.prepared import Prepared
-from cluster.compression.steps import ClusterStep
+
+if TYPE_CHECKING:  # the steps call into this module; it needs them only as types
+    from cluster.compression.steps import ClusterStep
 
 TECHNIQUE = "cluster"
 CentroidInit = tfmot.clustering.keras.CentroidInitialization

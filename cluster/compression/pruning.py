@@ -9,6 +9,7 @@ the number that was asked for.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
@@ -21,7 +22,9 @@ from cluster.compression.errors import CompressionError
 from cluster.compression.layers import (check_exclusions, check_functional, select_layers,
                                         unwrap, wrap_layers)
 from cluster.compression.prepared import Prepared
-from cluster.compression.steps import PruneStep
+
+if TYPE_CHECKING:  # the steps call into this module; it needs them only as types
+    from cluster.compression.steps import PruneStep
 
 TECHNIQUE = "prune"
 # Attributes holding the weights a layer's sparsity is measured on.

@@ -8,6 +8,8 @@ on `Rescaling`), fine-tunes with fake-quant ops, then converts to int8.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
 import numpy as np
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
@@ -16,8 +18,10 @@ import tf_keras as keras
 from cluster.compression.errors import CompressionError
 from cluster.compression.layers import check_exclusions, check_functional, select_layers, wrap_layers
 from cluster.compression.prepared import Prepared
-from cluster.compression.steps import QATStep, QuantizeStep
 from cluster.compression.rescaling import fold_input_rescaling
+
+if TYPE_CHECKING:  # the steps call into this module; it needs them only as types
+    from cluster.compression.steps import QATStep, QuantizeStep
 
 qkeras = tfmot.quantization.keras
 
