@@ -36,7 +36,7 @@ from cluster.models import ModelFileError, load_keras_model, save_keras_model
 from cluster.spec import CompressJob
 from cluster.storage import RunStorage, fetch_local
 from cluster.training.resources import Capacity, check_training_fits
-from cluster.training.trainer import steps_per_epoch
+from cluster.training.batches import steps_per_epoch
 from cluster.training.variants import build_variant
 from cluster.runs import JobFailed, claim_run_folder, log
 

@@ -31,7 +31,8 @@ from cluster.storage import RunStorage
 from cluster.training import checkpoints
 from cluster.training.loop import train_loop_per_worker
 from cluster.training.resources import Capacity, check_training_fits
-from cluster.training.trainer import run_training, steps_per_epoch
+from cluster.training.batches import steps_per_epoch
+from cluster.training.trainer import run_training
 from cluster.runs import JobFailed, claim_run_folder, log
 
 RAY_RUN_NAME = "train"

@@ -106,3 +106,21 @@ def test_capacity_of_nodes_sums_the_pool_of_the_nodes_advertising_it():
     assert (capacity.cpus, capacity.gpus, capacity.node_cpus, capacity.node_gpus) == (12, 1, 8, 1)
     assert capacity.pool == 12 and capacity.pool_node_memory == 8e9
     assert Capacity.of_nodes([{"CPU": 4}]).pool is None
+
+
+@pytest.mark.parametrize("rows, batch, workers, gpus, expected", [
+    (1000, 100, 2, 0, (50, 50, 10)),    # CPU: one replica per worker
+    (1000, 100, 2, 3, (16, 48, 10)),    # 6 replicas: 100 // 6 = 16 each, 48 a worker, 500 // 48 = 10 steps
+    (1004, 128, 4, 2, (16, 32, 7)),     # 8 replicas; 251 rows a worker // 32 = 7
+    (999, 7, 2, 4, (1, 4, 124)),        # more replicas than the batch: one row each
+])
+def test_driver_and_workers_agree_on_the_batch_split(rows, batch, workers, gpus, expected):
+    from cluster.spec import ScalingSpec
+    from cluster.training.batches import batch_split, epoch_steps, steps_per_epoch
+
+    scaling = ScalingSpec(num_workers=workers, use_gpu=gpus > 0, gpus_per_worker=gpus)
+    replicas = workers * max(1, gpus)
+    per_replica, per_worker = batch_split(batch, workers, replicas)
+    # The loop computes epoch_steps from the strategy's replica count; the driver from the spec.
+    assert (per_replica, per_worker, epoch_steps(rows, workers, replicas, batch)) == expected
+    assert steps_per_epoch(rows, scaling, batch) == expected[2]

@@ -24,6 +24,7 @@ from cluster.models import ModelShape, build_model, compile_classifier, load_ker
 from cluster.spec import ScalingSpec, TrainJob, TrainSpec
 from cluster.training import checkpoints
 from cluster.training.optim import build_optimizer
+from cluster.training.batches import batch_split, epoch_steps
 from cluster.training.usage import record as record_usage
 
 SHUFFLE_BUFFER_ROWS = 2048
@@ -77,12 +78,11 @@ class Geometry:
     def of(cls, strategy, global_batch_size: int, train_rows: int, validation_rows: int) -> "Geometry":
         context = ray.train.get_context()
         world, replicas = context.get_world_size(), strategy.num_replicas_in_sync
-        per_replica = max(1, global_batch_size // replicas)
-        per_worker = per_replica * (replicas // world)
+        per_replica, per_worker = batch_split(global_batch_size, world, replicas)
         # Ray Data splits rows equally between workers, so every worker runs the
         # same number of steps (the collectives would hang otherwise).
         return cls(rank=context.get_world_rank(), world=world, replicas=replicas, per_replica_batch=per_replica,
-                   steps_per_epoch=(train_rows // world) // per_worker,
+                   steps_per_epoch=epoch_steps(train_rows, world, replicas, global_batch_size),
                    validation_steps=-(-(validation_rows // world) // per_worker))
 
     @property

@@ -51,13 +51,6 @@ def scaling_config(scaling) -> ScalingConfig:
                          resources_per_worker=resources, placement_strategy=scaling.placement_strategy)
 
 
-def steps_per_epoch(train_rows: int, scaling, global_batch_size: int) -> int:
-    """Full global batches per epoch after Ray Data's equal split (each worker drops its last partial batch)."""
-    per_worker_rows = train_rows // scaling.num_workers
-    per_worker_batch = max(1, global_batch_size // scaling.num_workers)
-    return per_worker_rows // per_worker_batch
-
-
 def run_training(loop, config: dict, job, prepared: PreparedData, seed: int, storage_path: str,
                  run_name: str, callbacks=()) -> tuple[Result, dict]:
     """Run `loop` on every worker over fresh train/validation datasets; resumes `run_name` if it exists.

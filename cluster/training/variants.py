@@ -16,7 +16,8 @@ from cluster.compression.steps import StepBase
 from cluster.models import load_keras_model, save_keras_model
 from cluster.training import checkpoints
 from cluster.training.loop import finetune_loop_per_worker
-from cluster.training.trainer import run_training, steps_per_epoch
+from cluster.training.batches import steps_per_epoch
+from cluster.training.trainer import run_training
 
 
 def fine_tune_step(job, fine_tune, name: str, index: int, step: StepBase, model_path: str, prepared, storage,
