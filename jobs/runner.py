@@ -40,16 +40,16 @@ def run(spec) -> int:
     # The jobs load TensorFlow: imported only once the input is known to be good.
     from cluster.compression.errors import CompressionError
     from cluster.evaluation.errors import ArtifactError
+    from cluster.evaluation.evaluate_job import run_evaluate
+    from cluster.runs import JobFailed
     from cluster.storage import StorageError
     from cluster.training.checkpoints import CheckpointError
+    from cluster.training.compress_job import run_compress
     from cluster.training.resources import ResourceError
+    from cluster.training.train_job import run_train
     from cluster.training.trainer import TrainingFailed
     from cluster.tuning.space import UnreachableConstraint
-    from cluster.runs import JobFailed
-    from jobs.compress import run_compress
-    from jobs.evaluate import run_evaluate
     from cluster.tuning.sweep import run_sweep
-    from jobs.train import run_train
 
     kinds = {"train": run_train, "compress": run_compress, "sweep": run_sweep, "evaluate": run_evaluate}
     try:

@@ -30,7 +30,7 @@ from cluster.compression.pipeline import check_model
 from cluster.compression.steps import has_qat, techniques
 from cluster.data.pipeline import load_arrays, prepare, representative_images
 from cluster.evaluation.measure import measure
-from cluster.evaluation.report import markdown_table
+from cluster.evaluation.report import EvaluationRecord, markdown_table
 from cluster.evaluation.tflite import export_tflite
 from cluster.models import ModelFileError, load_keras_model, save_keras_model
 from cluster.spec import CompressJob
@@ -147,8 +147,6 @@ def compress_report(summary: dict) -> str:
     for row in summary["variants"]:
         lines.append(f"| {row['name']} | {row['technique']} | {row['accuracy']:.4f} | {row['accuracy_drop_pt']:+.2f} "
                      f"| {row['size_bytes_gzip']} | {row['size_ratio']:.1f}x | {row.get('sparsity', 0.0):.3f} |")
-    from cluster.evaluation.report import EvaluationRecord
-
     known = set(EvaluationRecord.__dataclass_fields__)
     records = [EvaluationRecord.from_dict({k: v for k, v in row.items() if k in known}) for row in summary["variants"]]
     lines += ["", "## Efficiency", "", markdown_table(records), ""]

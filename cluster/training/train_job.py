@@ -25,6 +25,7 @@ from cluster.data.pipeline import load_arrays, prepare
 from cluster.evaluation.efficiency import resource_summary
 from cluster.evaluation.report import measure_artifact
 from cluster.evaluation.latency import measure_latency_in_subprocess
+from cluster.evaluation.tflite import export_tflite
 from cluster.models import ModelShape, build_model, save_keras_model
 from cluster.spec import TrainJob
 from cluster.storage import RunStorage
@@ -56,7 +57,6 @@ def write_tensorboard(history: list[dict], directory: Path) -> None:
 def export_and_measure(spec: TrainJob, model, history: list[dict], checkpoint_dir: str, images, labels,
                        storage: RunStorage) -> dict:
     """Export the Keras model and its float TFLite file, measure both, upload everything."""
-    from cluster.evaluation.tflite import export_tflite
 
     test_loss, test_accuracy = model.evaluate(images, labels, batch_size=512, verbose=0)
     evaluation = spec.evaluation
