@@ -24,7 +24,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 # Every benchmark, in the order they run: inference times the artifacts the compression benchmark made.
-BENCHMARKS = ("input_pipeline", "hardware", "compression", "inference", "sweep", "growth")
+BENCHMARKS = ("input_pipeline", "hardware", "compression", "inference", "sweep", "growth", "frontier")
 RESULTS = ROOT / "bench" / "results"
 QUICK_RESULTS = RESULTS / "quick"
 DOC = ROOT / "docs" / "benchmarks.md"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-from bench import common
+from bench import common, frontier
 
 
 def _x(value, digits: int = 2) -> str:
@@ -56,10 +56,10 @@ def targets(results: dict) -> list[list]:
             rows.append([f"compression ({target['name']}): {target['requirement']}",
                          f"{target['figure'] or '–'}" + (f" (`{target['point']}`)" if target["point"] else ""),
                          _mark(target["met"])])
-    inference = results.get("inference")
-    if inference and "targets" in inference:
-        for target in inference["targets"]:
-            rows.append([f"inference: {target['requirement']}", target["figure"], _mark(target["met"])])
+    for name in ("inference", "frontier"):
+        result = results.get(name)
+        for target in (result or {}).get("targets", []):
+            rows.append([f"{name}: {target['requirement']}", target["figure"], _mark(target["met"])])
     return rows
 
 
@@ -257,7 +257,7 @@ def growth(r: dict) -> list[str]:
 
 
 SECTIONS = {"input_pipeline": input_pipeline, "hardware": hardware, "inference": inference, "sweep": sweep,
-            "growth": growth}
+            "growth": growth, "frontier": frontier.section}
 
 
 def render(results_dir: Path, doc: Path, quick: bool = False) -> None:

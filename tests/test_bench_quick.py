@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHMARKS = ("input_pipeline", "hardware", "compression", "inference", "sweep", "growth")
+BENCHMARKS = ("input_pipeline", "hardware", "compression", "inference", "sweep", "growth", "frontier")
+RECIPE = ROOT.parent / "shared" / "anchors" / "tfmot_recipe.py"
 
 
 def positive(value) -> bool:
@@ -27,6 +28,8 @@ def positive(value) -> bool:
 
 
 @pytest.mark.timeout(1500)
+@pytest.mark.skipif(not RECIPE.exists(), reason=f"the benchmarks run the toolkit's recipe beside ours: {RECIPE} "
+                                                "ships only in the team's workspace")
 def test_quick_bench_writes_results_and_doc(ray_cluster, tmp_path):
     env = dict(os.environ, RAY_AUTH_MODE="token")
     done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--results", str(tmp_path / "results"),
@@ -54,6 +57,11 @@ def test_quick_bench_writes_results_and_doc(ray_cluster, tmp_path):
     assert all(positive(p["run_wall_seconds"]) and positive(p["fit_seconds"]) for p in growth["training"])
     # One quick epoch is mostly tracing, so the slope's sign is noise here; the line must still be a number.
     assert all(math.isfinite(fit["slope"]) for fit in growth["fits"].values())
+    frontier = results["frontier"]
+    assert positive(frontier["quickstart_wall_seconds"]) and positive(frontier["recipe"]["accuracy"])
+    assert {p["name"] for p in frontier["points"]} == {"bncnn-w0.25-d3-float", "bncnn-w0.25-d3-int8"}
+    assert [t["met"] in (True, False) for t in frontier["targets"]] == [True, True]
     doc = (tmp_path / "results" / "benchmarks.md").read_text()
     assert "QUICK" in doc and "## Targets" in doc and "## 6. Growth" in doc
+    assert "## Frontier against the toolkit's recipe" in doc
     assert (tmp_path / "results" / "benchmarks_pareto.png").stat().st_size > 1000
