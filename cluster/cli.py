@@ -26,6 +26,7 @@ import os
 import shlex
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -192,7 +193,8 @@ def print_results(path: str, summary: dict, wide: bool = False, as_json: bool = 
     if summary.get("kind") == "sweep":
         from cluster.reporting import verdict
 
-        print(verdict(summary).replace("**", ""))
+        print(textwrap.fill(verdict(summary).replace("**", ""), width=100, break_long_words=False,
+                            break_on_hyphens=False))
     report = summary.get("artifacts", {}).get("report") if isinstance(summary.get("artifacts"), dict) else None
     if report:
         print(f"report: {report}")
