@@ -15,6 +15,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 # The variables every Ray process of a job needs (driver, Train workers,
 # Ray Data tasks); jobs put them in their runtime_env. TensorFlow's C++ log
-# (CUDA stubs, oneDNN notes) and Ray Data's progress bars, redrawn through the
+# (CUDA driver notices, oneDNN notes) and Ray Data's progress bars, redrawn through the
 # job's log, would bury the job's own lines; the full logs stay in Ray's log folder.
 WORKER_ENV = {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3", "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
