@@ -7,6 +7,7 @@ model, so the exported artifact is fed raw pixels.
 
 from __future__ import annotations
 
+import importlib
 import os
 import zipfile
 from dataclasses import dataclass
@@ -170,12 +171,39 @@ def compile_classifier(model: keras.Model, optimizer, num_classes: int, label_sm
 FAMILIES = {"cnn": build_cnn, "bncnn": build_bncnn, "mlp": build_mlp, "dscnn": build_dscnn}
 
 
+class ModelBuilderError(ValueError):
+    """A user's model builder (module:function) that cannot be imported or builds no usable model."""
+
+
+def build_custom(family: str, shape: ModelShape, width: float, depth: int) -> keras.Model:
+    """`module:function` from the job's working dir, called as function(input_shape, num_classes, width, depth)."""
+    module_name, function_name = family.split(":")
+    try:
+        builder = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError) as error:
+        raise ModelBuilderError(f"model family {family!r}: cannot import it ({error}); the module must be in the "
+                                "job's working dir") from None
+    try:
+        model = builder(tuple(shape.image_shape), shape.num_classes, width, depth)
+    except Exception as error:  # the user's code may raise anything
+        raise ModelBuilderError(f"model family {family!r} raised {type(error).__name__}: {error}") from None
+    if not isinstance(model, keras.Model):
+        raise ModelBuilderError(f"model family {family!r} returned {type(model).__name__}, not a tf_keras model "
+                                "(import tf_keras as keras, not keras)")
+    if tuple(model.input_shape[1:]) != tuple(shape.image_shape) or model.output_shape[-1] != shape.num_classes:
+        raise ModelBuilderError(f"model family {family!r} takes {list(model.input_shape[1:])} and gives "
+                                f"{model.output_shape[-1]} outputs; the data has images of {list(shape.image_shape)} "
+                                f"and {shape.num_classes} classes (logits, raw 0-255 pixels in)")
+    return model
+
+
 def build_model(family: str, shape: ModelShape, width: float = 1.0, depth: int = 2,
                 dropout: float | None = None) -> keras.Model:
-    """Build a model of `family`; the output is logits (no softmax)."""
-    builder = FAMILIES[family]
+    """Build a model of `family` (built in, or a user's module:function); the output is logits (no softmax)."""
+    if ":" in family:
+        return build_custom(family, shape, width, depth)
     kwargs = {} if dropout is None else {"dropout": dropout}
-    return builder(shape, width=width, depth=depth, **kwargs)
+    return FAMILIES[family](shape, width=width, depth=depth, **kwargs)
 
 
 class ModelFileError(ValueError):

@@ -30,6 +30,31 @@ def check_data(spec) -> None:
         check_plan(prepared.plan, train.labels, data.validation_fraction)
 
 
+def own_builders(spec) -> list[tuple[str, float, int]]:
+    """(family, width, depth) of every user builder (module:function) the spec trains."""
+    if spec.kind == "train":
+        scales = [(spec.model.family, spec.model.width, spec.model.depth)]
+    elif spec.kind == "sweep":
+        widths, depths = spec.search.widths, spec.search.depths
+        width = min(widths) if isinstance(widths, list) else widths.min
+        depth = min(depths) if isinstance(depths, list) else depths.min
+        scales = [(family, width, depth) for family in spec.search.family_choices]
+    else:
+        scales = []
+    return [scale for scale in scales if ":" in scale[0]]
+
+
+def check_builders(spec) -> None:
+    """Import and call a user's own builder once here, so a broken one fails before any cluster time."""
+    builders = own_builders(spec)
+    if builders:
+        from cluster.models import ModelShape, build_model
+
+        shape = ModelShape(tuple(spec.data.image_shape), spec.data.num_classes)
+        for family, width, depth in builders:
+            build_model(family, shape, width, depth)
+
+
 def run(spec) -> int:
     """0 on success; 2 for bad input (nothing trained); 1 when training itself failed."""
     try:
@@ -41,6 +66,7 @@ def run(spec) -> int:
     from cluster.compression.errors import CompressionError
     from cluster.evaluation.errors import ArtifactError
     from cluster.evaluation.evaluate_job import run_evaluate
+    from cluster.models import ModelBuilderError
     from cluster.runs import JobFailed
     from cluster.storage import StorageError
     from cluster.training.checkpoints import CheckpointError
@@ -53,9 +79,10 @@ def run(spec) -> int:
 
     kinds = {"train": run_train, "compress": run_compress, "sweep": run_sweep, "evaluate": run_evaluate}
     try:
+        check_builders(spec)
         kinds[spec.kind](spec)
     except (DataError, ResourceError, CheckpointError, StorageError, CompressionError, UnreachableConstraint,
-            ArtifactError, JobFailed) as error:
+            ArtifactError, JobFailed, ModelBuilderError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except TrainingFailed as error:

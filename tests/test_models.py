@@ -1,6 +1,7 @@
 """Model families, and the dscnn family through every compression step."""
 
 import os
+import re
 import tempfile
 
 import numpy as np
@@ -12,6 +13,7 @@ from cluster.compression import pipeline as compression
 from cluster.compression.rescaling import fold_input_rescaling
 from cluster.evaluation.tflite import TFLiteModel, write_bytes
 from cluster.spec import ModelSpec, SearchSpace
+from tests.conftest import ROOT
 
 SHAPE = models.ModelShape((28, 28, 1), 10)
 
@@ -145,3 +147,67 @@ def test_classifier_trains_under_a_distribution_strategy(label_smoothing):
         # With targets smoothed by 0.1 over 4 classes, the loss of any prediction is at least their entropy.
         smoothed = np.array([0.925, 0.025, 0.025, 0.025])
         assert min(history.history["loss"]) >= -(smoothed * np.log(smoothed)).sum() - 1e-3
+
+
+BUILDER = '''
+import tf_keras as keras
+
+
+def build(input_shape, num_classes, width, depth):
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    for _ in range(depth):
+        x = keras.layers.Conv2D(max(1, int(8 * width)), 3, activation="relu", name=f"conv{_}")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(num_classes, name="logits")(x))
+
+
+def wrong_classes(input_shape, num_classes, width, depth):
+    return build(input_shape, num_classes + 1, width, depth)
+
+
+def not_a_model(input_shape, num_classes, width, depth):
+    return "model"
+'''
+
+
+def test_a_users_own_builder_is_a_model_family(tmp_path, monkeypatch):
+    from cluster.spec import load_spec
+    from cluster.tuning.space import Scale
+
+    (tmp_path / "my_models.py").write_text(BUILDER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    shape = models.ModelShape((12, 12, 3), 5)
+    model = models.build_model("my_models:build", shape, width=2.0, depth=2)
+    assert model.input_shape[1:] == (12, 12, 3) and model.output_shape[-1] == 5
+    assert model.get_layer("conv0").filters == 16
+    spec = load_spec(ROOT / "configs" / "quickstart.yaml", ["search.family=my_models:build"])
+    assert Scale(spec.search.family, 0.5, 2).name == "my_models-build-w0.5-d2"
+    for family, expected in (("my_models:wrong_classes", "gives 6 outputs; the data has images of [12, 12, 3] "
+                                                         "and 5 classes"),
+                             ("my_models:not_a_model", "returned str, not a tf_keras model"),
+                             ("my_models:absent", "cannot import it"),
+                             ("no_such_module:build", "cannot import it")):
+        with pytest.raises(models.ModelBuilderError, match=re.escape(expected)):
+            models.build_model(family, shape)
+
+
+def test_a_broken_builder_is_refused_before_the_job_starts(tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    (tmp_path / "my_models.py").write_text(BUILDER)
+    spec = tmp_path / "spec.yaml"
+    document = yaml.safe_load((ROOT / "configs" / "train_sample.yaml").read_text())
+    document["data"] = {**document["data"], "train": str(ROOT / "data/fashion_mnist_sample/train.parquet"),
+                        "test": str(ROOT / "data/fashion_mnist_sample/test.parquet")}
+    document["model"] = {"family": "my_models:wrong_classes"}
+    spec.write_text(yaml.safe_dump(document))
+    done = subprocess.run([sys.executable, "-m", "jobs", str(spec), "--output", str(tmp_path / "runs")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "model family 'my_models:wrong_classes' takes [28, 28, 1] and gives 11 outputs" in done.stderr
+    assert not (tmp_path / "runs").exists(), "nothing is written for a refused job"

@@ -17,6 +17,7 @@ after "cluster".
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, field_validator, model_validator
@@ -35,8 +36,23 @@ RAMP_FRACTION = 0.8
 MASK_UPDATES = 20
 
 IOType = Literal["int8", "uint8", "float32"]
-# The model families `cluster.models` builds (kept here so specs validate without TensorFlow).
-Family = Literal["cnn", "bncnn", "dscnn", "mlp"]
+# The model families `cluster.models` builds (kept here so specs validate without TensorFlow),
+# or a user's own builder in the job's working dir as "module:function".
+BUILT_IN_FAMILIES = ("bncnn", "cnn", "dscnn", "mlp")
+CUSTOM_BUILDER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _family(value: str) -> str:
+    if value in BUILT_IN_FAMILIES or CUSTOM_BUILDER.match(value):
+        return value
+    raise ValueError(f"expected one of {', '.join(BUILT_IN_FAMILIES)}, or your own builder as module:function "
+                     f"(a module in the job's working dir; called as function(input_shape, num_classes, width, "
+                     f"depth) and returning a tf_keras model)")
+
+
+Family = Annotated[str, AfterValidator(_family), Field(
+    json_schema_extra={"examples": [*BUILT_IN_FAMILIES, "my_models:build"]},
+    description="bncnn, cnn, dscnn, mlp, or module:function (your own builder)")]
 LayerNames = tuple[str, ...]
 
 

@@ -16,7 +16,8 @@ class Scale:
 
     @property
     def name(self) -> str:
-        return f"{self.family}-w{self.width:g}-d{self.depth}"
+        # A user's builder "module:function" names its folders "module-function".
+        return f"{self.family.replace(':', '-')}-w{self.width:g}-d{self.depth}"
 
 
 @dataclass(frozen=True)
