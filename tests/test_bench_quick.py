@@ -57,10 +57,10 @@ def test_quick_bench_writes_results_and_doc(ray_cluster, tmp_path):
     assert all(positive(p["run_wall_seconds"]) and positive(p["fit_seconds"]) for p in growth["training"])
     # One quick epoch is mostly tracing, so the slope's sign is noise here; the line must still be a number.
     assert all(math.isfinite(fit["slope"]) for fit in growth["fits"].values())
-    frontier = results["frontier"]
-    assert positive(frontier["quickstart_wall_seconds"]) and positive(frontier["recipe"]["accuracy"])
-    assert {p["name"] for p in frontier["points"]} == {"bncnn-w0.25-d3-float", "bncnn-w0.25-d3-int8"}
-    assert [t["met"] in (True, False) for t in frontier["targets"]] == [True, True]
+    (sample,) = results["frontier"]["cases"]
+    assert positive(sample["wall_seconds"]) and positive(sample["recipe"]["accuracy"])
+    assert {p["name"] for p in sample["points"]} == {"bncnn-w0.25-d3-float", "bncnn-w0.25-d3-int8"}
+    assert [t["met"] in (True, False) for t in results["frontier"]["targets"]] == [True, True]
     doc = (tmp_path / "results" / "benchmarks.md").read_text()
     assert "QUICK" in doc and "## Targets" in doc and "## 6. Growth" in doc
     assert "## Frontier against the toolkit's recipe" in doc
