@@ -51,7 +51,7 @@ def _pooled_conv_stack(x, shape: ModelShape, depth: int, conv):
 
 
 def build_cnn(shape: ModelShape, width: float = 1.0, depth: int = 2, dropout: float = 0.25,
-              name: str = "cnn") -> keras.Model:
+              head_units: int | None = None, name: str = "cnn") -> keras.Model:
     """Conv blocks (conv 3x3 + ReLU + 2x2 max-pool), filters doubling per block, then a dense head."""
     def conv(x, block):
         return keras.layers.Conv2D(scaled(CNN_BASE_FILTERS * 2**block, width), 3, padding="same",
@@ -61,7 +61,8 @@ def build_cnn(shape: ModelShape, width: float = 1.0, depth: int = 2, dropout: fl
     x = _pooled_conv_stack(keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs), shape, depth, conv)
     if dropout:
         x = keras.layers.Dropout(dropout, name="dropout1")(x)
-    x = keras.layers.Dense(scaled(CNN_DENSE_UNITS, width), activation="relu", name="dense1")(x)
+    units = scaled(CNN_DENSE_UNITS, width) if head_units is None else head_units
+    x = keras.layers.Dense(units, activation="relu", name="dense1")(x)
     if dropout:
         x = keras.layers.Dropout(dropout, name="dropout2")(x)
     outputs = keras.layers.Dense(shape.num_classes, name="logits")(x)
@@ -83,13 +84,14 @@ def build_mlp(shape: ModelShape, width: float = 1.0, depth: int = 2, dropout: fl
 
 
 def build_bncnn(shape: ModelShape, width: float = 1.0, depth: int = 3, dropout: float = 0.0,
-                name: str = "bncnn") -> keras.Model:
+                head_units: int | None = None, name: str = "bncnn") -> keras.Model:
     """Conv blocks (3x3 conv + BatchNorm + ReLU + 2x2 max-pool) and a linear head: the efficient CNN.
 
     Filters double once (32, 64, 64, ... at width 1): past the second block
     the feature map is small, so more filters cost weights without paying in
     accuracy. No hidden dense layer: the flattened features feed the logits,
-    which keeps the head (most of a small CNN's weights) small.
+    which keeps the head (most of a small CNN's weights) small; `head_units`
+    adds a hidden dense layer for larger models (the default CNN of train_full).
     """
     def conv(x, block):
         filters = scaled(CNN_BASE_FILTERS * 2 ** min(block, 1), width)
@@ -98,6 +100,8 @@ def build_bncnn(shape: ModelShape, width: float = 1.0, depth: int = 3, dropout: 
 
     inputs = keras.Input(shape=shape.image_shape, name="image")
     x = _pooled_conv_stack(keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs), shape, depth, conv)
+    if head_units:
+        x = keras.layers.Dense(head_units, activation="relu", name="dense1")(x)
     if dropout:
         x = keras.layers.Dropout(dropout, name="dropout")(x)
     outputs = keras.layers.Dense(shape.num_classes, name="logits")(x)
@@ -198,11 +202,13 @@ def build_custom(family: str, shape: ModelShape, width: float, depth: int) -> ke
 
 
 def build_model(family: str, shape: ModelShape, width: float = 1.0, depth: int = 2,
-                dropout: float | None = None) -> keras.Model:
+                dropout: float | None = None, head_units: int | None = None) -> keras.Model:
     """Build a model of `family` (built in, or a user's module:function); the output is logits (no softmax)."""
     if ":" in family:
         return build_custom(family, shape, width, depth)
     kwargs = {} if dropout is None else {"dropout": dropout}
+    if head_units is not None:
+        kwargs["head_units"] = head_units
     return FAMILIES[family](shape, width=width, depth=depth, **kwargs)
 
 

@@ -152,6 +152,16 @@ class ModelSpec(Strict):
     width: float = Field(default=1.0, gt=0.0, le=16.0, description="Multiplier on every layer's size")
     depth: int = Field(default=2, ge=1, le=16, description="Conv blocks (cnn) or hidden layers (mlp)")
     dropout: float | None = Field(default=None, ge=0.0, lt=1.0)
+    head_units: int | None = Field(
+        default=None, ge=1, le=100_000,
+        description="Hidden dense units before the logits (cnn, bncnn); default: the family's (cnn 128 x width, "
+                    "bncnn none)")
+
+    @model_validator(mode="after")
+    def _head_sized_only_where_it_exists(self) -> "ModelSpec":
+        if self.head_units is not None and self.family not in ("cnn", "bncnn"):
+            raise ValueError(f"head_units applies to the cnn and bncnn families, not {self.family!r}")
+        return self
 
 
 class OptimizerSpec(Strict):

@@ -211,3 +211,16 @@ def test_a_broken_builder_is_refused_before_the_job_starts(tmp_path):
     assert done.returncode == 2, done.stderr[-2000:]
     assert "model family 'my_models:wrong_classes' takes [28, 28, 1] and gives 11 outputs" in done.stderr
     assert not (tmp_path / "runs").exists(), "nothing is written for a refused job"
+
+
+def test_head_units_size_the_hidden_dense_layer_where_the_family_has_one():
+    from pydantic import ValidationError
+
+    shape = models.ModelShape((28, 28, 1), 10)
+    assert models.build_model("bncnn", shape, 1.0, 2, head_units=128).get_layer("dense1").units == 128
+    assert "dense1" not in [layer.name for layer in models.build_model("bncnn", shape, 1.0, 2).layers]
+    assert models.build_model("cnn", shape, 0.5, 2).get_layer("dense1").units == 64
+    assert models.build_model("cnn", shape, 0.5, 2, head_units=16).get_layer("dense1").units == 16
+    assert ModelSpec(family="bncnn", head_units=128).head_units == 128
+    with pytest.raises(ValidationError, match="head_units applies to the cnn and bncnn families, not 'mlp'"):
+        ModelSpec(family="mlp", head_units=128)

@@ -85,7 +85,7 @@ def restored_model(model_spec, data, directory: str | os.PathLike) -> tuple[kera
     """A model of `model_spec` (family, width, depth, dropout) for `data` with the checkpoint's weights,
     compiled for evaluation; and the checkpoint's meta."""
     model = build_model(model_spec.family, ModelShape(tuple(data.image_shape), data.num_classes),
-                        model_spec.width, model_spec.depth, model_spec.dropout)
+                        model_spec.width, model_spec.depth, model_spec.dropout, model_spec.head_units)
     meta = restore(directory, model)
     compile_classifier(model, "adam", data.num_classes)
     return model, meta

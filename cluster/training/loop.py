@@ -159,7 +159,8 @@ def train_loop_per_worker(config: dict) -> None:
 
     shape = ModelShape(tuple(spec.data.image_shape), spec.data.num_classes)
     with strategy.scope():
-        model = build_model(spec.model.family, shape, spec.model.width, spec.model.depth, spec.model.dropout)
+        model = build_model(spec.model.family, shape, spec.model.width, spec.model.depth, spec.model.dropout,
+                            spec.model.head_units)
         optimizer = build_optimizer(spec.train, geometry.steps_per_epoch)
         compile_classifier(model, optimizer, spec.data.num_classes, spec.train.label_smoothing)
     start_epoch, history = resume_state(model, optimizer)
