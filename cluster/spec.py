@@ -640,10 +640,13 @@ def read_document(path: str | Path) -> dict:
         raise SpecError(f"{path}: cannot read the spec ({error.strerror or error})") from None
     except UnicodeDecodeError as error:
         raise SpecError(f"{path}: not UTF-8 text (byte {error.start}: {error.reason})") from None
+    loader = SpecLoader(text)  # a SafeLoader: a spec is data, it never constructs Python objects
     try:
-        return yaml.load(text, Loader=SpecLoader)
+        return loader.get_single_data()
     except yaml.YAMLError as error:
         raise SpecError(f"{path}: not valid YAML: {error}") from None
+    finally:
+        loader.dispose()
 
 
 def load_spec(path: str | Path, overrides: list[str] | None = None, output: str | None = None) -> JobSpec:
