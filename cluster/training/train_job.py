@@ -26,7 +26,7 @@ from cluster.evaluation.efficiency import resource_summary
 from cluster.evaluation.report import measure_artifact
 from cluster.evaluation.latency import measure_latency_in_subprocess
 from cluster.evaluation.tflite import export_tflite
-from cluster.models import ModelShape, build_model, save_keras_model
+from cluster.models import save_keras_model
 from cluster.spec import TrainJob
 from cluster.storage import RunStorage
 from cluster.training import checkpoints
