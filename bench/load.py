@@ -40,7 +40,7 @@ TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 def tiny_tflite(path: Path) -> Path:
     """A quarter-width CNN for 28x28x1, 10 classes, as float TFLite (untrained: evaluate only measures it)."""
-    from cluster.evaluation.tflite import export_tflite
+    from cluster.evaluation.export import export_tflite
     from cluster.models import ModelShape, build_model
 
     return export_tflite(build_model("cnn", ModelShape((28, 28, 1), 10), 0.25, 1), path)

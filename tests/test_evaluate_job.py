@@ -14,7 +14,7 @@ from tests.conftest import ROOT, SAMPLE
 def artifacts(tmp_path_factory):
     import tf_keras as keras
 
-    from cluster.evaluation.tflite import export_tflite
+    from cluster.evaluation.export import export_tflite
     from cluster.models import ModelShape, build_model
 
     folder = tmp_path_factory.mktemp("artifacts")

@@ -146,7 +146,7 @@ def test_layers_without_mac_rule_are_listed():
 
 @pytest.mark.timeout(60)
 def test_sizes_match_python_gzip_and_gzip_command(tmp_path):
-    from cluster.evaluation.tflite import export_tflite
+    from cluster.evaluation.export import export_tflite
     from cluster.models import ModelShape, build_model
 
     # A real artifact: what the metric is for.

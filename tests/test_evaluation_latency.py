@@ -6,7 +6,7 @@ import cluster  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 
 from cluster.evaluation import latency
 from cluster.evaluation.errors import ArtifactError
-from cluster.evaluation.tflite import export_tflite
+from cluster.evaluation.export import export_tflite
 from cluster.models import ModelShape, build_model
 
 SHAPE = ModelShape((12, 12, 1), 4)
@@ -67,8 +67,26 @@ def test_thread_pools_cannot_change_once_tensorflow_runs():
     import tensorflow as tf
 
     from cluster.evaluation.errors import MeasurementError
+    from cluster.evaluation.keras_latency import configure_tf_threads
 
     tf.constant(1.0) + 1.0  # TensorFlow has now fixed its pools in this process
     current = tf.config.threading.get_intra_op_parallelism_threads()
     with pytest.raises(MeasurementError, match="fresh process"):
-        latency.configure_tf_threads(current + 3)
+        configure_tf_threads(current + 3)
+
+
+@pytest.mark.timeout(60)
+def test_timing_a_tflite_file_never_imports_tensorflow(tmp_path):
+    """LiteRT alone: a process that measures a .tflite file stays free of TensorFlow."""
+    import subprocess
+    import sys
+
+    from cluster.evaluation.export import export_tflite
+
+    path = export_tflite(build_model("mlp", ModelShape((8, 8, 1), 3), width=0.25), tmp_path / "m.tflite")
+    code = ("import sys; from cluster.evaluation import latency, memory, tflite; "
+            f"latency.measure_tflite_latency({str(path)!r}, repetitions=5, warmup=1, throughput_repetitions=1, "
+            "min_seconds=0.0); print('tensorflow' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"

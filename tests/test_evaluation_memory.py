@@ -21,6 +21,27 @@ def test_keras_model_peak_rss(tmp_path):
     assert result.peak_rss_bytes >= result.baseline_rss_bytes > 50 * 2**20
 
 
+# What a process holding LiteRT and a small model may take; TensorFlow alone is ~10x this.
+LITERT_PEAK_LIMIT = 64 * 2**20
+
+
+@pytest.mark.timeout(120)
+def test_tflite_peak_rss_is_the_runtime_and_the_model_not_tensorflow(tmp_path):
+    from cluster.evaluation.export import export_tflite
+
+    model = build_model("cnn", ModelShape((28, 28, 1), 10), width=0.5)
+    path = export_tflite(model, tmp_path / "cnn.tflite")
+    tflite_peak = memory.measure_peak_rss(path, num_samples=256, batch_size=32, num_threads=1)
+    keras_path = tmp_path / "cnn.keras"
+    model.save(keras_path)
+    keras_peak = memory.measure_peak_rss(keras_path, num_samples=256, batch_size=32, num_threads=1)
+    assert tflite_peak.backend == "tflite" and keras_peak.backend == "keras"
+    # Fails the day a TFLite measurement loads TensorFlow again.
+    assert tflite_peak.peak_rss_bytes < LITERT_PEAK_LIMIT < keras_peak.baseline_rss_bytes
+    # The model and its activations show: the peak is above the bare runtime's.
+    assert tflite_peak.peak_rss_bytes > tflite_peak.baseline_rss_bytes
+
+
 @pytest.mark.timeout(120)
 def test_corrupt_artifact_error_crosses_the_process_boundary(tmp_path):
     bad = tmp_path / "bad.tflite"

@@ -8,7 +8,7 @@ import pytest
 import cluster  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 
 from cluster.evaluation.report import EvaluationRecord, markdown_table, measure_artifact
-from cluster.evaluation.tflite import export_tflite
+from cluster.evaluation.export import export_tflite
 from cluster.models import ModelShape, build_model
 
 SHAPE = ModelShape((12, 12, 1), 4)
@@ -38,7 +38,8 @@ def test_measure_artifact_fills_every_field(tmp_path):
     assert data["size_bytes"] == path.stat().st_size > data["size_bytes_gzip"]
     assert data["latency_ms_p50"] <= data["latency_ms_p95"] <= data["latency_ms_p99"]
     assert set(data["throughput_sps"]) == {"8", "32"} and data["batch_sizes"] == [8, 32]
-    assert data["peak_rss_bytes"] >= data["peak_rss_baseline_bytes"] > 0
+    # Measured in LiteRT alone: the runtime and this model, never TensorFlow's ~600 MB.
+    assert data["peak_rss_baseline_bytes"] < data["peak_rss_bytes"] < 64 * 2**20
     assert data["weight_dtypes"] == {"float32": data["weight_dtypes"]["float32"]}
     assert EvaluationRecord.from_dict(data) == record
 

@@ -6,7 +6,7 @@ import pytest
 import cluster  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import tensorflow as tf
 
-from cluster.evaluation import tflite
+from cluster.evaluation import export, tensors, tflite
 from cluster.evaluation.errors import ArtifactError, InputShapeError
 from cluster.models import ModelShape, build_model
 
@@ -25,7 +25,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def float_path(model, tmp_path_factory):
-    return tflite.export_tflite(model, tmp_path_factory.mktemp("float") / "model.tflite")
+    return export.export_tflite(model, tmp_path_factory.mktemp("float") / "model.tflite")
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +55,33 @@ def test_float_export_predicts_like_keras(model, float_path):
     labels = expected.argmax(axis=1)
     assert runner.accuracy(x, labels) == 1.0
     assert runner.accuracy(x, np.eye(SHAPE.num_classes)[labels]) == 1.0  # one-hot labels too
-    assert set(tflite.weight_dtypes(float_path)) == {"float32"}
-    assert tflite.weight_dtypes(float_path, roles=("kernel",)) == {"float32": 4}  # conv1, conv2, dense1, logits
+    assert set(tensors.weight_dtypes(float_path)) == {"float32"}
+    assert tensors.weight_dtypes(float_path, roles=("kernel",)) == {"float32": 4}  # conv1, conv2, dense1, logits
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("which", ["float", "int8"])
+def test_litert_and_tf_lite_give_the_same_outputs_on_the_same_file(which, float_path, int8_path):
+    """LiteRT replaced tf.lite.Interpreter for measuring; while both exist, they must agree."""
+    import warnings
+
+    path = {"float": float_path, "int8": int8_path}[which]
+    runner = tflite.TFLiteModel(path, num_threads=1)
+    x = runner.quantize_input(pixels(16, seed=3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice
+        reference = tf.lite.Interpreter(model_path=str(path), num_threads=1)
+    details = reference.get_input_details()[0]
+    reference.resize_tensor_input(details["index"], list(x.shape))
+    reference.allocate_tensors()
+    reference.set_tensor(details["index"], x)
+    reference.invoke()
+    expected = reference.get_tensor(reference.get_output_details()[0]["index"])
+    runner.run_batch(pixels(16, seed=3))
+    actual = runner.interpreter.get_tensor(runner.output_index)
+    assert actual.dtype == expected.dtype
+    tolerance = 1 if which == "int8" else 1e-4  # int8: at most one quantization step apart
+    np.testing.assert_allclose(actual.astype(np.float64), expected.astype(np.float64), atol=tolerance, rtol=1e-4)
 
 
 @pytest.mark.timeout(60)
@@ -70,8 +95,8 @@ def test_int8_model_runs_and_reports_int8_weights(model, int8_path):
     expected = model.predict_on_batch(x)
     assert np.abs(logits - expected).max() < 0.1 * max(1.0, np.abs(expected).max())
 
-    dtypes = tflite.weight_dtypes(int8_path)
-    kernels = [t for t in tflite.constant_tensors(int8_path) if t.role == "kernel"]
+    dtypes = tensors.weight_dtypes(int8_path)
+    kernels = [t for t in tensors.constant_tensors(int8_path) if t.role == "kernel"]
     assert len(kernels) == 4 and all(t.dtype == "int8" for t in kernels)
     assert dtypes["int8"] == 4
     assert "float32" not in dtypes
@@ -87,9 +112,9 @@ def test_unique_value_counts_see_clustered_weights(model, tmp_path):
         kernel, bias = layer.get_weights()
         nearest = np.abs(kernel[..., None] - centroids).argmin(axis=-1)
         layer.set_weights([centroids[nearest], bias])
-    path = tflite.export_tflite(clustered, tmp_path / "clustered.tflite")
+    path = export.export_tflite(clustered, tmp_path / "clustered.tflite")
 
-    counts = tflite.unique_value_counts(path)
+    counts = tensors.unique_value_counts(path)
     by_layer = {name: n for name, n in counts.items() if "dense1" in name or "logits" in name}
     assert sorted(by_layer.values()) == [4, 4]
     assert all(n > 4 for name, n in counts.items() if "conv" in name)
@@ -101,7 +126,7 @@ def test_missing_file_raises_named_error(tmp_path):
     with pytest.raises(ArtifactError, match="missing.tflite.*not found"):
         tflite.TFLiteModel(missing)
     with pytest.raises(ArtifactError, match="missing.tflite"):
-        tflite.weight_dtypes(missing)
+        tensors.weight_dtypes(missing)
 
 
 @pytest.mark.timeout(60)
@@ -117,7 +142,7 @@ def test_corrupt_file_raises_named_error(float_path, tmp_path):
     with pytest.raises(ArtifactError, match="truncated.tflite"):
         tflite.TFLiteModel(truncated)
     with pytest.raises(ArtifactError, match="truncated.tflite"):
-        tflite.constant_tensors(truncated)
+        tensors.constant_tensors(truncated)
 
 
 @pytest.mark.timeout(60)

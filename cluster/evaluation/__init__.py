@@ -4,14 +4,16 @@ Every job (train, compress, sweep, evaluate) measures through this package so
 their numbers are comparable:
 
 * `compute`   - parameters, non-zero parameters, MACs per sample, file sizes
-* `tflite`    - export a Keras model to TFLite; run a .tflite file on batches
+* `export`    - a Keras model to a float .tflite file (TensorFlow's converter)
+* `tflite`    - run a .tflite file on batches in LiteRT (no TensorFlow)
 * `tensors`   - constant tensors of a .tflite file (dtypes, distinct values)
-* `latency`   - batch-1 latency percentiles and batched throughput
+* `latency`   - batch-1 latency percentiles and batched throughput (LiteRT)
+* `keras_latency` - the same protocol for a Keras model, in a fresh process
 * `memory`    - peak RSS of inference in a fresh process
-* `probe`     - the child-process entry point behind `latency` and `memory`
+* `probe`, `probe_child` - the parent and child sides of a fresh-process measurement
 * `report`    - the per-variant record, `measure_artifact`, a Markdown table
 * `errors`    - `ArtifactError` and friends, each naming the file at fault
 
-Submodules import TensorFlow; this package file does not, so importing
-`cluster.evaluation.errors` stays cheap.
+Only `export`, `tensors`, `keras_latency`, `compute` and the job modules import
+TensorFlow; running and timing a .tflite file does not.
 """

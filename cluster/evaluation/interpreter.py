@@ -1,16 +1,18 @@
-"""Opening .tflite files: read and verify the flatbuffer, make an interpreter.
+"""Opening .tflite files: read and verify the flatbuffer, make a LiteRT interpreter.
 
 Shared by the runner (`tflite.py`) and the tensor inspection (`tensors.py`)
-so both reject a missing or corrupt file the same way, naming it.
+so both reject a missing or corrupt file the same way, naming it. Artifacts
+run in LiteRT (`ai-edge-litert`), the runtime users deploy with, not in
+TensorFlow's deprecated `tf.lite.Interpreter`: a process that measures a
+.tflite file never imports TensorFlow.
 """
 
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
-import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
 
 from cluster.evaluation.errors import ArtifactError
 
@@ -36,14 +38,11 @@ def read_tflite(path: str | os.PathLike) -> bytes:
 
 
 def open_interpreter(path: str | os.PathLike | None, data: bytes,
-                     num_threads: int = DEFAULT_NUM_THREADS) -> tf.lite.Interpreter:
-    """A tf.lite.Interpreter over `data`; its verifier rejects corrupt buffers."""
+                     num_threads: int = DEFAULT_NUM_THREADS) -> Interpreter:
+    """A LiteRT interpreter over `data` (XNNPACK on); its verifier rejects corrupt buffers."""
     if not isinstance(num_threads, int) or num_threads < 1:
         raise ValueError(f"num_threads must be a positive int, got {num_threads!r}")
-    with warnings.catch_warnings():
-        # tf.lite.Interpreter warns it moved to ai-edge-litert; it still works.
-        warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
-        try:
-            return tf.lite.Interpreter(model_content=data, num_threads=num_threads)
-        except (ValueError, RuntimeError) as exc:
-            raise ArtifactError(path, f"corrupt or unsupported TFLite model: {exc}") from exc
+    try:
+        return Interpreter(model_content=data, num_threads=num_threads)
+    except (ValueError, RuntimeError) as exc:
+        raise ArtifactError(path, f"corrupt or unsupported TFLite model: {exc}") from exc

@@ -12,10 +12,12 @@ Thread counts are fixed and recorded:
 * TFLite takes `num_threads` per interpreter, so it can be measured in any
   process.
 * TensorFlow fixes its thread pools when it first runs an op and cannot change
-  them afterwards. `measure_keras_latency` therefore sets intra-op threads to
-  `num_threads` (inter-op to 1) and fails if the process already runs TF with
-  other settings. Use `measure_latency_in_subprocess` to measure in a fresh
-  process; it works the same from a driver, a job or inside a Ray task.
+  them afterwards, so a Keras model is timed by `keras_latency` in a fresh
+  process: `measure_latency_in_subprocess` starts one; it works the same from
+  a driver, a job or inside a Ray task.
+
+TFLite files run in LiteRT, so this module and a process timing a .tflite
+file never import TensorFlow.
 """
 
 from __future__ import annotations
@@ -26,11 +28,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-import tensorflow as tf
 
-from cluster.evaluation.errors import ArtifactError, MeasurementError
+from cluster.evaluation.errors import ArtifactError
 from cluster.evaluation.interpreter import DEFAULT_NUM_THREADS
 from cluster.evaluation.probe import run_probe
+from cluster.evaluation.tflite import TFLiteModel
 
 DEFAULT_BATCH_SIZES = (32, 256)
 DEFAULT_REPETITIONS = 500  # at least this many timed batch-1 calls: a stable p99
@@ -39,9 +41,6 @@ DEFAULT_THROUGHPUT_REPETITIONS = 20  # at least this many timed calls per batch 
 # ...and keep timing each phase for at least this long, so a tiny model is not
 # judged on a few milliseconds of samples. A model takes a few seconds in all.
 DEFAULT_MIN_SECONDS = 1.0
-# Inter-op threads run independent ops side by side; our models are chains,
-# so one inter-op thread keeps the measured process at `num_threads` cores.
-INTER_OP_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -108,9 +107,9 @@ def random_pixels(sample_shape: tuple[int, ...], batch: int, seed: int = 0) -> n
     return np.random.default_rng(seed).uniform(0, 255, (batch, *sample_shape)).astype(np.float32)
 
 
-def _measure(backend: str, make_call, num_threads: int, batch_sizes, repetitions: int, warmup: int,
+def measure_calls(backend: str, make_call, num_threads: int, batch_sizes, repetitions: int, warmup: int,
              throughput_repetitions: int, min_seconds: float) -> LatencyResult:
-    """Shared protocol: `make_call(batch)` returns a zero-argument timed call."""
+    """The protocol both runtimes share: `make_call(batch)` returns a zero-argument timed call."""
     if repetitions < 1 or throughput_repetitions < 1 or warmup < 0 or min_seconds < 0:
         raise ValueError("repetitions must be >= 1, warmup and min_seconds >= 0")
     batch_sizes = tuple(int(b) for b in batch_sizes)
@@ -131,9 +130,7 @@ def measure_tflite_latency(path: str | os.PathLike, num_threads: int = DEFAULT_N
                            warmup: int = DEFAULT_WARMUP,
                            throughput_repetitions: int = DEFAULT_THROUGHPUT_REPETITIONS,
                            min_seconds: float = DEFAULT_MIN_SECONDS) -> LatencyResult:
-    """Time a .tflite file in the TFLite interpreter with `num_threads` threads."""
-    from cluster.evaluation.tflite import TFLiteModel
-
+    """Time a .tflite file in LiteRT with `num_threads` threads."""
     runner = TFLiteModel(path, num_threads=num_threads)
     interpreter = runner.interpreter
     sample_shape = tuple(1 if d is None else d for d in runner.sample_shape)
@@ -150,48 +147,7 @@ def measure_tflite_latency(path: str | os.PathLike, num_threads: int = DEFAULT_N
             interpreter.get_tensor(output_index)
         return call
 
-    return _measure("tflite", make_call, num_threads, batch_sizes, repetitions, warmup, throughput_repetitions,
-                    min_seconds)
-
-
-def configure_tf_threads(num_threads: int) -> None:
-    """Fix TensorFlow's thread pools, or check they already are as asked.
-
-    Must run before TensorFlow executes its first op in this process; after
-    that the pools are fixed and a different request raises MeasurementError.
-    """
-    if not isinstance(num_threads, int) or num_threads < 1:
-        raise ValueError(f"num_threads must be a positive int, got {num_threads!r}")
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(num_threads)
-        tf.config.threading.set_inter_op_parallelism_threads(INTER_OP_THREADS)
-    except RuntimeError:
-        current = (tf.config.threading.get_intra_op_parallelism_threads(),
-                   tf.config.threading.get_inter_op_parallelism_threads())
-        if current != (num_threads, INTER_OP_THREADS):
-            raise MeasurementError(
-                f"TensorFlow already runs with intra/inter-op threads {current}, not "
-                f"({num_threads}, {INTER_OP_THREADS}); thread pools are fixed once TF runs an op. "
-                "Measure in a fresh process: measure_latency_in_subprocess(...)") from None
-
-
-def measure_keras_latency(model, num_threads: int = DEFAULT_NUM_THREADS, batch_sizes=DEFAULT_BATCH_SIZES,
-                          repetitions: int = DEFAULT_REPETITIONS, warmup: int = DEFAULT_WARMUP,
-                          throughput_repetitions: int = DEFAULT_THROUGHPUT_REPETITIONS,
-                          min_seconds: float = DEFAULT_MIN_SECONDS) -> LatencyResult:
-    """Time a float tf_keras model in this process (see `configure_tf_threads`)."""
-    configure_tf_threads(num_threads)
-    sample_shape = tuple(1 if d is None else d for d in model.input_shape[1:])
-    infer = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-
-    def make_call(batch: int):
-        pixels = tf.constant(random_pixels(sample_shape, batch))
-
-        def call():
-            infer(pixels).numpy()
-        return call
-
-    return _measure("keras", make_call, num_threads, batch_sizes, repetitions, warmup, throughput_repetitions,
+    return measure_calls("tflite", make_call, num_threads, batch_sizes, repetitions, warmup, throughput_repetitions,
                     min_seconds)
 
 

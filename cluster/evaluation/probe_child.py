@@ -3,8 +3,12 @@
     python -m cluster.evaluation.probe_child latency model.tflite --threads 1 --output out.json
     python -m cluster.evaluation.probe_child memory model.keras --images x.npy --output out.json
 
-The result goes to `--output` as JSON (stdout carries TensorFlow's logs); an
+The result goes to `--output` as JSON (stdout carries the runtime's logs); an
 ArtifactError exits with ARTIFACT_ERROR_EXIT and its reason in that file.
+
+A .tflite file is measured in LiteRT alone: this process imports TensorFlow
+only for a Keras artifact, so a TFLite file's peak RSS is that of the
+runtime and the model, what a deployment pays.
 """
 
 from __future__ import annotations
@@ -22,22 +26,37 @@ from cluster.evaluation import latency
 from cluster.evaluation.errors import ArtifactError
 from cluster.evaluation.probe import ARTIFACT_ERROR_EXIT
 from cluster.evaluation.tflite import TFLiteModel
-from cluster.models import ModelFileError, load_keras_model
 
 
 def peak_rss_bytes() -> int:
-    """Largest resident set this process has had, in bytes."""
+    """Largest resident set this process has had, in bytes.
+
+    Linux: VmHWM, the high-water mark of this program's own memory. Not
+    getrusage's ru_maxrss, which a forked child inherits from its parent and
+    keeps across exec: under a TensorFlow job it would report the job's size.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # Linux reports kilobytes, macOS bytes.
-    return int(peak if sys.platform == "darwin" else peak * 1024)
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # macOS reports bytes, Linux kilobytes
 
 
 def is_tflite(path: str | os.PathLike) -> bool:
     return os.fspath(path).endswith(".tflite")
 
 
-def load_keras(path: str | os.PathLike):
-    """A saved tf_keras model, or ArtifactError naming the file."""
+def load_keras(path: str | os.PathLike, threads: int):
+    """TensorFlow with `threads` threads, then the saved tf_keras model at `path` (or ArtifactError naming it)."""
+    # Imported here on purpose: only a Keras artifact needs TensorFlow, and a
+    # TFLite measurement must not carry it.
+    from cluster.evaluation.keras_latency import configure_tf_threads
+    from cluster.models import ModelFileError, load_keras_model
+
+    configure_tf_threads(threads)  # before anything runs a TF op (loading a model does)
     try:
         return load_keras_model(path)
     except ModelFileError as error:
@@ -45,8 +64,6 @@ def load_keras(path: str | os.PathLike):
 
 
 def _latency(ns: argparse.Namespace) -> dict:
-    # Before anything runs a TF op (loading a Keras model does).
-    latency.configure_tf_threads(ns.threads)
     options = dict(num_threads=ns.threads, batch_sizes=ns.batch_sizes, repetitions=ns.repetitions,
                    warmup=ns.warmup, throughput_repetitions=ns.throughput_repetitions,
                    min_seconds=ns.min_seconds)
@@ -54,20 +71,25 @@ def _latency(ns: argparse.Namespace) -> dict:
     if is_tflite(ns.path):
         result = latency.measure_tflite_latency(ns.path, **options)
     else:
-        result = latency.measure_keras_latency(load_keras(ns.path), **options)
+        from cluster.evaluation.keras_latency import measure_keras_latency  # TensorFlow: see load_keras
+
+        result = measure_keras_latency(load_keras(ns.path, ns.threads), **options)
     return result.to_dict()
 
 
 def _memory(ns: argparse.Namespace) -> dict:
-    latency.configure_tf_threads(ns.threads)
-    # Peak so far: interpreter, TensorFlow and numpy imported, no model yet.
-    baseline = peak_rss_bytes()
     if is_tflite(ns.path):
+        # Peak so far: Python, numpy and the LiteRT runtime, no model yet.
+        baseline = peak_rss_bytes()
         model = TFLiteModel(ns.path, num_threads=ns.threads)
         sample_shape, predict = model.sample_shape, model.predict
         backend = "tflite"
     else:
-        keras_model = load_keras(ns.path)
+        from cluster.evaluation.keras_latency import configure_tf_threads  # TensorFlow: see load_keras
+
+        configure_tf_threads(ns.threads)
+        baseline = peak_rss_bytes()  # TensorFlow imported, no model yet
+        keras_model = load_keras(ns.path, ns.threads)
         sample_shape = keras_model.input_shape[1:]
         backend = "keras"
 

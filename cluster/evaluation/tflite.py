@@ -1,10 +1,11 @@
-"""TFLite artifacts: export a Keras model, and run one on image batches.
+"""TFLite artifacts: run one on image batches in LiteRT, and write one atomically.
 
 The runner feeds raw float pixels (0..255) like the Keras models take: for an
 int8/uint8 model it quantizes them with the input tensor's scale and zero
 point, and it dequantizes quantized outputs, so callers never see the
 artifact's number format. It uses a fixed thread count so its timings and
-the thread count it reports agree.
+the thread count it reports agree. No TensorFlow here: converting a Keras
+model is `cluster.evaluation.export`'s.
 """
 
 from __future__ import annotations
@@ -15,31 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-import tensorflow as tf
-
 from cluster.evaluation.errors import ArtifactError, InputShapeError
-from cluster.evaluation.interpreter import (  # noqa: F401  (re-exported)
-    DEFAULT_NUM_THREADS,
-    open_interpreter,
-    read_tflite,
-)
-from cluster.evaluation.tensors import (  # noqa: F401  (re-exported: inspection of the same files)
-    ConstantTensor,
-    constant_tensors,
-    unique_value_counts,
-    weight_dtypes,
-)
-
-
-def to_tflite_bytes(model) -> bytes:
-    """Convert a tf_keras model to a float32 TFLite flatbuffer."""
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    return converter.convert()
-
-
-def export_tflite(model, path: str | os.PathLike) -> Path:
-    """Convert `model` to float TFLite and write it to `path`; returns the path."""
-    return write_bytes(to_tflite_bytes(model), path)
+from cluster.evaluation.interpreter import DEFAULT_NUM_THREADS, open_interpreter, read_tflite
 
 
 def write_bytes(data: bytes, path: str | os.PathLike) -> Path:

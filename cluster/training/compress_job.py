@@ -31,7 +31,7 @@ from cluster.compression.steps import has_qat, techniques
 from cluster.data.pipeline import load_arrays, prepare, representative_images
 from cluster.evaluation.measure import measure
 from cluster.evaluation.report import EvaluationRecord, markdown_table
-from cluster.evaluation.tflite import export_tflite
+from cluster.evaluation.export import export_tflite
 from cluster.models import ModelFileError, load_keras_model, save_keras_model
 from cluster.spec import CompressJob
 from cluster.storage import RunStorage, fetch_local

@@ -25,7 +25,7 @@ from cluster.data.pipeline import load_arrays, prepare
 from cluster.evaluation.efficiency import resource_summary
 from cluster.evaluation.report import measure_artifact
 from cluster.evaluation.latency import measure_latency_in_subprocess
-from cluster.evaluation.tflite import export_tflite
+from cluster.evaluation.export import export_tflite
 from cluster.models import save_keras_model
 from cluster.spec import TrainJob
 from cluster.storage import RunStorage

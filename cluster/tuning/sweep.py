@@ -32,7 +32,8 @@ from cluster.compression.steps import has_qat, parse_steps, techniques
 from cluster.data.pipeline import PreparedData, load_arrays, prepare, representative_images, validation_arrays
 from cluster.evaluation.compute import compute_profile, gzip_size_bytes
 from cluster.evaluation.measure import measure
-from cluster.evaluation.tflite import TFLiteModel, export_tflite
+from cluster.evaluation.export import export_tflite
+from cluster.evaluation.tflite import TFLiteModel
 from cluster.models import ModelShape, build_model, load_keras_model, save_keras_model
 from cluster.reporting import html_page, markdown
 from cluster.runs import claim_run_folder, log
