@@ -6,6 +6,8 @@ import base64
 from pathlib import Path
 
 from bench import common, frontier
+from cluster.results import SweepSummary, VariantResult
+from cluster.tables import render
 
 
 def _x(value, digits: int = 2) -> str:
@@ -25,8 +27,8 @@ def _mark(met) -> str:
 
 
 def _table(header: list[str], rows: list[list]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)] + \
-        ["| " + " | ".join(str(c) for c in row) + " |" for row in rows] + [""]
+    """A Markdown table through the project's one renderer, as the doc's lines."""
+    return render(header, [[str(c) for c in row] for row in rows], markdown=True).splitlines() + [""]
 
 
 # ---------------------------------------------------------------- targets
@@ -173,10 +175,13 @@ def write_pareto(r: dict, doc: Path) -> Path:
     """Our points and frontier, the recipe's point and the frontier target's box, accuracy vs gzip size (log x)."""
     from cluster.reporting import pareto_plot
 
-    summary = {"variants": r["points"], "pareto": {"size_bytes_gzip": r["pareto"]},
-               "sweet_spot": (r.get("sweet_spot") or {}).get("name") if (r.get("sweet_spot") or {}).get("feasible")
-               else None,
-               "constraints": {"max_size_kb": 8.2, "min_accuracy": 0.91}}
+    chosen = r.get("sweet_spot") or {}
+    summary = SweepSummary(
+        name="frontier", baseline=None, pareto={"size_bytes_gzip": r["pareto"]},
+        variants=[VariantResult(name=p["name"], accuracy=p["accuracy"], size_bytes_gzip=p["size_bytes_gzip"])
+                  for p in r["points"]],
+        sweet_spot=chosen.get("name") if chosen.get("feasible") else None,
+        constraints={"max_size_kb": 8.2, "min_accuracy": 0.91})
     references = [{"name": f"tfmot recipe, pruned + quantized (median of {r['anchor']['runs']})",
                    **{k: r["anchor"]["pruned_quantized"][k] for k in ("accuracy", "size_bytes_gzip")}}]
     path = doc.with_name(doc.stem + "_pareto.png")

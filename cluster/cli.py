@@ -23,15 +23,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
+from collections import deque
 from pathlib import Path
 
 from cluster import WORKER_ENV, local
+from cluster.results import read_summary as typed_summary
 from cluster.spec import DEFAULT_STORAGE, REMOTE_SCHEMES, SpecError, json_schema, load_spec, run_dir
+from cluster.tables import render, variant_table
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART_SPEC = "configs/quickstart.yaml"
@@ -82,24 +88,64 @@ def localize_data_paths(spec, overrides: list[str], working_dir: Path, cwd: Path
     return overrides + extra
 
 
-def submit_with_ray_cli(spec_path: str, overrides: list[str], output: str | None, wait: bool = True,
-                        ticket=None) -> int:
-    """`ray job submit --working-dir . -- python -m jobs SPEC ...` against the local cluster.
+def submit_with_ray_cli(spec_path: str, overrides: list[str], output: str | None, ticket=None,
+                       verbose: bool = False, run_folder: Path | None = None) -> int:
+    """`ray job submit --working-dir . -- python -m jobs SPEC ...` against the local cluster, followed to its end.
 
     `ticket` (an Admission) adds the `--entrypoint-resources`/`--entrypoint-memory` it reserves.
+    The console shows the job's own progress lines (`verbose`: everything); the
+    whole output goes to `run_folder`/job.log (see `follow_compactly`).
     """
     command = [local.ray_executable(), "job", "submit", "--address", local.DASHBOARD_URL,
                "--working-dir", str(PROJECT_ROOT), "--runtime-env-json", json.dumps({"env_vars": WORKER_ENV})]
     if ticket is not None and ticket.resources:
         command += ["--entrypoint-resources", json.dumps(ticket.resources), "--entrypoint-memory", str(ticket.memory)]
-    if not wait:
-        command.append("--no-wait")
     command += ["--", "python", "-m", "jobs", spec_path]
     for item in overrides:
         command += ["--set", item]
     if output:
         command += ["--output", output]
-    return subprocess.run(command, env=local.client_env(), cwd=PROJECT_ROOT).returncode
+    if verbose:
+        return subprocess.run(command, env=local.client_env(), cwd=PROJECT_ROOT).returncode
+    return follow_compactly(command, run_folder)
+
+
+# The job's own progress lines (cluster.runs.log), wherever Ray's log prefix puts them.
+OWN_LINE = re.compile(r"\[sweetspot \d\d:\d\d:\d\d\] .*|^error: .*")
+SUBMITTED = re.compile(r"Job '(\S+)' submitted successfully")
+FAILURE_TAIL_LINES = 40
+JOB_LOG = "job.log"
+
+
+def follow_compactly(command: list[str], run_folder: Path | None) -> int:
+    """Run `command` (a `ray job submit` that follows the job), printing only the job's own lines.
+
+    Ray's and the libraries' output (worker start-up, Ray Data plans, Tune
+    tables) goes to a log file, moved into `run_folder` when the job succeeded
+    (a refused job writes nothing there); on failure the end of it is printed
+    with the file's path.
+    """
+    log_file = tempfile.NamedTemporaryFile("w", prefix="sweetspot-job-", suffix=".log", delete=False)
+    tail: deque[str] = deque(maxlen=FAILURE_TAIL_LINES)
+    with log_file, subprocess.Popen(command, env=local.client_env(), cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True, errors="replace") as process:
+        for line in process.stdout:
+            log_file.write(line)
+            tail.append(line.rstrip("\n"))
+            own, submitted = OWN_LINE.search(line), SUBMITTED.search(line)
+            if submitted:
+                print(f"submitted job {submitted.group(1)} (`sweetspot logs {submitted.group(1)}` for its full log)",
+                      flush=True)
+            elif own:
+                print(own.group(0).rstrip(), flush=True)
+        code = process.wait()
+    log_path = Path(log_file.name)
+    if code == 0 and run_folder is not None and run_folder.is_dir():
+        log_path = Path(shutil.move(log_path, run_folder / JOB_LOG))
+    if code != 0:
+        print(f"\nthe job failed; the end of its log ({log_path}):", file=sys.stderr)
+        print("\n".join(tail), file=sys.stderr)
+    return code
 
 
 # ---------------------------------------------------------------- results
@@ -117,57 +163,17 @@ def _scalars(mapping: dict) -> dict:
     return {k: v for k, v in mapping.items() if not isinstance(v, (dict, list))}
 
 
-def table(rows: list[list[str]], header: list[str] | None = None) -> str:
-    rows = ([header] if header else []) + rows
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
-    if header:
-        lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
-
-
-# The default columns of a job with variants: (header, how to read the row).
-VARIANT_COLUMNS = (
-    ("variant", lambda row, _: row["name"]),
-    ("technique", lambda row, _: row.get("technique") or "-"),
-    ("accuracy", lambda row, _: _fixed(row.get("accuracy"), "{:.4f}")),
-    ("Δpt", lambda row, _: _fixed(row.get("accuracy_drop_pt"), "{:+.2f}")),
-    ("gzip KB", lambda row, _: _fixed(row.get("size_bytes_gzip"), "{:.1f}", 1e-3)),
-    ("×", lambda row, _: _fixed(row.get("size_ratio"), "{:.1f}")),
-    ("p95 ms", lambda row, _: _fixed(row.get("latency_ms_p95"), "{:.3f}")),
-    ("", lambda row, summary: _flags(row["name"], summary)),
-)
 HEAD_FIELDS = ("kind", "name", "baseline", "sweet_spot", "closest")
 
 
-def _fixed(value, form: str, scale: float = 1.0) -> str:
-    return "-" if value is None else form.format(value * scale)
-
-
-def _flags(name: str, summary: dict) -> str:
-    pareto = summary.get("pareto") or {}
-    flags = [flag for flag, on in (("sweet spot", name == summary.get("sweet_spot")),
-                                   ("Pareto", name in pareto.get("size_bytes_gzip", ())),
-                                   ("baseline", name == summary.get("baseline"))) if on]
-    return ", ".join(flags)
-
-
 def summary_table(summary: dict, wide: bool = False) -> str:
-    """A train job: one row per figure. A job with `variants`: one row per variant, the main figures
-    (`wide`: every scalar the job recorded)."""
-    variants = summary.get("variants")
-    if not (isinstance(variants, list) and variants and all(isinstance(v, dict) for v in variants)):
-        return table([[key, _format(value)] for key, value in _scalars(summary).items()], ["figure", "value"])
-    head = _scalars({k: v for k, v in summary.items() if k != "variants"})
-    if wide:
-        columns: list[str] = []
-        for variant in variants:
-            columns += [key for key in _scalars(variant) if key not in columns]
-        lines = [f"{key}: {_format(value)}" for key, value in head.items()]
-        return "\n".join(lines + ["", table([[_format(v.get(key)) for key in columns] for v in variants], columns)])
-    lines = [f"{key}: {_format(head[key])}" for key in HEAD_FIELDS if head.get(key) is not None]
-    body = [[read(variant, summary) for _, read in VARIANT_COLUMNS] for variant in variants]
-    return "\n".join(lines + ["", table(body, [header for header, _ in VARIANT_COLUMNS])])
+    """A train job: one row per figure. A job with variants: one row per variant, the compact columns
+    (`wide`: every column)."""
+    typed = typed_summary(summary)
+    if isinstance(typed, dict):
+        return render(["figure", "value"], [[key, _format(value)] for key, value in _scalars(typed).items()])
+    head = [f"{key}: {getattr(typed, key)}" for key in HEAD_FIELDS if getattr(typed, key, None) is not None]
+    return "\n".join(head + ["", variant_table(typed, wide)])
 
 
 def read_summary(storage: str, name: str) -> tuple[str, dict]:
@@ -191,9 +197,10 @@ def print_results(path: str, summary: dict, wide: bool = False, as_json: bool = 
     print(f"results: {path.rsplit('/', 1)[0]}")
     print(summary_table(summary, wide))
     if summary.get("kind") == "sweep":
+        # Imported here on purpose: matplotlib (the report's plots) costs a second the other commands need not pay.
         from cluster.reporting import verdict
 
-        print(textwrap.fill(verdict(summary).replace("**", ""), width=100, break_long_words=False,
+        print(textwrap.fill(verdict(typed_summary(summary)).replace("**", ""), width=100, break_long_words=False,
                             break_on_hyphens=False))
     report = summary.get("artifacts", {}).get("report") if isinstance(summary.get("artifacts"), dict) else None
     if report:
@@ -221,7 +228,8 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     print(ticket.note, file=sys.stderr, flush=True)
     overrides = localize_data_paths(spec, args.overrides, PROJECT_ROOT, PROJECT_ROOT)
     storage = spec.output.storage
-    code = submit_with_ray_cli(args.spec, overrides, storage, ticket=ticket)
+    code = submit_with_ray_cli(args.spec, overrides, storage, ticket=ticket, verbose=args.verbose,
+                               run_folder=Path(run_dir(spec)))
     summary = Path(run_dir(spec)) / "summary.json"
     if code == 0 and summary.exists():
         print_summary(summary)
@@ -334,7 +342,7 @@ def cmd_list(args) -> int:
             entrypoint = f"python -m jobs {(job.metadata or {}).get('sweetspot_spec', '<spec>')} ..."
         rows.append([job.submission_id or job.job_id or "-", str(job.status), (job.metadata or {}).get(
             "sweetspot_name", "-"), started, entrypoint if len(entrypoint) <= 60 else entrypoint[:57] + "..."])
-    print(table(rows, ["id", "status", "name", "started", "entrypoint"]))
+    print(render(["id", "status", "name", "started", "entrypoint"], rows))
     return 0
 
 
@@ -363,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     quick.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     quick.add_argument("--output")
     quick.add_argument("--num-cpus", type=int, default=DEFAULT_LOCAL_CPUS)
+    quick.add_argument("--verbose", action="store_true",
+                       help="print the job's whole output (Ray, Ray Data, Tune), not only its progress lines")
 
     submit = commands.add_parser("submit", help="validate a spec and submit it as a Ray job")
     _spec_args(submit)

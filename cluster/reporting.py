@@ -18,6 +18,9 @@ import matplotlib
 matplotlib.use("Agg")  # no display on a cluster node
 import matplotlib.pyplot as plt  # noqa: E402
 
+from cluster.results import SweepSummary  # noqa: E402
+from cluster.tables import COLUMNS, variant_table  # noqa: E402
+
 AXES = {
     "size_bytes_gzip": ("gzip size of the TFLite file (KB)", 1e-3, "max_size_kb", 1.0),
     "latency_ms_p95": ("p95 latency at batch 1 (ms)", 1.0, "max_latency_ms_p95", 1.0),
@@ -31,26 +34,26 @@ def _png(figure) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def pareto_plot(summary: dict, cost: str, references: list[dict] = ()) -> str:
+def pareto_plot(summary: SweepSummary, cost: str, references: list[dict] = ()) -> str:
     label, scale, constraint, _ = AXES[cost]
-    rows = [v for v in summary["variants"] if v.get("accuracy") is not None and v.get(cost) is not None]
-    front = summary["pareto"][cost]
+    rows = [v for v in summary.variants if v.accuracy is not None and getattr(v, cost) is not None]
+    front = summary.pareto.get(cost, [])
     figure, axis = plt.subplots(figsize=(7.5, 4.8))
     for row in rows:
-        on_front = row["name"] in front
-        axis.scatter(row[cost] * scale, row["accuracy"], s=60 if on_front else 30,
+        on_front = row.name in front
+        axis.scatter(getattr(row, cost) * scale, row.accuracy, s=60 if on_front else 30,
                      color="tab:blue" if on_front else "tab:gray", alpha=0.9 if on_front else 0.6, zorder=3)
-        axis.annotate(row["name"], (row[cost] * scale, row["accuracy"]), fontsize=7, xytext=(4, 3),
+        axis.annotate(row.name, (getattr(row, cost) * scale, row.accuracy), fontsize=7, xytext=(4, 3),
                       textcoords="offset points")
-    points = sorted(((r[cost] * scale, r["accuracy"]) for r in rows if r["name"] in front))
+    points = sorted((getattr(r, cost) * scale, r.accuracy) for r in rows if r.name in front)
     if points:
         axis.step([p[0] for p in points], [p[1] for p in points], where="post", color="tab:blue",
                   label="Pareto frontier", zorder=2)
-    sweet = next((r for r in rows if r["name"] == summary.get("sweet_spot")), None)
+    sweet = next((r for r in rows if r.name == summary.sweet_spot), None)
     if sweet:
-        axis.scatter(sweet[cost] * scale, sweet["accuracy"], s=220, facecolors="none", edgecolors="tab:green",
-                     linewidths=2.5, label=f"sweet spot: {sweet['name']}", zorder=4)
-    limits = summary["constraints"]
+        axis.scatter(getattr(sweet, cost) * scale, sweet.accuracy, s=220, facecolors="none", edgecolors="tab:green",
+                     linewidths=2.5, label=f"sweet spot: {sweet.name}", zorder=4)
+    limits = summary.constraints
     if limits.get(constraint) is not None:
         axis.axvline(limits[constraint], color="tab:red", linestyle="--", label=f"{constraint} = {limits[constraint]:g}")
     if limits.get("min_accuracy") is not None:
@@ -69,9 +72,9 @@ def pareto_plot(summary: dict, cost: str, references: list[dict] = ()) -> str:
     return _png(figure)
 
 
-def learning_curves_plot(summary: dict) -> str:
+def learning_curves_plot(summary: SweepSummary) -> str:
     figure, axis = plt.subplots(figsize=(7.5, 4.2))
-    for name, history in summary.get("learning_curves", {}).items():
+    for name, history in summary.learning_curves.items():
         epochs = [m["epoch"] for m in history if m.get("val_accuracy") is not None]
         values = [m["val_accuracy"] for m in history if m.get("val_accuracy") is not None]
         if epochs:
@@ -84,80 +87,46 @@ def learning_curves_plot(summary: dict) -> str:
     return _png(figure)
 
 
-COLUMNS = [("name", "variant"), ("technique", "technique"), ("accuracy", "TFLite accuracy"),
-           ("size_bytes_gzip", "gzip bytes"), ("size_ratio", "size ratio"), ("latency_ms_p95", "p95 ms"),
-           ("params", "params"), ("params_nonzero", "non-zero"), ("flops", "MACs"), ("sparsity", "sparsity")]
-
-
-def _cell(key: str, value) -> str:
-    if value is None:
-        return "–"
-    if key == "accuracy":
-        return f"{value:.4f}"
-    if key in ("size_ratio",):
-        return f"{value:.1f}x"
-    if key in ("latency_ms_p95", "sparsity"):
-        return f"{value:.3f}"
-    return f"{value:,}" if isinstance(value, int) else str(value)
-
-
-def _flags(summary: dict, name: str) -> str:
-    flags = []
-    if name == summary.get("sweet_spot"):
-        flags.append("**sweet spot**")
-    if any(name in names for names in summary["pareto"].values()):
-        flags.append("Pareto")
-    if name == summary.get("baseline"):
-        flags.append("baseline")
-    return ", ".join(flags)
-
-
-def markdown(summary: dict) -> str:
-    lines = [f"# Sweep `{summary['name']}`", "", verdict(summary), "",
-             "| " + " | ".join(title for _, title in COLUMNS) + " | notes |",
-             "| " + " | ".join("---" for _ in COLUMNS) + " | --- |"]
-    for row in summary["variants"]:
-        lines.append("| " + " | ".join(_cell(k, row.get(k)) for k, _ in COLUMNS) + f" | {_flags(summary, row['name'])} |")
-    for failed in summary.get("failed", []):
-        lines.append(f"| {failed['name']} | failed | " + " | ".join("–" for _ in COLUMNS[2:]) + f" | {failed['error'][:120]} |")
+def markdown(summary: SweepSummary) -> str:
+    lines = [f"# Sweep `{summary.name}`", "", verdict(summary), "", variant_table(summary, wide=True, markdown=True)]
+    if summary.failed:
+        lines += ["", "Failed trials:", ""] + [f"- `{f.name}`: {f.error[:300]}" for f in summary.failed]
     lines += ["", "Every figure is measured on the TFLite file a user would deploy, in one process on one node "
-              "(accuracy: the interpreter over the whole test split; latency: batch 1, "
-              f"{summary.get('num_threads', 1)} thread(s)). Size ratio: the baseline's gzip size over the variant's.", ""]
+              "(accuracy: LiteRT over the whole test split; latency: batch 1, "
+              f"{summary.num_threads} thread(s)). ×: the baseline's gzip size over the variant's; Δpt: accuracy "
+              "against the baseline, in points.", ""]
     return "\n".join(lines)
 
 
-def verdict(summary: dict) -> str:
-    limits = {k: v for k, v in summary["constraints"].items() if v is not None}
+def verdict(summary: SweepSummary) -> str:
+    limits = {k: v for k, v in summary.constraints.items() if v is not None}
     wanted = ", ".join(f"{k} = {v:g}" for k, v in limits.items()) or "no constraints"
-    if summary.get("sweet_spot"):
-        row = next(r for r in summary["variants"] if r["name"] == summary["sweet_spot"])
-        return (f"**Sweet spot: `{row['name']}`** ({wanted}): accuracy {row['accuracy']:.4f}, "
-                f"{row['size_bytes_gzip'] / 1000:.1f} KB gzip ({row.get('size_ratio', 1):.1f}x smaller than the "
-                f"baseline), p95 {row['latency_ms_p95']:.3f} ms. Deployable file: `{summary['artifacts'].get('best')}`.")
-    closest = summary.get("closest")
-    missed = ", ".join(f"{k} by {v:.0%}" for k, v in summary.get("closest_violations", {}).items())
+    row = summary.variant(summary.sweet_spot)
+    if row is not None:
+        return (f"**Sweet spot: `{row.name}`** ({wanted}): accuracy {row.accuracy:.4f}, "
+                f"{row.size_bytes_gzip / 1000:.1f} KB gzip ({row.size_ratio or 1:.1f}x smaller than the "
+                f"baseline), p95 {row.latency_ms_p95:.3f} ms. Deployable file: `{summary.artifacts.get('best')}`.")
+    closest = summary.closest
+    missed = ", ".join(f"{k} by {v:.0%}" for k, v in summary.closest_violations.items())
     return (f"**No variant meets every constraint** ({wanted}). The closest is `{closest}`, which misses {missed}."
             if closest else "**No variant was measured.**")
 
 
-def html_page(summary: dict, references: list[dict] = ()) -> str:
-    table = markdown(summary).split("\n")
-    rows_html = []
-    for line in table:
-        if line.startswith("| ") and not line.startswith("| ---"):
-            cells = [html.escape(c.strip().replace("**", "")) for c in line.strip("|").split("|")]
-            tag = "th" if line is table[4] else "td"
-            rows_html.append("<tr>" + "".join(f"<{tag}>{c}</{tag}>" for c in cells) + "</tr>")
+def html_page(summary: SweepSummary, references: list[dict] = ()) -> str:
+    columns = COLUMNS
+    rows_html = ["<tr>" + "".join(f"<th>{html.escape(c.header)}</th>" for c in columns) + "</tr>"]
+    for row in summary.variants:
+        rows_html.append("<tr>" + "".join(f"<td>{html.escape(c.read(row, summary))}</td>" for c in columns) + "</tr>")
     images = [pareto_plot(summary, "size_bytes_gzip", references), pareto_plot(summary, "latency_ms_p95", references),
               learning_curves_plot(summary)]
     verdict_html = html.escape(verdict(summary)).replace("**", "")
     figures = "".join(f'<img alt="plot" src="data:image/png;base64,{data}">' for data in images)
     return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>sweetspot: {html.escape(summary['name'])}</title>
+<html><head><meta charset="utf-8"><title>sweetspot: {html.escape(summary.name)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;}} img{{max-width:49%;}}
 table{{border-collapse:collapse;font-size:13px;}} td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right;}}
 .verdict{{font-size:17px;background:#eef7ee;padding:10px;border-left:5px solid #2a2;}}</style></head>
-<body><h1>Sweep {html.escape(summary['name'])}</h1>
+<body><h1>Sweep {html.escape(summary.name)}</h1>
 <p class="verdict">{verdict_html}</p>
 <div>{figures}</div>
 <h2>Variants</h2><table>{''.join(rows_html)}</table>

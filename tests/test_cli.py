@@ -254,3 +254,42 @@ def test_the_local_head_advertises_the_pool_and_lets_queued_jobs_wait(monkeypatc
     assert start[start.index("--num-cpus") + 1] == "6"
     assert json.loads(start[start.index("--resources") + 1]) == {"sweetspot_cpu": 6}
     assert int(env["RAY_JOB_START_TIMEOUT_SECONDS"]) >= 24 * 3600 and env["RAY_AUTH_MODE"] == "token"
+
+
+NOISY_JOB = r"""
+import sys
+print("Job submission server address: http://127.0.0.1:8265")
+print("Job 'raysubmit_abc' submitted successfully")
+print("\x1b[36m(TrainController pid=1)\x1b[0m Started training worker group of size 1:")
+print("[sweetspot 10:00:00] checking data: train.parquet")
+print("\x1b[36m(scale_trial pid=2)\x1b[0m [sweetspot 10:00:05] training cnn-w1-d2 (3 epochs)")
+print("\x1b[36m(SplitCoordinator pid=3)\x1b[0m Execution plan of Dataset train_1: InputDataBuffer[Input]")
+print("Traceback (most recent call last): noise a successful job may print at shutdown")
+sys.exit(int(sys.argv[1]))
+"""
+
+
+@pytest.mark.parametrize("status", [0, 1])
+def test_the_console_shows_the_jobs_own_lines_and_the_log_keeps_everything(status, tmp_path, capsys):
+    """What `sweetspot quickstart` prints of a `ray job submit` that follows a job."""
+    import sys
+
+    from cluster.cli import JOB_LOG, follow_compactly
+
+    script = tmp_path / "job.py"
+    script.write_text(NOISY_JOB)
+    run_folder = tmp_path / "run"
+    run_folder.mkdir()
+    assert follow_compactly([sys.executable, str(script), str(status)], run_folder) == status
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [
+        "submitted job raysubmit_abc (`sweetspot logs raysubmit_abc` for its full log)",
+        "[sweetspot 10:00:00] checking data: train.parquet",
+        "[sweetspot 10:00:05] training cnn-w1-d2 (3 epochs)"]
+    if status == 0:
+        # The whole output, noise included, is kept in the run folder; nothing more on the console.
+        assert "Execution plan of Dataset" in (run_folder / JOB_LOG).read_text() and err == ""
+    else:
+        # A failed job: the end of its log, and where the rest is; the run folder is left as it was.
+        assert "Execution plan of Dataset" in err and "the job failed" in err
+        assert not (run_folder / JOB_LOG).exists()

@@ -7,6 +7,7 @@ than the recipe's median file and at least as accurate as its median.
 """
 
 import json
+from pathlib import Path
 import statistics
 import subprocess
 import sys
@@ -56,6 +57,21 @@ def test_quickstart_prints_the_sweet_spot(quickstart):
     assert summary["sweet_spot"] and summary["sweet_spot"] in done.stdout
 
 
+def test_quickstart_console_is_short_and_ends_with_the_verdict(quickstart):
+    """The job's progress lines and the result, not Ray's, Ray Data's and Tune's output."""
+    summary, done = quickstart
+    console = (done.stdout + done.stderr).splitlines()
+    assert len(console) <= 100, "\n".join(console)
+    assert not any("Traceback" in line for line in console), "\n".join(console)
+    assert sum("training " in line for line in console) == 2  # one line per scale trial start ...
+    assert sum("trained " in line for line in console) == 2  # ... and end
+    # The last lines: the table, the verdict naming the sweet spot, the report.
+    assert console[-1].startswith("report: ")
+    assert any(summary["sweet_spot"] in line and "Sweet spot" in line for line in console[-5:])
+    storage = Path(done.args[done.args.index("--output") + 1])
+    assert "Started training worker group" in (storage / "quickstart" / "job.log").read_text()  # the full log
+
+
 def test_results_table_of_the_quickstart_is_narrow_and_names_the_sweet_spot(quickstart):
     summary, done = quickstart
     storage = done.args[done.args.index("--output") + 1]
@@ -71,5 +87,5 @@ def test_results_table_of_the_quickstart_is_narrow_and_names_the_sweet_spot(quic
     best = next(v for v in summary["variants"] if v["name"] == summary["sweet_spot"])
     assert f"{best['accuracy']:.4f}" in rows[summary["sweet_spot"]]
     wide = sweetspot("results", "quickstart", "--storage", storage, "--wide")
-    assert "size_bytes_gzip" in wide.stdout
+    assert "MACs" in wide.stdout and "peak RSS MB" in wide.stdout
     assert json.loads(sweetspot("results", "quickstart", "--storage", storage, "--json").stdout) == summary

@@ -1,6 +1,7 @@
 """The sweep report: the verdict names the sweet spot or the closest miss; the HTML page is self-contained."""
 
 from cluster.reporting import html_page, markdown, verdict
+from cluster.results import SweepSummary
 
 
 def summary(sweet_spot="b", closest=None):
@@ -8,15 +9,15 @@ def summary(sweet_spot="b", closest=None):
         {"name": "a", "technique": "float", "accuracy": 0.9, "size_bytes_gzip": 400_000, "latency_ms_p95": 0.5,
          "size_ratio": 1.0, "params": 10, "params_nonzero": 10, "flops": 100, "sparsity": 0.0},
         {"name": "b", "technique": "quantize", "accuracy": 0.89, "size_bytes_gzip": 100_000, "latency_ms_p95": 0.2,
-         "size_ratio": 4.0, "params": 10, "params_nonzero": 10, "flops": 100, "sparsity": 0.0},
+         "size_ratio": 4.0, "accuracy_drop_pt": 1.0, "params": 10, "params_nonzero": 10, "flops": 100, "sparsity": 0.0},
     ]
-    return {"name": "s", "variants": rows, "baseline": "a", "sweet_spot": sweet_spot, "closest": closest,
+    return SweepSummary.model_validate({"name": "s", "variants": rows, "baseline": "a", "sweet_spot": sweet_spot, "closest": closest,
             "closest_violations": {"max_size_kb": 0.5} if closest else {},
             "pareto": {"size_bytes_gzip": ["b", "a"], "latency_ms_p95": ["b"]},
             "constraints": {"max_size_kb": 200.0 if sweet_spot else 50.0, "min_accuracy": None},
             "failed": [{"name": "c", "error": "RuntimeError: boom"}], "learning_curves": {
                 "a": [{"epoch": 1, "val_accuracy": 0.8}, {"epoch": 2, "val_accuracy": 0.85}]},
-            "artifacts": {"best": "/x/best.tflite"}}
+            "artifacts": {"best": "/x/best.tflite"}})
 
 
 def test_verdict_names_the_sweet_spot_with_its_figures():
@@ -31,8 +32,10 @@ def test_verdict_names_the_closest_when_nothing_fits():
 
 def test_markdown_marks_sweet_spot_pareto_and_failures():
     text = markdown(summary())
-    assert "| b | quantize | 0.8900 |" in text and "**sweet spot**, Pareto" in text
-    assert "| c | failed |" in text and "boom" in text
+    row = next(line for line in text.splitlines() if line.startswith("| b "))
+    assert [cell.strip() for cell in row.split("|")[1:5]] == ["b", "quantize", "0.8900", "-1.00"]  # 1 pt below the baseline
+    assert "sweet spot, Pareto" in row
+    assert "`c`: RuntimeError: boom" in text
 
 
 def test_html_page_embeds_three_plots():

@@ -8,7 +8,6 @@ latency and throughput ratios are fair.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,8 @@ from cluster.data.checks import check_split
 from cluster.data.pipeline import load_arrays
 from cluster.data.sources import resolve
 from cluster.evaluation.errors import ArtifactError
-from cluster.evaluation.report import EvaluationRecord, markdown_table
+from cluster.results import EvaluateSummary, VariantResult
+from cluster.tables import variant_table
 from cluster.spec import EvaluateJob
 from cluster.storage import RunStorage, fetch_local
 from cluster.runs import claim_run_folder, log
@@ -60,7 +60,7 @@ def check_artifact(name: str, path: str, image_shape: tuple, num_classes: int) -
     return kind
 
 
-def measure_keras(name: str, path: str, images, labels, evaluation) -> dict:
+def measure_keras(name: str, path: str, images, labels, evaluation) -> VariantResult:
     from cluster.evaluation.compute import compute_profile, gzip_size_bytes, size_bytes
     from cluster.evaluation.latency import measure_latency_in_subprocess
     from cluster.evaluation.memory import measure_peak_rss
@@ -73,7 +73,7 @@ def measure_keras(name: str, path: str, images, labels, evaluation) -> dict:
                                             batch_sizes=tuple(evaluation.batch_sizes),
                                             repetitions=evaluation.repetitions)
     files = [p for p in Path(path).rglob("*") if p.is_file()] if Path(path).is_dir() else [Path(path)]
-    record = EvaluationRecord(
+    record = VariantResult(
         name=name, artifact=path, params=profile.params, params_nonzero=profile.params_nonzero,
         flops=profile.flops, flops_sparse=profile.flops_sparse, size_bytes=sum(size_bytes(f) for f in files),
         size_bytes_gzip=sum(gzip_size_bytes(f) for f in files),
@@ -84,11 +84,11 @@ def measure_keras(name: str, path: str, images, labels, evaluation) -> dict:
         extra={"format": "keras"})
     if evaluation.memory:
         record.peak_rss_bytes = measure_peak_rss(path, images=images[:256]).peak_rss_bytes
-    return record.to_dict()
+    return record
 
 
 def measure_all(artifacts: list[tuple[str, str, str]], images: np.ndarray, labels: np.ndarray,
-                evaluation) -> list[dict]:
+                evaluation) -> list[VariantResult]:
     """Runs inside one Ray task: every artifact measured in turn, on the same node and cores."""
     from cluster.evaluation.measure import measure
 
@@ -98,7 +98,7 @@ def measure_all(artifacts: list[tuple[str, str, str]], images: np.ndarray, label
             row = measure(name, Path(path), None, images, labels, evaluation, {"format": "tflite"})
         else:
             row = measure_keras(name, path, images, labels, evaluation)
-        row["node"] = ray.get_runtime_context().get_node_id()
+        row.node = ray.get_runtime_context().get_node_id()
         rows.append(row)
     return rows
 
@@ -120,13 +120,12 @@ def run_evaluate(spec: EvaluateJob) -> dict:
     task = ray.remote(num_cpus=spec.cpus)(measure_all)
     rows = ray.get(task.remote(artifacts, images, labels, spec.evaluation))
     for row, artifact in zip(rows, spec.artifacts):
-        row["artifact"] = artifact.path
-    summary = {"kind": "evaluate", "name": spec.name, "variants": rows, "num_threads": spec.evaluation.num_threads,
-               "artifacts": {"summary": storage.path("summary.json"), "report": storage.path("report.md")}}
-    known = set(EvaluationRecord.__dataclass_fields__)
-    table = markdown_table([EvaluationRecord.from_dict({k: v for k, v in r.items() if k in known}) for r in rows])
+        row.artifact = artifact.path
+    summary = EvaluateSummary(name=spec.name, variants=rows, num_threads=spec.evaluation.num_threads,
+                              artifacts={"summary": storage.path("summary.json"), "report": storage.path("report.md")})
+    table = variant_table(summary, wide=True, markdown=True)
     storage.write_text("report.md", f"# {spec.name}: measured artifacts\n\nAll measured in one Ray task on one "
                                     f"node, {spec.evaluation.num_threads} thread(s).\n\n{table}\n")
-    storage.write_text("summary.json", json.dumps(summary, indent=2))
+    storage.write_text("summary.json", summary.model_dump_json(indent=2))
     log(f"results in {storage.path()}")
     return summary

@@ -19,7 +19,6 @@ Results under `<output.storage>/<name>/`:
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
@@ -30,8 +29,9 @@ from cluster.compression.pipeline import check_model
 from cluster.compression.steps import has_qat, techniques
 from cluster.data.pipeline import load_arrays, prepare, representative_images
 from cluster.evaluation.measure import measure
-from cluster.evaluation.report import EvaluationRecord, markdown_table
 from cluster.evaluation.export import export_tflite
+from cluster.results import CompressSummary, VariantResult
+from cluster.tables import variant_table
 from cluster.models import ModelFileError, load_keras_model, save_keras_model
 from cluster.spec import CompressJob
 from cluster.storage import RunStorage, fetch_local
@@ -94,15 +94,15 @@ def run_compress(spec: CompressJob) -> dict:
         baseline_tflite = export_tflite(baseline, scratch / "baseline.tflite")
         row = measure("baseline", baseline_tflite, baseline, images, labels, spec.evaluation,
                       {"technique": "float", "pipeline": []})
-        row["artifact"] = storage.upload(baseline_tflite, "baseline/model.tflite")
+        row.artifact = storage.upload(baseline_tflite, "baseline/model.tflite")
         rows.append(row)
         for variant in spec.variants:
             record = f"variants/{variant.name}/record.json"
             pipeline = [step.model_dump(mode="json") for step in variant.pipeline]
             recipe = {"pipeline": pipeline, "fine_tune": spec.fine_tune_of(variant).model_dump(mode="json")}
             if storage.exists(record):
-                measured = json.loads(storage.read_text(record))
-                if measured["extra"].get("recipe") == recipe:
+                measured = VariantResult.model_validate_json(storage.read_text(record))
+                if measured.extra.get("recipe") == recipe:
                     log(f"{variant.name}: already measured, skipping")
                     rows.append(measured)
                     continue
@@ -113,41 +113,25 @@ def run_compress(spec: CompressJob) -> dict:
             extra = {"technique": techniques(variant.pipeline), "pipeline": pipeline,
                      "recipe": recipe, "fine_tune_history": histories}
             row = measure(variant.name, tflite_path, model, images, labels, spec.evaluation, extra)
-            row["artifact"] = storage.upload(tflite_path, f"variants/{variant.name}/model.tflite")
+            row.artifact = storage.upload(tflite_path, f"variants/{variant.name}/model.tflite")
             keras_path = scratch / f"{variant.name}.keras"
             if not has_qat(variant.pipeline):
                 save_keras_model(model, keras_path)
-                row["keras_model"] = storage.upload(keras_path, f"variants/{variant.name}/model.keras")
-            storage.write_text(record, json.dumps(row, indent=1))
+                row.keras_model = storage.upload(keras_path, f"variants/{variant.name}/model.keras")
+            storage.write_text(record, row.model_dump_json(indent=1))
             rows.append(row)
-            log(f"{variant.name}: TFLite accuracy {row['accuracy']:.4f}, {row['size_bytes_gzip']} B gzip")
+            log(f"{variant.name}: TFLite accuracy {row.accuracy:.4f}, {row.size_bytes_gzip} B gzip")
 
-    summary = compress_summary(spec, rows, storage)
-    storage.write_text("summary.json", json.dumps(summary, indent=2))
+    summary = CompressSummary(name=spec.name, baseline="baseline", baseline_source=spec.baseline,
+                              variants=[row.compared_with(rows[0]) for row in rows],
+                              artifacts={"summary": storage.path("summary.json"), "report": storage.path("report.md")})
+    storage.write_text("summary.json", summary.model_dump_json(indent=2))
     storage.write_text("report.md", compress_report(summary))
     return summary
 
 
-def compress_summary(spec: CompressJob, rows: list[dict], storage: RunStorage) -> dict:
-    base = rows[0]
-    for row in rows:
-        row["size_ratio"] = base["size_bytes_gzip"] / row["size_bytes_gzip"]
-        row["accuracy_drop_pt"] = 100.0 * (base["accuracy"] - row["accuracy"])
-    return {"kind": "compress", "name": spec.name, "baseline": "baseline", "baseline_source": spec.baseline,
-            "variants": rows,
-            "artifacts": {"summary": storage.path("summary.json"), "report": storage.path("report.md")}}
-
-
-def compress_report(summary: dict) -> str:
-    lines = [f"# {summary['name']}: compressed variants", "",
-             "Every figure is measured on the TFLite file (accuracy: the interpreter over the whole test split; "
-             "size ratio: gzip size of the float baseline / gzip size of the variant).", "",
-             "| variant | technique | TFLite accuracy | drop (pt) | gzip bytes | ratio | sparsity |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
-    for row in summary["variants"]:
-        lines.append(f"| {row['name']} | {row['technique']} | {row['accuracy']:.4f} | {row['accuracy_drop_pt']:+.2f} "
-                     f"| {row['size_bytes_gzip']} | {row['size_ratio']:.1f}x | {row.get('sparsity', 0.0):.3f} |")
-    known = set(EvaluationRecord.__dataclass_fields__)
-    records = [EvaluationRecord.from_dict({k: v for k, v in row.items() if k in known}) for row in summary["variants"]]
-    lines += ["", "## Efficiency", "", markdown_table(records), ""]
-    return "\n".join(lines)
+def compress_report(summary: CompressSummary) -> str:
+    return "\n".join([f"# {summary.name}: compressed variants", "",
+                      "Every figure is measured on the TFLite file (accuracy: the interpreter over the whole test "
+                      "split; ×: gzip size of the float baseline / gzip size of the variant; Δpt: accuracy "
+                      "against the baseline, in points).", "", variant_table(summary, wide=True, markdown=True), ""])

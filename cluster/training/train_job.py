@@ -66,7 +66,7 @@ def export_and_measure(spec: TrainJob, model, history: list[dict], checkpoint_di
         tflite_path = export_tflite(model, scratch / "model.tflite")
         record = measure_artifact(tflite_path, images, labels, name="tflite-float", keras_model=model,
                                   num_threads=evaluation.num_threads, batch_sizes=tuple(evaluation.batch_sizes),
-                                  repetitions=evaluation.repetitions, measure_memory=evaluation.memory).to_dict()
+                                  repetitions=evaluation.repetitions, measure_memory=evaluation.memory).model_dump()
         keras_latency = measure_latency_in_subprocess(scratch / "model.keras", num_threads=evaluation.num_threads,
                                                       batch_sizes=tuple(evaluation.batch_sizes),
                                                       repetitions=evaluation.repetitions)

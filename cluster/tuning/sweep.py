@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +36,8 @@ from cluster.evaluation.measure import measure
 from cluster.evaluation.export import export_tflite
 from cluster.evaluation.tflite import TFLiteModel
 from cluster.models import ModelShape, build_model, load_keras_model, save_keras_model
-from cluster.reporting import html_page, markdown
+from cluster.reporting import html_page, markdown, verdict
+from cluster.results import FailedTrial, SweepSummary, VariantResult
 from cluster.runs import claim_run_folder, log
 from cluster.spec import ModelSpec, SweepJob, TrainJob, TrainSpec, run_dir
 from cluster.storage import RunStorage, fetch_local
@@ -80,10 +82,14 @@ def scale_trial(config: dict, spec_dump: dict, prepared: PreparedData, storage_u
         raise RuntimeError(f"injected failure in trial {fail_trial} (SWEETSPOT_FAIL_TRIAL)")
     spec, scale = SweepJob.model_validate(spec_dump), Scale(**config["scale"])
     log(f"training {scale.name} ({spec.train.epochs} epochs)")
+    started = time.monotonic()
     job = scale_train_job(spec, scale)
-    run_training(train_loop_per_worker, {"spec": job.model_dump(mode="json")}, job, prepared, spec.train.seed,
-                 storage_path=RunStorage(storage_uri).path("trials"), run_name=scale.name,
-                 callbacks=[TuneReportCallback()])
+    result, _ = run_training(train_loop_per_worker, {"spec": job.model_dump(mode="json")}, job, prepared,
+                             spec.train.seed, storage_path=RunStorage(storage_uri).path("trials"),
+                             run_name=scale.name, callbacks=[TuneReportCallback()])
+    accuracy = result.metrics.get("val_accuracy")
+    shown = "-" if accuracy is None else f"{accuracy:.4f}"
+    log(f"trained {scale.name}: validation accuracy {shown} in {time.monotonic() - started:.0f} s")
 
 
 def export_scale_models(spec: SweepJob, storage: RunStorage, results, scales: list[Scale]) -> None:
@@ -129,6 +135,7 @@ def variant_trial(config: dict, spec_dump: dict, prepared: PreparedData, storage
         tune.report({"done": 1})
         return
     log(f"building {variant.name} from {variant.scale.name}")
+    started = time.monotonic()
     baseline = fetch_local(storage.path(SCALE_MODEL.format(scale=variant.scale.name)))
     if baseline is None:
         raise RuntimeError(f"the baseline of scale {variant.scale.name} is missing (its trial failed or stopped)")
@@ -142,6 +149,7 @@ def variant_trial(config: dict, spec_dump: dict, prepared: PreparedData, storage
             save_keras_model(model, Path(scratch) / "final.keras")
             storage.upload(Path(scratch) / "final.keras", VARIANT_MODEL.format(variant=variant.name))
     storage.write_text(VARIANT_HISTORY.format(variant=variant.name), json.dumps(histories))
+    log(f"built {variant.name} in {time.monotonic() - started:.0f} s")
     tune.report({"done": 1})
 
 
@@ -291,7 +299,7 @@ class Searched:
     figures: dict
 
 
-def run_sweep(spec: SweepJob) -> dict:
+def run_sweep(spec: SweepJob) -> SweepSummary:
     storage = RunStorage(run_dir(spec))
     if spec.search.algorithm == "grid":
         scales, variants = expand(spec.search, spec.train.seed)
@@ -309,11 +317,9 @@ def run_sweep(spec: SweepJob) -> dict:
         log(f"searching {spec.search.num_samples} candidate(s) with Optuna (accuracy up, gzip size down)")
         searched = optuna_search(spec, prepared, storage, budget.concurrency)
     rows = measure_all(spec, prepared, storage, searched.variants)
-    summary = sweep_summary(spec, storage, rows, searched.errors, searched.stopped, searched.scales,
-                            searched.variants)
-    summary.update(searched.figures)
+    summary = sweep_summary(spec, storage, rows, searched)
     write_report(summary, storage)
-    log(markdown(summary).split("\n")[2])
+    log(verdict(summary))
     return summary
 
 
@@ -374,14 +380,14 @@ def optuna_search(spec: SweepJob, prepared, storage: RunStorage, concurrency: in
         "skipped_by_size_bound": sorted(set(skipped)), "scales_trained": [s.name for s in scales]}})
 
 
-def measure_all(spec: SweepJob, prepared, storage: RunStorage, variants: list[Variant]) -> list[dict]:
+def measure_all(spec: SweepJob, prepared, storage: RunStorage, variants: list[Variant]) -> list[VariantResult]:
     """Every variant's artifact measured here, one after another: same node, same threads, fair ratios."""
     images, labels = load_arrays(prepared.test_source, spec.data)
     rows = []
     for variant in variants:
         record = RECORD.format(variant=variant.name)
         if storage.exists(record):
-            rows.append(json.loads(storage.read_text(record)))
+            rows.append(VariantResult.model_validate_json(storage.read_text(record)))
             continue
         if variant.is_float:
             keras_path = fetch_local(storage.path(SCALE_MODEL.format(scale=variant.scale.name)))
@@ -398,51 +404,47 @@ def measure_all(spec: SweepJob, prepared, storage: RunStorage, variants: list[Va
         extra = {"technique": techniques(variant.pipeline), "scale": vars(variant.scale),
                  "pipeline": [step.model_dump(mode="json") for step in variant.pipeline]}
         row = measure(variant.name, Path(tflite), model, images, labels, spec.evaluation, extra)
-        row["artifact"] = storage.path(VARIANT_TFLITE.format(variant=variant.name))
-        storage.write_text(record, json.dumps(row))
+        row.artifact = storage.path(VARIANT_TFLITE.format(variant=variant.name))
+        storage.write_text(record, row.model_dump_json())
         rows.append(row)
-        log(f"measured {variant.name}: accuracy {row['accuracy']:.4f}, {row['size_bytes_gzip']} B gzip, "
-            f"p95 {row['latency_ms_p95']:.3f} ms")
+        log(f"measured {variant.name}: accuracy {row.accuracy:.4f}, {row.size_bytes_gzip} B gzip, "
+            f"p95 {row.latency_ms_p95:.3f} ms")
     return rows
 
 
-def sweep_summary(spec: SweepJob, storage: RunStorage, rows: list[dict], errors: dict, stopped: list[str],
-                  scales: list[Scale], variants: list[Variant]) -> dict:
-    floats = [r for r in rows if r["technique"] == "float"]
-    baseline = max(floats, key=lambda r: r["accuracy"])["name"] if floats else None
-    base = next((r for r in rows if r["name"] == baseline), None)
-    for row in rows:
-        row["size_ratio"] = base["size_bytes_gzip"] / row["size_bytes_gzip"] if base else None
-        row["accuracy_drop_pt"] = 100.0 * (base["accuracy"] - row["accuracy"]) if base else None
+def sweep_summary(spec: SweepJob, storage: RunStorage, rows: list[VariantResult], searched: Searched) -> SweepSummary:
+    floats = [r for r in rows if r.technique == "float"]
+    base = max(floats, key=lambda r: r.accuracy) if floats else None
+    rows = [row.compared_with(base) for row in rows]
+    plain = [row.model_dump() for row in rows]  # what the constraint and frontier arithmetic reads
     constraints = spec.constraints.model_dump()
-    choice = choose(rows, constraints, spec.objective.metric)
+    choice = choose(plain, constraints, spec.objective.metric)
     learning = {}
-    for scale in scales:
+    for scale in searched.scales:
         if storage.exists(SCALE_HISTORY.format(scale=scale.name)):
             learning[scale.name] = json.loads(storage.read_text(SCALE_HISTORY.format(scale=scale.name)))
-    for variant in variants:
+    for variant in searched.variants:
         if storage.exists(VARIANT_HISTORY.format(variant=variant.name)):
             for step, history in json.loads(storage.read_text(VARIANT_HISTORY.format(variant=variant.name))).items():
                 learning[f"{variant.name}/{step}"] = history
-    summary = {
-        "kind": "sweep", "name": spec.name, "baseline": baseline, "variants": rows,
-        "pareto": {"size_bytes_gzip": pareto_front(rows, "size_bytes_gzip"),
-                   "latency_ms_p95": pareto_front(rows, "latency_ms_p95")},
-        "sweet_spot": choice.sweet_spot, "closest": choice.closest, "closest_violations": choice.closest_violations,
-        "feasible": choice.feasible, "constraints": constraints, "objective": spec.objective.metric,
-        "failed": [{"name": name, "error": error} for name, error in sorted(errors.items())],
-        "stopped_early": stopped, "num_threads": spec.evaluation.num_threads, "learning_curves": learning,
-        "artifacts": {"summary": storage.path("summary.json"), "report_md": storage.path("report.md"),
-                      "report": storage.path("report.html")},
-    }
-    if choice.sweet_spot:
-        best = next(r for r in rows if r["name"] == choice.sweet_spot)
-        data = Path(fetch_local(best["artifact"])).read_bytes()
-        summary["artifacts"]["best"] = storage.write_bytes("best.tflite", data)
+    summary = SweepSummary(
+        name=spec.name, baseline=base.name if base else None, variants=rows,
+        pareto={cost: pareto_front(plain, cost) for cost in ("size_bytes_gzip", "latency_ms_p95")},
+        sweet_spot=choice.sweet_spot, closest=choice.closest, closest_violations=choice.closest_violations,
+        feasible=choice.feasible, constraints=constraints, objective=spec.objective.metric,
+        failed=[FailedTrial(name=name, error=error) for name, error in sorted(searched.errors.items())],
+        stopped_early=searched.stopped, num_threads=spec.evaluation.num_threads, learning_curves=learning,
+        artifacts={"summary": storage.path("summary.json"), "report_md": storage.path("report.md"),
+                   "report": storage.path("report.html")},
+        **searched.figures)
+    best = summary.variant(choice.sweet_spot)
+    if best is not None:
+        data = Path(fetch_local(best.artifact)).read_bytes()
+        summary.artifacts["best"] = storage.write_bytes("best.tflite", data)
     return summary
 
 
-def write_report(summary: dict, storage: RunStorage) -> None:
+def write_report(summary: SweepSummary, storage: RunStorage) -> None:
     storage.write_text("report.md", markdown(summary))
     storage.write_text("report.html", html_page(summary))
-    storage.write_text("summary.json", json.dumps(summary, indent=2))
+    storage.write_text("summary.json", summary.model_dump_json(indent=2))
