@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, StrictInt, Tag, TypeAdapter,
+                      ValidationError, field_validator, model_validator)
+from pydantic import Strict as StrictMode
 
 from cluster.compression.steps import Family, Pipeline
 from cluster.tagged import flat_form
@@ -58,10 +59,15 @@ def ordered(low: str, high: str):
     return model_validator(mode="after")(check)
 
 
-class Strict(BaseModel):
-    """Base for every section: unknown keys are mistakes, not silently ignored."""
+# YAML has no tuples: a shape arrives as a list. Lax on the container only; its items stay strict.
+ImageShape = Annotated[tuple[StrictInt, StrictInt, StrictInt], StrictMode(False)]
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+class Strict(BaseModel):
+    """Base for every section: unknown keys are mistakes, not silently ignored; `epochs: true` or
+    `epochs: "3"` is refused, not read as 1 or 3 (strict types; an int is still a valid float)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 # ---------------------------------------------------------------- data
@@ -73,7 +79,7 @@ class DataSpec(Strict):
     image_column: str = "image"
     label_column: str = "label"
     num_classes: int = Field(ge=2, le=100_000)
-    image_shape: tuple[int, int, int] = Field(
+    image_shape: ImageShape = Field(
         default=(28, 28, 1), description="Height, width, channels every decoded image must have")
     validation_fraction: float = Field(default=0.1, ge=0.0, lt=0.5)
     train_fraction: float = Field(
@@ -508,7 +514,7 @@ class TestDataSpec(Strict):
     image_column: str = "image"
     label_column: str = "label"
     num_classes: int = Field(ge=2, le=100_000)
-    image_shape: tuple[int, int, int] = (28, 28, 1)
+    image_shape: ImageShape = (28, 28, 1)
 
     _positive_shape = field_validator("image_shape")(DataSpec._positive_shape.__func__)
 
@@ -561,7 +567,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise SpecError(f"--set {text!r}: expected dotted.key=value")
-    return key.strip().split("."), yaml.safe_load(value) if value.strip() else None
+    try:
+        return key.strip().split("."), parse_yaml(value) if value.strip() else None
+    except yaml.YAMLError as error:
+        raise SpecError(f"--set {text!r}: the value is not valid YAML: {error}") from None
 
 
 def apply_overrides(document: dict, overrides: list[str]) -> dict:
@@ -629,6 +638,21 @@ class SpecLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+# YAML 1.2 reads `3e-4` as a number; PyYAML (YAML 1.1) reads it as the string "3e-4", which the strict
+# spec would refuse. An exponent with no dot is a float here too.
+SpecLoader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                 re.compile(r"^[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
+def parse_yaml(text: str):
+    """One YAML document through SpecLoader (a SafeLoader: a spec is data, it never constructs Python objects)."""
+    loader = SpecLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def read_document(path: str | Path) -> dict:
     path = Path(path)
     try:
@@ -640,13 +664,10 @@ def read_document(path: str | Path) -> dict:
         raise SpecError(f"{path}: cannot read the spec ({error.strerror or error})") from None
     except UnicodeDecodeError as error:
         raise SpecError(f"{path}: not UTF-8 text (byte {error.start}: {error.reason})") from None
-    loader = SpecLoader(text)  # a SafeLoader: a spec is data, it never constructs Python objects
     try:
-        return loader.get_single_data()
+        return parse_yaml(text)
     except yaml.YAMLError as error:
         raise SpecError(f"{path}: not valid YAML: {error}") from None
-    finally:
-        loader.dispose()
 
 
 def load_spec(path: str | Path, overrides: list[str] | None = None, output: str | None = None) -> JobSpec:

@@ -85,6 +85,27 @@ def test_yaml_tags_are_not_constructed(tmp_path):
         load_spec(evil)
 
 
+@pytest.mark.parametrize("field, value, message", [
+    ("epochs", True, "train.epochs: Input should be a valid integer"),
+    ("epochs", "3", "train.epochs: Input should be a valid integer"),
+    ("global_batch_size", 64.5, "train.global_batch_size: Input should be a valid integer"),
+    ("seed", False, "train.seed: Input should be a valid integer"),
+])
+def test_types_are_strict_a_boolean_or_text_is_not_a_number(tmp_path, field, value, message):
+    """`epochs: true` used to become 1 epoch, silently."""
+    document = train_document(train={"epochs": 2, "global_batch_size": 64, field: value})
+    with pytest.raises(SpecError, match=re.escape(message)):
+        load_spec(write(tmp_path, document))
+
+
+def test_exponents_without_a_dot_are_numbers_and_lists_still_fill_shapes(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(train_document()).replace("seed: 0", "seed: 0\n  optimizer: {learning_rate: 3e-4}"))
+    spec = load_spec(path)
+    assert spec.train.optimizer.learning_rate == pytest.approx(3e-4)
+    assert spec.data.image_shape == (28, 28, 1)  # a YAML list, taken as the shape tuple
+
+
 def test_overrides_set_nested_fields_and_list_items(tmp_path):
     spec = load_spec(write(tmp_path, train_document()),
                      ["train.epochs=7", "train.optimizer.learning_rate=3e-4", "augment.0.flip_left_right.p=1.0",

@@ -20,7 +20,9 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr, TypeAdapter,
+                      field_validator, model_validator)
+from pydantic import Strict as StrictMode
 
 from cluster.tagged import flat_form
 
@@ -53,11 +55,12 @@ def _family(value: str) -> str:
 Family = Annotated[str, AfterValidator(_family), Field(
     json_schema_extra={"examples": [*BUILT_IN_FAMILIES, "my_models:build"]},
     description="bncnn, cnn, dscnn, mlp, or module:function (your own builder)")]
-LayerNames = tuple[str, ...]
+# YAML has no tuples: lax on the container only, its items stay strict.
+LayerNames = Annotated[tuple[StrictStr, ...], StrictMode(False)]
 
 
 class StepBase(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # strict: see cluster.spec.Strict
 
     technique: str
     fine_tuned: ClassVar[bool] = True
@@ -104,7 +107,7 @@ class PruneStep(StepBase):
         description="Last step of the ramp (constant: -1 holds forever); default: 80 % of fine-tuning")
     frequency: int | None = Field(default=None, ge=1, description="Steps between mask updates; default: 20 updates")
     power: float = Field(default=3.0, gt=0.0)
-    sparsity_m_by_n: tuple[int, int] | None = Field(
+    sparsity_m_by_n: Annotated[tuple[StrictInt, StrictInt], StrictMode(False)] | None = Field(
         default=None, description="[zeros, block], e.g. [2, 4]: N:M structured sparsity")
     exclude: LayerNames = Field(default=(), description="Layer names left dense")
 
@@ -218,7 +221,7 @@ class QuantizeStep(StepBase):
 class StudentSpec(BaseModel):
     """The student's architecture: a model family and its scale."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     family: Family = "cnn"
     width: float = Field(default=1.0, gt=0.0, le=16.0)
