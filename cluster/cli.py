@@ -408,8 +408,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "up":
             started = local.up(num_cpus=args.num_cpus, num_gpus=args.num_gpus)
-            print(("started" if started else "already running") + f": {local.DASHBOARD_URL} (token auth on; "
-                  f"clients need RAY_AUTH_MODE=token and {local.TOKEN_FILE})")
+            state = "started" if started else "already running"
+            if local.token_auth_in_force():
+                print(f"{state}: {local.DASHBOARD_URL} (token auth on; clients need RAY_AUTH_MODE=token and "
+                      f"{local.TOKEN_FILE})")
+            else:
+                print(f"{state}: {local.DASHBOARD_URL} (token auth OFF: the dashboard answers without a token, so "
+                      f"anyone who reaches it can run code; this shell has RAY_AUTH_MODE="
+                      f"{os.environ.get('RAY_AUTH_MODE', '')!r}. Unset it, then `sweetspot down` and "
+                      "`sweetspot up`)", file=sys.stderr)
         elif args.command == "down":
             local.down()
         elif args.command == "validate":

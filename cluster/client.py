@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,13 +58,30 @@ def find_token() -> Token | None:
                                f"point it at the cluster's token file or unset it") from None
         if not value:
             raise ClusterError(f"{TOKEN_PATH_ENV} is {path}, which is empty: point it at the cluster's token file")
+        warn_if_others_can_read(path)
         return Token(value, str(path))
     path = default_token_file()
     try:
         value = path.read_text().strip()
     except OSError:
         return None
+    warn_if_others_can_read(path)
     return Token(value, str(path)) if value else None
+
+
+def loose_mode_warning(path: Path) -> str | None:
+    """A warning when the token file at `path` is open to its group or to others (the secret runs code)."""
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        return (f"warning: the token file {path} has mode {mode:03o}: others on this machine can read the "
+                f"cluster's secret; run `chmod 600 {path}`")
+    return None
+
+
+def warn_if_others_can_read(path: Path) -> None:
+    message = loose_mode_warning(path)
+    if message:
+        print(message, file=sys.stderr)
 
 
 def resolve_address(address: str | None) -> str:

@@ -59,6 +59,16 @@ def dashboard_up(timeout: float = 2.0) -> bool:
         return False
 
 
+def token_auth_in_force(url: str | None = None, timeout: float = 5.0) -> bool:
+    """Whether the dashboard at `url` refuses a request without a token: the mode the cluster really runs in,
+    whatever this shell's RAY_AUTH_MODE says."""
+    try:
+        with urllib.request.urlopen(f"{url or DASHBOARD_URL}/api/version", timeout=timeout):
+            return False
+    except urllib.error.HTTPError as error:
+        return error.code in (401, 403)
+
+
 def is_running() -> bool:
     """A local head answers `ray status`."""
     done = subprocess.run([ray_executable(), "status"], env=client_env(), capture_output=True, text=True)

@@ -132,6 +132,46 @@ def test_up_keeps_the_token_file_readable_by_its_owner_only(ray_cluster):
     assert local.up() is False  # already running: nothing restarted
     mode = stat.S_IMODE(os.stat(local.TOKEN_FILE).st_mode)
     assert mode == 0o600, oct(mode)
+    said = sweetspot("up")
+    assert said.returncode == 0 and "token auth on" in said.stdout  # asked of the running cluster, not assumed
+
+
+def test_a_token_file_others_can_read_is_warned_about(monkeypatch, tmp_path, capsys):
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret")
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(token_file))
+    token_file.chmod(0o640)
+    assert find_token().value == "s3cret"
+    warning = capsys.readouterr().err
+    assert f"the token file {token_file} has mode 640" in warning and f"chmod 600 {token_file}" in warning
+    assert "s3cret" not in warning
+    token_file.chmod(0o600)
+    find_token()
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("status, in_force", [(200, False), (401, True), (403, True)])
+def test_up_reports_the_auth_mode_the_dashboard_enforces(status, in_force):
+    """`sweetspot up` asks the dashboard (a request without a token) rather than trusting this shell's setting."""
+    import http.server
+    import threading
+
+    class Dashboard(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(status)
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Dashboard)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert local.token_auth_in_force(f"http://127.0.0.1:{server.server_port}") is in_force
+    finally:
+        server.shutdown()
 
 
 def test_a_token_never_shows_its_secret():
