@@ -34,14 +34,20 @@ def _comparable(document: dict) -> dict:
 def claim_run_folder(spec, storage: RunStorage) -> None:
     """Write spec.yaml, refusing a folder that holds a different spec unless output.overwrite is set.
 
-    The same spec again resumes (Ray Train continues from its checkpoints).
+    The same spec again resumes (Ray Train continues from its checkpoints). With
+    `output.overwrite` the previous run, whatever its spec, is moved aside whole
+    first (`<name>.replaced-<time>`): nothing of it is resumed or mixed into the new run.
     """
     text = spec_to_yaml(spec)
     if storage.exists("spec.yaml"):
         previous = yaml.safe_load(storage.read_text("spec.yaml")) or {}
-        if _comparable(previous) != _comparable(yaml.safe_load(text)) and not spec.output.overwrite:
+        same = _comparable(previous) == _comparable(yaml.safe_load(text))
+        if spec.output.overwrite:
+            aside = storage.move_aside(time.strftime("replaced-%Y%m%d-%H%M%S"))
+            log(f"output.overwrite: the previous run is now {aside}; this run starts afresh")
+        elif not same:
             raise JobFailed(f"{storage.path()} holds the results of a different spec; use another name, "
                             "or set output.overwrite=true to replace them")
-        if _comparable(previous) == _comparable(yaml.safe_load(text)):
+        else:
             log(f"{storage.path()} holds this spec already: resuming")
     storage.write_text("spec.yaml", text)

@@ -66,6 +66,20 @@ class RunStorage:
                 stream.write(data)
         return self.path(relative)
 
+    def move_aside(self, suffix: str) -> str:
+        """Rename the whole run folder to a sibling `<folder>.<suffix>`; returns where it went.
+
+        The folder is left as it was when the storage cannot rename it (object stores
+        rename file by file, not atomically): StorageError says so.
+        """
+        target = f"{self.root}.{suffix}"
+        try:
+            self.filesystem.move(self.root, target)
+        except (OSError, NotImplementedError) as error:
+            raise StorageError(f"{self.path()}: cannot move the previous run aside ({error}); move or delete it, "
+                               "then submit again") from None
+        return f"{self.uri}.{suffix}" if not self.is_local else target
+
     def write_text(self, relative: str, text: str) -> str:
         return self.write_bytes(relative, text.encode())
 

@@ -97,6 +97,21 @@ def test_a_folder_of_a_different_spec_is_refused_unless_overwrite(tmp_path):
     assert yaml.safe_load(storage.read_text("spec.yaml"))["train"]["epochs"] == 3
 
 
+@pytest.mark.parametrize("same_spec", [True, False])
+def test_overwrite_moves_the_whole_previous_run_aside_so_nothing_old_is_resumed(tmp_path, same_spec):
+    """The old summary, checkpoints and Tune state used to stay: a train job resumed the old checkpoint."""
+    storage = RunStorage(str(tmp_path / "run"))
+    claim_run_folder(spec_of(), storage)
+    storage.write_text("summary.json", "{\"old\": true}")
+    storage.write_text("train/checkpoint_000001/model.weights.h5", "old weights")
+    overwrite = {"output": {"storage": str(tmp_path), "overwrite": True}}
+    claim_run_folder(spec_of(**overwrite) if same_spec else spec_of(train={"epochs": 5}, **overwrite), storage)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["spec.yaml"]  # a fresh folder
+    (aside,) = tmp_path.glob("run.replaced-*")
+    assert (aside / "summary.json").read_text() == '{"old": true}'  # kept, not lost
+    assert (aside / "train" / "checkpoint_000001" / "model.weights.h5").read_text() == "old weights"
+
+
 def test_a_sweep_with_new_constraints_resumes_its_folder(tmp_path):
     def sweep(**changes):
         document = train_document(kind="sweep", **changes)
