@@ -2,6 +2,7 @@
 
 import io
 import os
+import re
 import subprocess
 import sys
 
@@ -84,7 +85,7 @@ def test_null_image_names_the_row(tmp_path):
 
 def test_wrong_image_size_names_the_row(tmp_path):
     path = write(tmp_path, with_image(sample_table(), 21, png((32, 32))))
-    with pytest.raises(DataError, match=r"row 21: image is \[32, 32, 1\], expected \[28, 28, 1\]"):
+    with pytest.raises(DataError, match=r"row 21: image is 32 x 32 pixels, expected 28 x 28 \(data.image_shape\)"):
         check(path)
 
 
@@ -217,3 +218,58 @@ def test_the_job_entry_point_refuses_a_corrupt_image_before_writing_anything(tmp
     assert f"error: data.train: {bad} row 17: image bytes do not decode" in done.stderr
     assert "Traceback" not in done.stderr
     assert not storage.exists()
+
+
+def image_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_a_decompression_bomb_is_refused_by_its_header_before_decoding(tmp_path):
+    """A PNG of a few KB that expands to 100 MB: refused from its header, never decoded."""
+    bomb = image_bytes(Image.new("L", (10_000, 10_000)))
+    assert len(bomb) < 1_000_000
+    path = write(tmp_path, with_image(sample_table(), 7, bomb))
+    with pytest.warns(Image.DecompressionBombWarning), \
+            pytest.raises(DataError, match=r"bad.parquet row 7: image is 10000 x 10000 pixels, expected 28 x 28"):
+        check(path)
+
+
+def test_pillows_bomb_limit_is_a_clean_error_too(tmp_path, monkeypatch):
+    """An image beyond Pillow's own limit fails at open: the error names the row, no traceback."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 28 x 28 = 784 > 2 x 100
+    with pytest.raises(DataError, match=r"row 0: image refused as a decompression bomb"):
+        check(write(tmp_path, sample_table(3)))
+
+
+def test_palette_pngs_are_expanded_and_16_bit_pngs_refused_with_the_reason(tmp_path):
+    grey = np.arange(28 * 28, dtype=np.uint8).reshape(28, 28) % 200
+    palette = Image.fromarray(grey).convert("P")
+    table = with_image(sample_table(), 3, image_bytes(palette))
+    index = check(write(tmp_path, table, "palette.parquet"))
+    assert index.num_rows == 50
+    spec = DataSpec(train=str(tmp_path / "palette.parquet"), test=str(tmp_path / "palette.parquet"), num_classes=10)
+    images, _ = load_arrays(resolve(str(tmp_path / "palette.parquet"), "data.test"), spec)
+    np.testing.assert_array_equal(images[3, :, :, 0], grey.astype(np.float32))  # the palette's colours
+    deep = Image.fromarray(grey.astype(np.uint16) * 256)
+    assert deep.mode.startswith("I;16")
+    with pytest.raises(DataError, match=r"row 5: image is I;16 \(more than 8 bits per pixel\)"):
+        check(write(tmp_path, with_image(sample_table(), 5, image_bytes(deep)), "deep.parquet"))
+
+
+@pytest.mark.parametrize("value, shown", [(float("nan"), "nan"), (float("inf"), "inf"), (-1.0, "-1.0"),
+                                          (256.0, "256.0")])
+def test_numeric_pixels_must_be_finite_and_within_0_to_255(tmp_path, value, shown):
+    pixels = np.full((4, 28 * 28), 10.0, np.float32)
+    pixels[2, 100] = value
+    table = pa.table({"pixels": pa.array(list(pixels), type=pa.list_(pa.float32())), "y": pa.array([0, 1, 2, 3])})
+    with pytest.raises(DataError, match=rf"row 2: pixel value {re.escape(shown)} is not a finite number within 0..255"):
+        check(write(tmp_path, table, "numeric.parquet"), image_column="pixels", label_column="y")
+
+
+def test_an_image_struct_without_bytes_is_a_clean_error(tmp_path):
+    table = pa.table({"image": pa.array([{"path": "a.png"}] * 3, type=pa.struct([("path", pa.string())])),
+                      "label": pa.array([0, 1, 2])})
+    with pytest.raises(DataError, match=r"row 0: the image column is a struct without a 'bytes' field"):
+        check(write(tmp_path, table, "nobytes.parquet"))

@@ -24,11 +24,20 @@ class RowError(ValueError):
         self.message = message
 
 
+# Pixels are 0..255 (what the models' Rescaling(1/255) expects); 8-bit images are exactly that.
+PIXEL_RANGE = (0.0, 255.0)
+# Palette images are expanded to what the spec's channel count asks for; 16-bit images are refused
+# (scaling them to 8 bits would be a guess about their range that the user should make).
+PALETTE_MODES = {1: "L", 3: "RGB"}
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
 def _encoded_bytes(column: pa.Array) -> list | None:
     """The encoded image bytes of each row, or None when the column holds plain numbers."""
     if pa.types.is_struct(column.type):
         if column.type.get_field_index("bytes") < 0:
-            raise ValueError(f"struct image column needs a 'bytes' field, it has {column.type}")
+            raise RowError(0, f"the image column is a struct without a 'bytes' field ({column.type}); "
+                              "expected the Hugging Face image layout struct{bytes, path}")
         return column.field("bytes").to_pylist()
     if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
         return column.to_pylist()
@@ -36,11 +45,25 @@ def _encoded_bytes(column: pa.Array) -> list | None:
 
 
 def _decode_one(data: bytes | None, row: int, shape: tuple[int, int, int]) -> np.ndarray:
+    """One image's pixels; its size is read from the header and checked before anything is decoded."""
     if data is None:
         raise RowError(row, "image is null")
+    height, width, channels = shape
     try:
         with Image.open(io.BytesIO(data)) as image:
+            if image.size != (width, height):
+                raise RowError(row, f"image is {image.size[1]} x {image.size[0]} pixels, expected {height} x "
+                                    f"{width} (data.image_shape); nothing of it was decoded")
+            if image.mode in SIXTEEN_BIT_MODES:
+                raise RowError(row, f"image is {image.mode} (more than 8 bits per pixel); convert the data to 8-bit "
+                                    "0..255 pixels, the range the models take")
+            if image.mode == "P":
+                image = image.convert(PALETTE_MODES.get(channels, "RGB"))  # the palette's colours, as pixels
             pixels = np.asarray(image)
+    except RowError:
+        raise
+    except Image.DecompressionBombError as error:
+        raise RowError(row, f"image refused as a decompression bomb ({error})") from None
     except (UnidentifiedImageError, OSError, ValueError) as error:
         raise RowError(row, f"image bytes do not decode ({error})") from None
     if pixels.ndim == 2:
@@ -57,7 +80,7 @@ def _numeric(column: pa.Array, shape: tuple[int, int, int]) -> np.ndarray:
         array = np.asarray(column.to_numpy(zero_copy_only=False))
         if array.dtype == object or array[0].size != size:
             raise RowError(0, f"image tensors are {list(array.shape[1:])}, expected {list(shape)} (data.image_shape)")
-        return array.reshape((len(array), *shape))
+        return _in_range(array.reshape((len(array), *shape)))
     if not (pa.types.is_list(column.type) or pa.types.is_large_list(column.type)
             or pa.types.is_fixed_size_list(column.type)):
         raise RowError(0, f"image column has type {column.type}; expected encoded image bytes "
@@ -70,7 +93,23 @@ def _numeric(column: pa.Array, shape: tuple[int, int, int]) -> np.ndarray:
         row = int(wrong[0])
         found = "a null image" if lengths[row] < 0 else f"{lengths[row]} values"
         raise RowError(row, f"image has {found}, expected {size} = {' x '.join(map(str, shape))} (data.image_shape)")
-    return column.flatten().to_numpy(zero_copy_only=False).reshape((len(column), *shape))
+    return _in_range(column.flatten().to_numpy(zero_copy_only=False).reshape((len(column), *shape)))
+
+
+def _in_range(pixels: np.ndarray) -> np.ndarray:
+    """Numeric pixels, after checking every value is finite and within 0..255 (RowError names the first row)."""
+    low, high = PIXEL_RANGE
+    flat = pixels.reshape(len(pixels), -1)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(flat) if flat.dtype.kind == "f" else np.zeros(flat.shape, bool)
+        bad |= (flat < low) | (flat > high)
+    rows = np.flatnonzero(bad.any(axis=1))
+    if rows.size:
+        row = int(rows[0])
+        value = flat[row][bad[row]][0].item()
+        raise RowError(row, f"pixel value {value!r} is not a finite number within {low:g}..{high:g} "
+                            f"({int(bad.sum())} such value(s) in {rows.size} row(s))")
+    return pixels
 
 
 def decode_column(column: pa.Array | pa.ChunkedArray, shape: tuple[int, int, int]) -> np.ndarray:
