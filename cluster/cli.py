@@ -111,7 +111,7 @@ def submit_with_ray_cli(spec_path: str, overrides: list[str], output: str | None
 
 
 # The job's own progress lines (cluster.runs.log), wherever Ray's log prefix puts them.
-OWN_LINE = re.compile(r"\[sweetspot \d\d:\d\d:\d\d\] .*|^error: .*")
+OWN_LINE = re.compile(r"\[sweetspot \d\d:\d\d:\d\d\] .*|^(error|warning): .*")
 SUBMITTED = re.compile(r"Job '(\S+)' submitted successfully")
 FAILURE_TAIL_LINES = 40
 JOB_LOG = "job.log"

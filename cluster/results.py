@@ -104,6 +104,7 @@ class SweepSummary(Record):
     scale_trial_epochs_used: int | None = None
     scale_trial_epochs_full_grid: int | None = None
     search: dict[str, Any] | None = None  # Optuna search: trials, scored, skipped by the size bound
+    test_images_in_train: int | None = None  # test rows identical to a train row: a leak that inflates accuracy
 
     def variant(self, name: str | None) -> VariantResult | None:
         return next((v for v in self.variants if v.name == name), None)
@@ -118,6 +119,7 @@ class CompressSummary(Record):
     baseline_source: str
     variants: list[VariantResult]
     artifacts: dict[str, str] = Field(default_factory=dict)
+    test_images_in_train: int | None = None  # test rows identical to a train row
 
     def variant(self, name: str | None) -> VariantResult | None:
         return next((v for v in self.variants if v.name == name), None)

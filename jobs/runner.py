@@ -28,6 +28,8 @@ def check_data(spec) -> None:
         train = check_split(prepared.train_source, data.image_column, data.label_column, data.num_classes,
                             tuple(data.image_shape), "data.train")
         check_plan(prepared.plan, train.labels, data.validation_fraction)
+    for warning in prepared.warnings():
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def own_builders(spec) -> list[tuple[str, float, int]]:

@@ -273,3 +273,19 @@ def test_an_image_struct_without_bytes_is_a_clean_error(tmp_path):
                       "label": pa.array([0, 1, 2])})
     with pytest.raises(DataError, match=r"row 0: the image column is a struct without a 'bytes' field"):
         check(write(tmp_path, table, "nobytes.parquet"))
+
+
+def test_classes_without_rows_and_test_images_seen_in_train_are_counted(tmp_path):
+    """Legal, but likely mistakes: each job warns with the counts, and the summary keeps the overlap."""
+    train = sample_table(300)
+    labels = train.column("label").to_numpy()
+    train = train.filter(pa.array(labels != 9))  # class 9 has no row
+    test = pq.read_table(SAMPLE / "test.parquet").slice(0, 40)
+    test = pa.concat_tables([test, train.slice(0, 3).cast(test.schema)])  # 3 training images in the test split
+    train_path, test_path = write(tmp_path, train, "train.parquet"), write(tmp_path, test, "test.parquet")
+    prepared = prepare(DataSpec(train=str(train_path), test=str(test_path), num_classes=10), seed=0)
+    assert prepared.empty_classes == (9,)
+    assert prepared.test_in_train == 3
+    first, second = prepared.warnings()
+    assert "1 class(es) have no rows (9)" in first
+    assert "3 of 43 test images also appear in data.train" in second

@@ -26,6 +26,19 @@ class PreparedData:
     test_source: Source
     plan: SplitPlan
     test_rows: int
+    empty_classes: tuple[int, ...] = ()  # class ids below num_classes with no train row
+    test_in_train: int = 0  # test rows whose pixels are identical to some train row's
+
+    def warnings(self) -> list[str]:
+        """What is legal but likely a mistake in the data, with the counts."""
+        found = []
+        if self.empty_classes:
+            found.append(f"data.train: {len(self.empty_classes)} class(es) have no rows "
+                         f"({', '.join(map(str, self.empty_classes[:20]))}); is data.num_classes right?")
+        if self.test_in_train:
+            found.append(f"data.test: {self.test_in_train} of {self.test_rows} test images also appear in "
+                         "data.train (identical pixels): test accuracy overstates what unseen data gets")
+        return found
 
 
 def prepare(data, seed: int) -> PreparedData:
@@ -41,7 +54,10 @@ def prepare(data, seed: int) -> PreparedData:
     test: SplitIndex = check_split(test_source, field="data.test", **common)
     plan = plan_splits(train.keys, train.labels, data.num_classes, data.validation_fraction,
                        data.train_fraction, seed)
-    return PreparedData(train_source=train_source, test_source=test_source, plan=plan, test_rows=test.num_rows)
+    counts = np.bincount(train.labels, minlength=data.num_classes)
+    return PreparedData(train_source=train_source, test_source=test_source, plan=plan, test_rows=test.num_rows,
+                        empty_classes=tuple(int(c) for c in np.flatnonzero(counts == 0)),
+                        test_in_train=int(np.isin(test.keys, train.keys).sum()))
 
 
 def _decode(batch: pa.Table, image_column: str, label_column: str, image_shape: tuple) -> dict:

@@ -124,6 +124,7 @@ def run_compress(spec: CompressJob) -> dict:
 
     summary = CompressSummary(name=spec.name, baseline="baseline", baseline_source=spec.baseline,
                               variants=[row.compared_with(rows[0]) for row in rows],
+                              test_images_in_train=prepared.test_in_train,
                               artifacts={"summary": storage.path("summary.json"), "report": storage.path("report.md")})
     storage.write_text("summary.json", summary.model_dump_json(indent=2))
     storage.write_text("report.md", compress_report(summary))

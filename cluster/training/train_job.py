@@ -156,6 +156,7 @@ def run_train(spec: TrainJob) -> dict:
         "samples_per_second": samples_seen / train_seconds if train_seconds else 0.0,
         "samples_seen": samples_seen,
         "workers": spec.scaling.num_workers,
+        "test_images_in_train": prepared.test_in_train,
     }
     summary["data_efficiency"] = {
         "accuracy_vs_samples_seen": [{"samples_seen": m["samples_seen"], "val_accuracy": m.get("val_accuracy")}

@@ -317,7 +317,8 @@ def run_sweep(spec: SweepJob) -> SweepSummary:
         log(f"searching {spec.search.num_samples} candidate(s) with Optuna (accuracy up, gzip size down)")
         searched = optuna_search(spec, prepared, storage, budget.concurrency)
     rows = measure_all(spec, prepared, storage, searched.variants)
-    summary = sweep_summary(spec, storage, rows, searched)
+    summary = sweep_summary(spec, storage, rows, searched).model_copy(
+        update={"test_images_in_train": prepared.test_in_train})
     write_report(summary, storage)
     log(verdict(summary))
     return summary
