@@ -117,22 +117,14 @@ def export_scale(spec: SweepJob, storage: RunStorage, scale: Scale, checkpoint: 
     storage.write_text(SCALE_HISTORY.format(scale=scale.name), json.dumps(meta["history"]))
 
 
-def variant_trial(config: dict, spec_dump: dict, prepared: PreparedData, storage_uri: str,
-                  fail_trial: str | None = None) -> None:
-    """Build one compressed variant from its scale's baseline; its fine-tuning steps are Ray Train runs.
+def store_variant(spec: SweepJob, prepared: PreparedData, storage: RunStorage, variant: Variant,
+                  callbacks_factory=lambda: []) -> None:
+    """Build one variant from its scale's baseline; store its TFLite file, Keras model and histories.
 
-    `fail_trial` names a variant that raises at once: the fault-injection hook
-    the reliability tests use (set by SWEETSPOT_FAIL_TRIAL in the driver).
+    The histories are written last: a variant that has them was built whole, and
+    is not built again (a driver that died after it, or a resubmitted sweep).
     """
-    if fail_trial == config["name"]:
-        raise RuntimeError(f"injected failure in trial {fail_trial} (SWEETSPOT_FAIL_TRIAL)")
-    spec = SweepJob.model_validate(spec_dump)
-    variant = Variant(Scale(**config["scale"]), config["pipeline_name"], tuple(parse_steps(config["pipeline"])))
-    storage = RunStorage(storage_uri)
     if storage.exists(VARIANT_HISTORY.format(variant=variant.name)):
-        # Built by an earlier run whose driver died before Tune saved that the trial had
-        # finished (the history is written last): report it done instead of building it again.
-        tune.report({"done": 1})
         return
     log(f"building {variant.name} from {variant.scale.name}")
     started = time.monotonic()
@@ -143,13 +135,27 @@ def variant_trial(config: dict, spec_dump: dict, prepared: PreparedData, storage
     with tempfile.TemporaryDirectory() as scratch:
         model, tflite_path, histories = build_variant(
             spec, spec.fine_tune, variant.name, list(variant.pipeline), baseline, prepared, representative, storage,
-            Path(scratch), run_root="trials", callbacks_factory=lambda: [TuneReportCallback()])
+            Path(scratch), run_root="trials", callbacks_factory=callbacks_factory)
         storage.upload(tflite_path, VARIANT_TFLITE.format(variant=variant.name))
         if not has_qat(variant.pipeline):
             save_keras_model(model, Path(scratch) / "final.keras")
             storage.upload(Path(scratch) / "final.keras", VARIANT_MODEL.format(variant=variant.name))
     storage.write_text(VARIANT_HISTORY.format(variant=variant.name), json.dumps(histories))
     log(f"built {variant.name} in {time.monotonic() - started:.0f} s")
+
+
+def variant_trial(config: dict, spec_dump: dict, prepared: PreparedData, storage_uri: str,
+                  fail_trial: str | None = None) -> None:
+    """A variant with fine-tuning steps, as a Tune trial; each of its fine-tuning steps is a Ray Train run.
+
+    `fail_trial` names a variant that raises at once: the fault-injection hook
+    the reliability tests use (set by SWEETSPOT_FAIL_TRIAL in the driver).
+    """
+    if fail_trial == config["name"]:
+        raise RuntimeError(f"injected failure in trial {fail_trial} (SWEETSPOT_FAIL_TRIAL)")
+    variant = Variant(Scale(**config["scale"]), config["pipeline_name"], tuple(parse_steps(config["pipeline"])))
+    store_variant(SweepJob.model_validate(spec_dump), prepared, RunStorage(storage_uri), variant,
+                  callbacks_factory=lambda: [TuneReportCallback()])
     tune.report({"done": 1})
 
 
@@ -339,9 +345,18 @@ def grid_search(spec: SweepJob, prepared, storage: RunStorage, concurrency: int,
     trained = [s for s in scales if storage.exists(SCALE_MODEL.format(scale=s.name))]
     stopped = [s.name for s in scales if s not in trained and s.name not in errors]
     compressed = [v for v in variants if not v.is_float and v.scale in trained]
-    if compressed:
+    # A pipeline with nothing to fine-tune (post-training quantization) converts in seconds: built here,
+    # it pays no trial process and TensorFlow start. The others are trials, each step a Ray Train run.
+    fine_tuned = [v for v in compressed if any(step.fine_tuned for step in v.pipeline)]
+    for variant in compressed:
+        if variant not in fine_tuned:
+            try:
+                store_variant(spec, prepared, storage, variant)
+            except Exception as error:  # reported with the variant, like a failed trial; the sweep goes on
+                errors[variant.name] = f"{type(error).__name__}: {error}"[:500]
+    if fine_tuned:
         variant_configs = [{"name": v.name, "scale": vars(v.scale), "pipeline_name": v.pipeline_name,
-                            "pipeline": [step.model_dump(mode="json") for step in v.pipeline]} for v in compressed]
+                            "pipeline": [step.model_dump(mode="json") for step in v.pipeline]} for v in fine_tuned]
         errors.update(trial_errors(run_grid(variant_trial, variant_configs, spec, prepared, storage, "variants",
                                             concurrency)))
     return Searched(scales, [v for v in variants if v.scale in trained], errors, stopped, {
