@@ -54,6 +54,19 @@ def png(shape) -> bytes:
     return buffer.getvalue()
 
 
+def encoded(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def numeric_table(value: float) -> pa.Table:
+    pixels = np.full((50, 28 * 28), 10.0, np.float32)
+    pixels[4, 100] = value
+    return pa.table({"image": pa.array(list(pixels), type=pa.list_(pa.float32())),
+                     "label": pa.array(np.arange(50) % 10)})
+
+
 def per_class(rows: int) -> pa.Table:
     labels = np.asarray(SAMPLE_ROWS.column("label"))
     return SAMPLE_ROWS.take(np.concatenate([np.flatnonzero(labels == c)[:rows] for c in range(10)]))
@@ -90,6 +103,7 @@ def csv_folder(folder: Path) -> Path:
 
 CASES = [
     ("spec", "wrong type: train.epochs: ten", spec_case(train={"epochs": "ten"})),
+    ("spec", "wrong type: train.epochs: true (a boolean is not a count)", spec_case(train={"epochs": True})),
     ("spec", "unknown top-level key trian", lambda f: {**train_document(), "trian": {}}),
     ("spec", "unknown nested key model.colour", spec_case(model={"colour": "blue"})),
     ("spec", "out of range: data.validation_fraction: 0.7",
@@ -113,6 +127,15 @@ CASES = [
      data_case(lambda: table().set_column(1, "label", pa.array([str(v) for v in table().column("label").to_pylist()])))),
     ("data", "corrupt image bytes at row 17", data_case(lambda: with_image(table(), 17, b"\x89PNG junk"))),
     ("data", "32x32 image at row 21", data_case(lambda: with_image(table(), 21, png((32, 32))))),
+    ("data", "decompression bomb at row 3 (10,000 x 10,000 PNG of a few KB)",
+     data_case(lambda: with_image(table(), 3, encoded(Image.new("L", (10_000, 10_000)))))),
+    ("data", "16-bit PNG at row 5",
+     data_case(lambda: with_image(table(), 5, encoded(Image.fromarray(np.zeros((28, 28), np.uint16)))))),
+    ("data", "image struct without bytes",
+     data_case(lambda: pa.table({"image": pa.array([{"path": "a.png"}] * 50, pa.struct([("path", pa.string())])),
+                                 "label": pa.array(np.arange(50) % 10)}))),
+    ("data", "NaN pixel at row 4 (numeric column)", data_case(lambda: numeric_table(float("nan")))),
+    ("data", "pixel 300 at row 4 (numeric column)", data_case(lambda: numeric_table(300.0))),
     ("data", "label 10 at row 9 (num_classes 10)", data_case(lambda: with_label(table(), 9, 10))),
     ("data", "empty Parquet file (0 rows)", data_case(lambda: table().slice(0, 0))),
     ("data", "validation_fraction 0.1 of 4 rows per class", data_case(lambda: per_class(4))),

@@ -1,0 +1,60 @@
+"""The private APIs of our pinned dependencies that the library leans on: each test fails the day one changes.
+
+No public API exposes these; upgrading tensorflow-model-optimization or Ray must
+start here.
+"""
+
+import importlib
+import importlib.util
+import logging
+
+import pytest
+
+import cluster  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+
+
+@pytest.mark.parametrize("module, registry", [
+    ("tensorflow_model_optimization.python.core.sparsity.keras.prune_registry", "PruneRegistry"),
+    ("tensorflow_model_optimization.python.core.clustering.keras.clustering_registry", "ClusteringRegistry"),
+])
+def test_tfmot_registries_map_layer_classes_to_their_weight_names(module, registry):
+    """compression/pruning.py and clustering.py ask these maps which weights of a layer the toolkit wraps."""
+    import tf_keras as keras
+
+    weights = getattr(importlib.import_module(module), registry)._LAYERS_WEIGHTS_MAP
+    assert isinstance(weights, dict)
+    assert "kernel" in weights[keras.layers.Conv2D] and "kernel" in weights[keras.layers.Dense]
+    assert not weights.get(keras.layers.MaxPooling2D)  # a layer without weights maps to nothing
+
+
+def test_tunes_async_hyperband_keeps_brackets_with_a_cutoff_we_can_wrap():
+    """tuning/asha.py widens each bracket's cutoff by the validation noise; the rungs stay Ray's."""
+    from ray.tune.schedulers import AsyncHyperBandScheduler
+
+    from cluster.tuning.asha import NoiseAwareASHA
+
+    stock = AsyncHyperBandScheduler(metric="val_accuracy", mode="max", time_attr="epoch", max_t=4,
+                                    grace_period=1, reduction_factor=2)
+    assert stock._brackets and all(callable(bracket.cutoff) for bracket in stock._brackets)
+    ours = NoiseAwareASHA(1000, metric="val_accuracy", mode="max", time_attr="epoch", max_t=4, grace_period=1,
+                          reduction_factor=2)
+    # The same rungs as Ray's, only a cutoff that is lower by the standard error of 1,000 rows.
+    recorded = {f"trial{i}": 0.80 + 0.02 * i for i in range(4)}
+    assert ours._brackets[0].cutoff(recorded) < stock._brackets[0].cutoff(recorded)
+
+
+def test_rays_cpu_count_is_where_local_up_reads_it():
+    """local.py sizes the admission pool as `ray start` counts CPUs."""
+    from ray._private.utils import get_num_cpus
+
+    assert isinstance(get_num_cpus(), int) and get_num_cpus() >= 1
+
+
+@pytest.mark.parametrize("name", ["ray._private.authentication.http_token_authentication",
+                                  "ray._private.runtime_env.working_dir", "ray._private.runtime_env.packaging",
+                                  "ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk"])
+def test_the_ray_loggers_the_client_quiets_still_exist(name):
+    """client.py lowers these modules' loggers: a renamed module would bring their noise back, silently."""
+    assert importlib.util.find_spec(name) is not None
+    importlib.import_module(name)
+    assert name in logging.Logger.manager.loggerDict
