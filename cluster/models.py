@@ -8,6 +8,7 @@ model, so the exported artifact is fed raw pixels.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import zipfile
 from dataclasses import dataclass
@@ -229,11 +230,51 @@ def save_keras_model(model: keras.Model, path: str | os.PathLike) -> str:
     return path
 
 
-def load_keras_model(path: str | os.PathLike) -> keras.Model:
+# Where the layers of a model we can load without running its author's code come from.
+KNOWN_MODULES = ("keras", "tf_keras", "tensorflow", "tensorflow_model_optimization")
+
+
+def _objects(node):
+    """Every serialized Keras object ({"class_name": ...}) in a saved model's config, depth first."""
+    if isinstance(node, dict):
+        if "class_name" in node:
+            yield node
+        for value in node.values():
+            yield from _objects(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _objects(value)
+
+
+def refuse_code_in_config(path: str) -> None:
+    """Read the zip's config.json, before anything is deserialized: a Lambda layer or a class from
+    outside Keras (a custom object) would be code from the file's author. ModelFileError names the layer."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (KeyError, ValueError, zipfile.BadZipFile) as error:
+        raise ModelFileError(f"{path}: no readable config.json in the .keras file ({error})") from None
+    for node in _objects(config):
+        name = (node.get("config") or {}).get("name", "?") if isinstance(node.get("config"), dict) else "?"
+        module = node.get("module") or ""
+        if node["class_name"] == "Lambda":
+            raise ModelFileError(f"{path}: layer {name!r} is a Lambda layer, Python code that would run when the "
+                                 "model is used; refused: replace it with built-in layers")
+        registered = node.get("registered_name") or ""
+        if ">" in registered or (module and module.split(".")[0] not in KNOWN_MODULES):  # "Package>Name": custom
+            raise ModelFileError(f"{path}: layer {name!r} is {registered or node['class_name']} "
+                                 f"from {module or 'an unknown module'}, a custom object whose code would run when "
+                                 "loaded; refused: only built-in Keras layers load")
+
+
+def load_keras_model(path: str | os.PathLike, own_file: bool = False) -> keras.Model:
     """A saved model in Keras's zip format (`.keras`), loaded in safe mode, uncompiled.
 
     Only the zip format: tf-keras's safe mode protects nothing else, and an
-    HDF5 or SavedModel file with a Lambda layer runs its code on load.
+    HDF5 or SavedModel file with a Lambda layer runs its code on load. A file
+    from a user (a baseline, `init_from`, an artifact to evaluate) must hold
+    only built-in Keras layers; `own_file` skips that check for a file this job
+    wrote itself from the spec's own model (whose builder may be the user's).
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -241,6 +282,8 @@ def load_keras_model(path: str | os.PathLike) -> keras.Model:
     if not zipfile.is_zipfile(path):
         raise ModelFileError(f"{path}: not a Keras zip model (.keras); HDF5 and SavedModel files can run code "
                              "when loaded, so they are refused: re-save the model in the .keras format")
+    if not own_file:
+        refuse_code_in_config(path)
     try:
         return keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as error:  # the loader raises many types for a bad file

@@ -131,6 +131,34 @@ def test_models_save_as_zip_in_any_thread_and_only_zip_models_load(tmp_path):
         load_keras_model(tmp_path / "legacy.keras")
 
 
+def test_a_user_model_with_code_in_it_is_refused_naming_the_layer_before_anything_is_deserialized(tmp_path):
+    """A Lambda layer or a custom class in a given model (baseline, init_from, artifact) is its author's code."""
+    import tf_keras as keras
+
+    from cluster.models import ModelFileError, load_keras_model, save_keras_model
+
+    ran = []
+    lambda_model = keras.Sequential([keras.layers.Input((4,)), keras.layers.Lambda(lambda x: ran.append(1) or x,
+                                                                                    name="payload")])
+    save_keras_model(lambda_model, tmp_path / "lambda.keras")
+    with pytest.raises(ModelFileError, match=r"lambda.keras: layer 'payload' is a Lambda layer"):
+        load_keras_model(tmp_path / "lambda.keras")
+
+    @keras.saving.register_keras_serializable(package="someone")
+    class Twice(keras.layers.Layer):
+        def call(self, x):
+            ran.append(1)
+            return 2 * x
+
+    save_keras_model(keras.Sequential([keras.layers.Input((4,)), Twice(name="twice")]), tmp_path / "custom.keras")
+    ran.clear()  # building the model called its layers
+    with pytest.raises(ModelFileError, match=r"custom.keras: layer 'twice' is someone>Twice .* custom object"):
+        load_keras_model(tmp_path / "custom.keras")
+    assert ran == []  # refused from config.json: nothing was built, nothing ran
+    # A file the job wrote itself from the spec's own builder (which may be the user's) still loads.
+    assert load_keras_model(tmp_path / "custom.keras", own_file=True).layers[-1].name == "twice"
+
+
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
 def test_classifier_trains_under_a_distribution_strategy(label_smoothing):
     import tensorflow as tf

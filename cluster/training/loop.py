@@ -185,7 +185,8 @@ def finetune_loop_per_worker(config: dict) -> None:
 
     step = STEP.validate_python(config["step"])  # scheduled by the driver, which knows the run's length
     with strategy.scope():
-        prepared = step.prepare(load_keras_model(config["input_model"]))
+        # own_file: the job wrote it, or its driver checked the user's baseline before any step ran.
+        prepared = step.prepare(load_keras_model(config["input_model"], own_file=True))
         model = prepared.model
         optimizer = build_optimizer(train, geometry.steps_per_epoch)
         compile_classifier(model, optimizer, config["num_classes"], train.label_smoothing)

@@ -31,7 +31,7 @@ def fine_tune_step(job, fine_tune, name: str, index: int, step: StepBase, model_
     result, _usage = run_training(finetune_loop_per_worker, config, job, prepared, fine_tune.seed,
                                   storage_path=storage.path(run_root),
                                   run_name=f"{name}/step{index + 1}-{step.technique}", callbacks=callbacks)
-    rebuilt = step.prepare(load_keras_model(model_path))
+    rebuilt = step.prepare(load_keras_model(model_path, own_file=True))
     with result.checkpoint.as_directory() as directory:
         meta = checkpoints.restore(directory, rebuilt.model)
     return step.finalize(rebuilt.model), meta["history"]
@@ -50,7 +50,7 @@ def build_variant(job, fine_tune, name: str, steps: list[StepBase], baseline_pat
             model, histories[f"step{index + 1}-{step.technique}"] = fine_tune_step(
                 job, fine_tune, name, index, step, model_path, prepared, storage, run_root, callbacks_factory())
         else:
-            model = step.finalize(step.prepare(load_keras_model(model_path)).model)
+            model = step.finalize(step.prepare(load_keras_model(model_path, own_file=True)).model)
         if index < len(steps) - 1:
             # The next step's Ray Train workers load the model from a file.
             model_path = str(scratch / f"{name}-step{index + 1}.keras")

@@ -195,7 +195,7 @@ def candidate_trial(config: dict, spec_dump: dict, prepared: PreparedData, stora
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         if variant.is_float:
-            tflite_path = export_tflite(load_keras_model(baseline), scratch / "model.tflite")
+            tflite_path = export_tflite(load_keras_model(baseline, own_file=True), scratch / "model.tflite")
         else:
             fine_tune = TrainSpec.model_validate({**spec.fine_tune.model_dump(), "epochs": candidate.fine_tune_epochs})
             representative = representative_images(prepared, spec.data, spec.representative_samples)
@@ -407,7 +407,7 @@ def measure_all(spec: SweepJob, prepared, storage: RunStorage, variants: list[Va
             continue
         if variant.is_float:
             keras_path = fetch_local(storage.path(SCALE_MODEL.format(scale=variant.scale.name)))
-            model = load_keras_model(keras_path)
+            model = load_keras_model(keras_path, own_file=True)
             with tempfile.TemporaryDirectory() as scratch:
                 tflite = export_tflite(model, Path(scratch) / "model.tflite")
                 storage.upload(tflite, VARIANT_TFLITE.format(variant=variant.name))
@@ -416,7 +416,7 @@ def measure_all(spec: SweepJob, prepared, storage: RunStorage, variants: list[Va
             continue  # its trial failed; reported with its error
         keras_path = fetch_local(storage.path(VARIANT_MODEL.format(variant=variant.name))) if not variant.is_float \
             else keras_path
-        model = load_keras_model(keras_path) if keras_path else None
+        model = load_keras_model(keras_path, own_file=True) if keras_path else None
         extra = {"technique": techniques(variant.pipeline), "scale": vars(variant.scale),
                  "pipeline": [step.model_dump(mode="json") for step in variant.pipeline]}
         row = measure(variant.name, Path(tflite), model, images, labels, spec.evaluation, extra)
