@@ -22,7 +22,9 @@ def compress_document(baseline: str, variants: list, **changes) -> dict:
         "version": 1, "kind": "compress", "name": "test-compress", "baseline": baseline,
         "data": base["data"], "augment": [{"flip_left_right": {"p": 0.5}}],
         "fine_tune": {"epochs": 1, "global_batch_size": 128, "optimizer": {"name": "adam", "learning_rate": 2e-4}},
-        "scaling": {"num_workers": 2, "cpus_per_worker": 1},
+        # One worker with both cores: one TensorFlow start per fine-tuning run, not two (the suite's time);
+        # training across workers is test_train_job's and test_faults'.
+        "scaling": {"num_workers": 1, "cpus_per_worker": 2},
         "evaluation": {"repetitions": 30, "batch_sizes": [32], "memory": False},
         "variants": variants, "output": {"storage": "/tmp/sweetspot-tests"},
     }

@@ -32,7 +32,9 @@ def sweep_document(**changes) -> dict:
         "fine_tune": {"epochs": 1, "global_batch_size": 128},
         "constraints": {"max_size_kb": MAX_SIZE_KB},
         "tune": {"scheduler": "asha", "grace_epochs": 1, "reduction_factor": 2},
-        "scaling": {"num_workers": 2, "cpus_per_worker": 1},
+        # One worker with both cores: one TensorFlow start per fine-tuning run, not two (the suite's time);
+        # training across workers is test_train_job's and test_faults'.
+        "scaling": {"num_workers": 1, "cpus_per_worker": 2},
         "evaluation": {"repetitions": 30, "batch_sizes": [32], "memory": False},
         "output": {"storage": "/tmp/sweetspot-tests"},
     }
@@ -54,13 +56,13 @@ def swept(ray_cluster, tmp_path_factory):
     # One trial fails on purpose (injected through the environment its trial inherits).
     env = {**os.environ, "SWEETSPOT_FAIL_TRIAL": "cnn-w0.25-d2-broken"}
     run_dir = storage / "test-sweep"
-    # A variant trial writes its history last: once it exists, the trial has finished.
+    # A variant's history is written last: once it exists, it is built (int8, in the driver: no fine-tuning).
     finished = [run_dir / "scales" / "cnn-w0.25-d2" / "model.keras",
                 run_dir / "variants" / "cnn-w0.25-d2-int8" / "model.tflite",
                 run_dir / "variants" / "cnn-w0.25-d2-int8" / "history.json"]
     driver = start_job(spec, storage, env=env)
     try:
-        wait_for(finished[-1].exists, "the first variant trial to finish", timeout=1200, process=driver)
+        wait_for(finished[-1].exists, "the int8 variant to be built", timeout=1200, process=driver)
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
     finally:
