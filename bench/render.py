@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bench import common, frontier
 from cluster.results import SweepSummary, VariantResult
-from cluster.tables import render
+from cluster.tables import render as render_table
 
 
 def _x(value, digits: int = 2) -> str:
@@ -28,7 +28,7 @@ def _mark(met) -> str:
 
 def _table(header: list[str], rows: list[list]) -> list[str]:
     """A Markdown table through the project's one renderer, as the doc's lines."""
-    return render(header, [[str(c) for c in row] for row in rows], markdown=True).splitlines() + [""]
+    return render_table(header, [[str(c) for c in row] for row in rows], markdown=True).splitlines() + [""]
 
 
 # ---------------------------------------------------------------- targets
