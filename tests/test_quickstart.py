@@ -60,14 +60,17 @@ def test_quickstart_prints_the_sweet_spot(quickstart):
 def test_quickstart_console_is_short_and_ends_with_the_verdict(quickstart):
     """The job's progress lines and the result, not Ray's, Ray Data's and Tune's output."""
     summary, done = quickstart
-    console = (done.stdout + done.stderr).splitlines()
+    printed = done.stdout.splitlines()
+    console = printed + done.stderr.splitlines()  # stderr: the admission note before the job starts
     assert len(console) <= 100, "\n".join(console)
     assert not any("Traceback" in line for line in console), "\n".join(console)
-    assert sum("training " in line for line in console) == 2  # one line per scale trial start ...
-    assert sum("trained " in line for line in console) == 2  # ... and end
+    assert sum("training " in line for line in printed) == 2  # one line per scale trial start ...
+    assert sum("trained " in line for line in printed) == 2  # ... and end
     # The last lines: the table, the verdict naming the sweet spot, the report.
-    assert console[-1].startswith("report: ")
-    assert any(summary["sweet_spot"] in line and "Sweet spot" in line for line in console[-5:])
+    assert printed[-1].startswith("report: ")
+    names = tuple(variant["name"] for variant in summary["variants"])
+    table_end = max(i for i, line in enumerate(printed) if line.startswith(names))  # the table's last row
+    assert " ".join(printed[table_end + 1:]).startswith(f"Sweet spot: `{summary['sweet_spot']}`")
     storage = Path(done.args[done.args.index("--output") + 1])
     assert "Started training worker group" in (storage / "quickstart" / "job.log").read_text()  # the full log
 
