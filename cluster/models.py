@@ -255,7 +255,8 @@ def refuse_code_in_config(path: str) -> None:
     except (KeyError, ValueError, zipfile.BadZipFile) as error:
         raise ModelFileError(f"{path}: no readable config.json in the .keras file ({error})") from None
     for node in _objects(config):
-        name = (node.get("config") or {}).get("name", "?") if isinstance(node.get("config"), dict) else "?"
+        config = node.get("config")
+        name = config.get("name", "?") if isinstance(config, dict) else "?"
         module = node.get("module") or ""
         if node["class_name"] == "Lambda":
             raise ModelFileError(f"{path}: layer {name!r} is a Lambda layer, Python code that would run when the "
