@@ -43,6 +43,11 @@ class RunStorage:
     def exists(self, relative: str) -> bool:
         return self.filesystem.get_file_info(self._full(relative)).type != pafs.FileType.NotFound
 
+    def names(self, relative: str) -> list[str]:
+        """The names in folder `relative` (empty when it does not exist)."""
+        selector = pafs.FileSelector(self._full(relative), allow_not_found=True)
+        return sorted(os.path.basename(info.path) for info in self.filesystem.get_file_info(selector))
+
     def read_text(self, relative: str) -> str:
         with self.filesystem.open_input_stream(self._full(relative)) as stream:
             return stream.read().decode()

@@ -124,3 +124,18 @@ def test_a_sweep_with_new_constraints_resumes_its_folder(tmp_path):
     assert yaml.safe_load(storage.read_text("spec.yaml"))["constraints"]["max_size_kb"] == 50
     with pytest.raises(JobFailed, match="different spec"):
         claim_run_folder(sweep(search={"widths": [0.5]}), storage)
+
+
+def test_a_tune_experiment_is_resumed_only_once_tune_recorded_its_state(tmp_path):
+    """A driver killed between writing the tuner and Tune's first state save leaves trials
+    that Tune would restart without their configs: that experiment starts afresh."""
+    from cluster.tuning.sweep import resumable
+
+    storage = RunStorage(str(tmp_path))
+    experiment = tmp_path / "tune" / "variants"
+    assert not resumable(storage, "tune/variants")
+    experiment.mkdir(parents=True)
+    (experiment / "tuner.pkl").write_bytes(b"tuner")
+    assert not resumable(storage, "tune/variants")
+    (experiment / "experiment_state-2026-11-29_19-59-37.json").write_text("{}")
+    assert resumable(storage, "tune/variants")

@@ -225,7 +225,7 @@ def run_tune(trainable, spec: SweepJob, prepared, storage: RunStorage, experimen
         tune.with_parameters(trainable, spec_dump=spec.model_dump(mode="json"), prepared=prepared,
                              storage_uri=storage.path(), fail_trial=os.environ.get("SWEETSPOT_FAIL_TRIAL")),
         {"cpu": spec.tune.trial_driver_cpus})
-    if tune.Tuner.can_restore(path):
+    if resumable(storage, f"tune/{experiment}"):
         log(f"resuming the {experiment} experiment from {path}: finished trials are not run again")
         tuner = tune.Tuner.restore(path, trainable=trainable, restart_errored=False)
     else:
@@ -242,6 +242,14 @@ def run_tune(trainable, spec: SweepJob, prepared, storage: RunStorage, experimen
         log(f"Tune could not list {path} at the end of the run ({error}); reading its results back")
         os.chdir(os.path.expanduser("~"))
         return ResultGrid(ExperimentAnalysis(path))
+
+
+def resumable(storage: RunStorage, experiment_dir: str) -> bool:
+    """Whether Tune recorded this experiment's state: a driver stopped after writing the tuner
+    but before the first state save left nothing to resume (Tune would restart it with empty
+    trial configs), so it starts afresh."""
+    return (tune.Tuner.can_restore(storage.path(experiment_dir))
+            and any(name.startswith("experiment_state-") for name in storage.names(experiment_dir)))
 
 
 def run_grid(trainable, configs: list[dict], spec: SweepJob, prepared, storage: RunStorage, experiment: str,
