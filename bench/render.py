@@ -6,7 +6,7 @@ import base64
 from pathlib import Path
 
 from bench import common, frontier
-from cluster.results import SweepSummary, VariantResult
+from cluster.results import ReferencePoint, SweepSummary, VariantResult
 from cluster.tables import render as render_table
 
 
@@ -176,16 +176,16 @@ def write_pareto(r: dict, doc: Path) -> Path:
     from cluster.reporting import pareto_plot
 
     chosen = r.get("sweet_spot") or {}
+    recipe = ReferencePoint(name=f"tfmot recipe, pruned + quantized (median of {r['anchor']['runs']})",
+                            **{k: r["anchor"]["pruned_quantized"][k] for k in ("accuracy", "size_bytes_gzip")})
     summary = SweepSummary(
         name="frontier", baseline=None, pareto={"size_bytes_gzip": r["pareto"]},
         variants=[VariantResult(name=p["name"], accuracy=p["accuracy"], size_bytes_gzip=p["size_bytes_gzip"])
                   for p in r["points"]],
         sweet_spot=chosen.get("name") if chosen.get("feasible") else None,
-        constraints={"max_size_kb": 8.2, "min_accuracy": 0.91})
-    references = [{"name": f"tfmot recipe, pruned + quantized (median of {r['anchor']['runs']})",
-                   **{k: r["anchor"]["pruned_quantized"][k] for k in ("accuracy", "size_bytes_gzip")}}]
+        constraints={"max_size_kb": 8.2, "min_accuracy": 0.91}, references=[recipe])
     path = doc.with_name(doc.stem + "_pareto.png")
-    path.write_bytes(base64.b64decode(pareto_plot(summary, "size_bytes_gzip", references)))
+    path.write_bytes(base64.b64decode(pareto_plot(summary, "size_bytes_gzip")))
     return path
 
 

@@ -24,6 +24,7 @@ from cluster.tables import COLUMNS, variant_table  # noqa: E402
 AXES = {
     "size_bytes_gzip": ("gzip size of the TFLite file (KB)", 1e-3, "max_size_kb", 1.0),
     "latency_ms_p95": ("p95 latency at batch 1 (ms)", 1.0, "max_latency_ms_p95", 1.0),
+    "params_nonzero": ("nonzero parameters", 1.0, "max_params", 1.0),
 }
 
 
@@ -34,24 +35,46 @@ def _png(figure) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def pareto_plot(summary: SweepSummary, cost: str, references: list[dict] = ()) -> str:
+def cost_of(point, cost: str):
+    """A variant's or a reference's position on `cost`'s axis (a reference gives its parameter count)."""
+    if cost == "params_nonzero" and getattr(point, "params_nonzero", None) is None:
+        return point.params
+    return getattr(point, cost)
+
+
+def front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """(cost, accuracy) pairs no other pair beats on both: the frontier's steps, cheapest first."""
+    steps = []
+    for cost, accuracy in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not steps or accuracy > steps[-1][1]:
+            steps.append((cost, accuracy))
+    return steps
+
+
+def pareto_plot(summary: SweepSummary, cost: str) -> str:
+    """Accuracy against `cost` (log x): every variant, the frontier, the constraint, the sweet spot,
+    and the summary's reference points that have a position on this axis."""
     label, scale, constraint, _ = AXES[cost]
-    rows = [v for v in summary.variants if v.accuracy is not None and getattr(v, cost) is not None]
-    front = summary.pareto.get(cost, [])
+    rows = [v for v in summary.variants if v.accuracy is not None and cost_of(v, cost) is not None]
+    named_front = summary.pareto.get(cost)
+    if named_front is None:
+        on_front = {r.name for r in rows if (cost_of(r, cost), r.accuracy) in front([(cost_of(v, cost), v.accuracy)
+                                                                                      for v in rows])}
+    else:
+        on_front = set(named_front)
     figure, axis = plt.subplots(figsize=(7.5, 4.8))
     for row in rows:
-        on_front = row.name in front
-        axis.scatter(getattr(row, cost) * scale, row.accuracy, s=60 if on_front else 30,
-                     color="tab:blue" if on_front else "tab:gray", alpha=0.9 if on_front else 0.6, zorder=3)
-        axis.annotate(row.name, (getattr(row, cost) * scale, row.accuracy), fontsize=7, xytext=(4, 3),
-                      textcoords="offset points")
-    points = sorted((getattr(r, cost) * scale, r.accuracy) for r in rows if r.name in front)
+        x, marked = cost_of(row, cost) * scale, row.name in on_front
+        axis.scatter(x, row.accuracy, s=60 if marked else 30, color="tab:blue" if marked else "tab:gray",
+                     alpha=0.9 if marked else 0.6, zorder=3)
+        axis.annotate(row.name, (x, row.accuracy), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    points = sorted((cost_of(r, cost) * scale, r.accuracy) for r in rows if r.name in on_front)
     if points:
         axis.step([p[0] for p in points], [p[1] for p in points], where="post", color="tab:blue",
                   label="Pareto frontier", zorder=2)
     sweet = next((r for r in rows if r.name == summary.sweet_spot), None)
     if sweet:
-        axis.scatter(getattr(sweet, cost) * scale, sweet.accuracy, s=220, facecolors="none", edgecolors="tab:green",
+        axis.scatter(cost_of(sweet, cost) * scale, sweet.accuracy, s=220, facecolors="none", edgecolors="tab:green",
                      linewidths=2.5, label=f"sweet spot: {sweet.name}", zorder=4)
     limits = summary.constraints
     if limits.get(constraint) is not None:
@@ -59,10 +82,11 @@ def pareto_plot(summary: SweepSummary, cost: str, references: list[dict] = ()) -
     if limits.get("min_accuracy") is not None:
         axis.axhline(limits["min_accuracy"], color="tab:orange", linestyle="--",
                      label=f"min_accuracy = {limits['min_accuracy']:g}")
-    for reference in references:
-        if reference.get(cost) is not None:
-            axis.scatter(reference[cost] * scale, reference["accuracy"], marker="*", s=160, color="tab:purple",
-                         label=reference["name"], zorder=4)
+    markers = iter(["*", "P", "X", "D", "^", "v", "s", "p"])
+    for reference in summary.references:
+        if cost_of(reference, cost) is not None:
+            axis.scatter(cost_of(reference, cost) * scale, reference.accuracy, marker=next(markers, "*"), s=130,
+                         color="tab:purple", label=f"{reference.name} ({reference.accuracy:.3f})", zorder=4)
     axis.set_xscale("log")
     axis.set_xlabel(label + " — log scale; left is smaller/faster")
     axis.set_ylabel("test accuracy of the TFLite file")
@@ -112,13 +136,12 @@ def verdict(summary: SweepSummary) -> str:
             if closest else "**No variant was measured.**")
 
 
-def html_page(summary: SweepSummary, references: list[dict] = ()) -> str:
+def html_page(summary: SweepSummary) -> str:
     columns = COLUMNS
     rows_html = ["<tr>" + "".join(f"<th>{html.escape(c.header)}</th>" for c in columns) + "</tr>"]
     for row in summary.variants:
         rows_html.append("<tr>" + "".join(f"<td>{html.escape(c.read(row, summary))}</td>" for c in columns) + "</tr>")
-    images = [pareto_plot(summary, "size_bytes_gzip", references), pareto_plot(summary, "latency_ms_p95", references),
-              learning_curves_plot(summary)]
+    images = [pareto_plot(summary, cost) for cost in AXES] + [learning_curves_plot(summary)]
     verdict_html = html.escape(verdict(summary)).replace("**", "")
     figures = "".join(f'<img alt="plot" src="data:image/png;base64,{data}">' for data in images)
     return f"""<!doctype html>

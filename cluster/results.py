@@ -75,6 +75,17 @@ class VariantResult(EvaluationRecord):
                                        "accuracy_drop_pt": 100.0 * (base.accuracy - self.accuracy)})
 
 
+class ReferencePoint(Record):
+    """A point drawn beside the frontier, given by the spec or a benchmark, never measured by the job."""
+
+    name: str
+    accuracy: float
+    size_bytes_gzip: float | None = None
+    params: int | None = None
+    latency_ms_p95: float | None = None
+    source: str = ""
+
+
 class FailedTrial(Record):
     name: str
     error: str
@@ -105,6 +116,7 @@ class SweepSummary(Record):
     scale_trial_epochs_full_grid: int | None = None
     search: dict[str, Any] | None = None  # Optuna search: trials, scored, skipped by the size bound
     test_images_in_train: int | None = None  # test rows identical to a train row: a leak that inflates accuracy
+    references: list[ReferencePoint] = Field(default_factory=list)
 
     def variant(self, name: str | None) -> VariantResult | None:
         return next((v for v in self.variants if v.name == name), None)

@@ -461,6 +461,23 @@ class SearchSpace(Strict):
         return list(self.families) or [self.family]
 
 
+class Reference(Strict):
+    """A point drawn beside the frontier in the report: a recipe followed by hand, a published model."""
+
+    name: str = Field(min_length=1)
+    accuracy: float = Field(ge=0.0, le=1.0, description="test accuracy")
+    size_kb: float | None = Field(default=None, gt=0.0, description="gzip size of its file, KB (1000 B)")
+    params: int | None = Field(default=None, ge=1, description="its parameter count")
+    latency_ms_p95: float | None = Field(default=None, gt=0.0)
+    source: str = Field(default="", description="where the figure comes from")
+
+    @model_validator(mode="after")
+    def _placed(self) -> "Reference":
+        if self.size_kb is None and self.params is None and self.latency_ms_p95 is None:
+            raise ValueError(f"reference {self.name!r}: give size_kb, params or latency_ms_p95 (where to draw it)")
+        return self
+
+
 class Constraints(Strict):
     max_size_kb: float | None = Field(default=None, gt=0.0, description="gzip size of the TFLite file, KB (1000 B)")
     max_latency_ms_p95: float | None = Field(default=None, gt=0.0, description="batch-1 p95 in the interpreter")
@@ -492,6 +509,8 @@ class SweepJob(DataJob):
     constraints: Constraints = Constraints()
     tune: TuneSpec = TuneSpec()
     representative_samples: int = Field(default=256, ge=8, le=100_000)
+    references: list[Reference] = Field(
+        default_factory=list, description="Points the report draws beside the frontier (not measured by the job)")
 
     @model_validator(mode="after")
     def _checks(self) -> "SweepJob":

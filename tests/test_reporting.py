@@ -38,7 +38,42 @@ def test_markdown_marks_sweet_spot_pareto_and_failures():
     assert "`c`: RuntimeError: boom" in text
 
 
-def test_html_page_embeds_three_plots():
-    page = html_page(summary(), references=[{"name": "toolkit recipe", "accuracy": 0.87, "size_bytes_gzip": 8100,
-                                             "latency_ms_p95": None}])
-    assert page.count("data:image/png;base64,") == 3 and "<table>" in page and "Sweet spot: `b`" in page
+def test_html_page_embeds_four_plots():
+    page = html_page(summary())
+    assert page.count("data:image/png;base64,") == 4 and "<table>" in page and "Sweet spot: `b`" in page
+
+
+def test_a_reference_is_drawn_only_on_the_axes_it_has_a_position_on(monkeypatch):
+    """The recipe's point (a size) appears on the size plot; a published model (a parameter count) on the
+    parameter plot; neither where it has no position."""
+    from cluster import reporting
+    from cluster.results import ReferencePoint
+
+    drawn = []
+    real_scatter = reporting.plt.Axes.scatter
+
+    def scatter(axis, x, y, *args, label=None, **kwargs):
+        drawn.append((axis.get_title() or "", label, x))
+        return real_scatter(axis, x, y, *args, label=label, **kwargs)
+
+    monkeypatch.setattr(reporting.plt.Axes, "scatter", scatter)
+    with_references = summary().model_copy(update={"references": [
+        ReferencePoint(name="recipe", accuracy=0.87, size_bytes_gzip=8100),
+        ReferencePoint(name="paper", accuracy=0.89, params=14_900)]})
+    for cost in reporting.AXES:
+        reporting.pareto_plot(with_references, cost)
+    labels = [label for _, label, _ in drawn if label]
+    assert [x for _, label, x in drawn if label and label.startswith("recipe")] == [8.1]  # KB, size plot only
+    assert [x for _, label, x in drawn if label and label.startswith("paper")] == [14_900]  # params plot only
+    assert len([label for label in labels if label.startswith(("recipe", "paper"))]) == 2
+
+
+def test_a_reference_needs_a_position_to_be_drawn():
+    import pytest
+    from pydantic import ValidationError
+
+    from cluster.spec import Reference
+
+    assert Reference(name="paper", accuracy=0.89, params=14_900).params == 14_900
+    with pytest.raises(ValidationError, match="give size_kb, params or latency_ms_p95"):
+        Reference(name="paper", accuracy=0.89)

@@ -37,7 +37,7 @@ from cluster.evaluation.export import export_tflite
 from cluster.evaluation.tflite import TFLiteModel
 from cluster.models import ModelShape, build_model, load_keras_model, save_keras_model
 from cluster.reporting import html_page, markdown, verdict
-from cluster.results import FailedTrial, SweepSummary, VariantResult
+from cluster.results import FailedTrial, ReferencePoint, SweepSummary, VariantResult
 from cluster.runs import claim_run_folder, log
 from cluster.spec import ModelSpec, SweepJob, TrainJob, TrainSpec, run_dir
 from cluster.storage import RunStorage, fetch_local
@@ -458,6 +458,9 @@ def sweep_summary(spec: SweepJob, storage: RunStorage, rows: list[VariantResult]
         feasible=choice.feasible, constraints=constraints, objective=spec.objective.metric,
         failed=[FailedTrial(name=name, error=error) for name, error in sorted(searched.errors.items())],
         stopped_early=searched.stopped, num_threads=spec.evaluation.num_threads, learning_curves=learning,
+        references=[ReferencePoint(name=r.name, accuracy=r.accuracy, params=r.params, latency_ms_p95=r.latency_ms_p95,
+                                   size_bytes_gzip=None if r.size_kb is None else r.size_kb * 1000, source=r.source)
+                    for r in spec.references],
         artifacts={"summary": storage.path("summary.json"), "report_md": storage.path("report.md"),
                    "report": storage.path("report.html")},
         **searched.figures)
