@@ -10,7 +10,7 @@ the sweep runs them (smallest first), under the real Tune and the real
 scheduler. The sweet spot is then chosen, with the sweep's own `choose`, from
 the grid's measured variants of the scales the scheduler let finish.
 
-    python -m bench.asha_replay [--run ~/sweetspot_results/fashion-sweep-grid]
+    python -m bench.asha_replay [--run ~/sweetspot_results/fashion-sweep]
 
 Writes bench/results/asha_replay.json and prints a Markdown table.
 """
@@ -60,17 +60,21 @@ def outcome(epochs: dict[str, int], max_epochs: int, summary: dict) -> dict:
     rows = [row for row in summary["variants"] if any(row["name"].startswith(f"{scale}-") for scale in finished)]
     choice = choose(rows, summary["constraints"], summary.get("objective", "accuracy"))
     used = sum(epochs.values())
+    accuracy = {row["name"]: row["accuracy"] for row in summary["variants"]}
+    grid = summary["sweet_spot"]
+    # One standard error of the grid sweet spot's test accuracy (a binomial proportion over the test rows).
+    rows_tested = next((row.get("num_test_samples") for row in summary["variants"] if row["name"] == grid), None)
+    error = (accuracy[grid] * (1 - accuracy[grid]) / rows_tested) ** 0.5 if grid and rows_tested else 0.0
     return {"scale_trial_epochs": epochs, "epochs_used": used, "epochs_full_grid": max_epochs * len(epochs),
             "epoch_fraction": used / (max_epochs * len(epochs)),
             "stopped": sorted(name for name in epochs if name not in finished),
-            "sweet_spot": choice.sweet_spot, "same_sweet_spot": choice.sweet_spot == summary["sweet_spot"]}
+            "sweet_spot": choice.sweet_spot, "same_sweet_spot": choice.sweet_spot == grid,
+            "within_one_standard_error": bool(choice.sweet_spot and grid
+                                              and accuracy[grid] - accuracy[choice.sweet_spot] <= error)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", type=Path, default=Path.home() / "sweetspot_results" / "fashion-sweep-grid")
-    parser.add_argument("--output", type=Path, default=common.RESULTS / "asha_replay.json")
-    args = parser.parse_args()
+def replay_run(run: Path) -> dict:
+    """Every scheduler setting of SETTINGS replayed on a finished grid sweep's run folder."""
     from ray.tune.schedulers import ASHAScheduler
 
     from cluster.data.pipeline import prepare
@@ -79,7 +83,6 @@ def main() -> None:
     from cluster.tuning.space import expand
     from cluster.tuning.sweep import smallest_first
 
-    run = args.run.expanduser()
     summary = json.loads((run / "summary.json").read_text())
     spec = validate_document(yaml.safe_load((run / "spec.yaml").read_text()), str(run / "spec.yaml"))
     validation_rows = prepare(spec.data, spec.train.seed).plan.validation_rows
@@ -98,8 +101,16 @@ def main() -> None:
                 epochs = replay(curves, order, scheduler, Path(scratch) / f"{name}-{grace}-{factor}")
                 rows.append({"scheduler": name, "grace_epochs": grace, "reduction_factor": factor,
                              **outcome(epochs, max_epochs, summary)})
-    record = {"run": str(run), "grid_sweet_spot": summary["sweet_spot"], "validation_rows": validation_rows,
-              "order": order, "curves": curves, "replays": rows}
+    return {"run": str(run), "grid_sweet_spot": summary["sweet_spot"], "validation_rows": validation_rows,
+            "order": order, "curves": curves, "replays": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, default=Path.home() / "sweetspot_results" / "fashion-sweep")
+    parser.add_argument("--output", type=Path, default=common.RESULTS / "asha_replay.json")
+    args = parser.parse_args()
+    record = replay_run(args.run.expanduser())
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(record, indent=2) + "\n")
     print(markdown(record))

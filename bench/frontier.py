@@ -1,15 +1,20 @@
-"""Our frontier against the toolkit's own recipe, on the same data in the same bench run.
+"""Our frontier against the toolkit's own recipe and the default CNN, on the same data in the same bench run.
 
 Each case runs one of our sweep specs (its driver against the local cluster)
 and, beside it, the TF Model Optimization Toolkit's tutorial recipe
 (`shared/anchors/tfmot_recipe.py`, unchanged) `recipe_runs` times on the same
 data (median). A variant dominates the recipe when its gzipped TFLite file is
 no larger and its TFLite test accuracy no lower. Cases: the README's main job
-(`configs/quickstart.yaml`) on the bundled sample, and `configs/frontier_full.yaml`
-on full Fashion-MNIST.
+(`configs/quickstart.yaml`) on the bundled sample, and `configs/sweep_full.yaml`
+on full Fashion-MNIST, where the default CNN (`configs/train_full.yaml`) is
+trained in the same run: the compression ratio is its float TFLite file's gzip
+size over the smallest variant within 0.5 pt of its accuracy. Early stopping is
+replayed on the full sweep's learning curves (`bench/asha_replay.py`).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import yaml
 
@@ -19,25 +24,93 @@ from cluster.spec import apply_overrides
 
 NAME = "frontier"
 QUICKSTART_SECONDS = 360  # the main job in <= 6 min on 2 cores
+FULL_SWEEP_SECONDS = 3600  # configs/sweep_full.yaml in <= 60 min on 2 cores
+AIM = {"accuracy": 0.91, "size_bytes_gzip": 8200}  # >= 0.91 at <= 8.2 KB gzip (KB = 1000 B)
+RATIO_DROP_PT = 0.5  # the compression ratio counts variants within this many points of the default CNN
+RATIO_MUST, RATIO_AIM = 20.0, 40.0
+DEFAULT_CNN_ACCURACY = 0.93
+EARLY_STOP_FRACTION = 0.40  # at most this share of the exhaustive search's trial-epochs
 SAMPLE_CASE = {"name": "sample", "spec": "configs/quickstart.yaml", "full_data": False, "overrides": [],
                "max_seconds": QUICKSTART_SECONDS}
-FULL_CASE = {"name": "full", "spec": "configs/frontier_full.yaml", "full_data": True, "overrides": [],
-             "max_seconds": None}
+FULL_CASE = {"name": "full", "spec": "configs/sweep_full.yaml", "full_data": True, "overrides": [],
+             "max_seconds": FULL_SWEEP_SECONDS, "default_cnn": "configs/train_full.yaml", "replay": True}
 DEFAULT = {"cases": [SAMPLE_CASE, FULL_CASE], "recipe_runs": 3}
 QUICK = {"recipe_runs": 1, "cases": [{**SAMPLE_CASE, "overrides": [
     "train.epochs=1", "search.widths=[0.25]",
     "search.pipelines=[{name: float, pipeline: []}, {name: int8, pipeline: [{quantize: {mode: int8}}]}]"]}]}
 
 
-def run_case(case: dict, recipe_runs: int, ctx: common.Context) -> dict:
-    document = apply_overrides(yaml.safe_load((common.ROOT / case["spec"]).read_text()), case["overrides"])
-    document["name"] = f"frontier-{case['name']}"
-    data = common.FULL_DATA if case["full_data"] else common.SAMPLE
-    pattern = "{split}-*.parquet" if case["full_data"] else "{split}.parquet"
+def job_document(spec: str, name: str, full_data: bool, overrides: list[str], ctx: common.Context) -> dict:
+    """A config file's spec on this bench run's data and scratch storage."""
+    document = apply_overrides(yaml.safe_load((common.ROOT / spec).read_text()), overrides)
+    document["name"] = name
+    data = common.FULL_DATA if full_data else common.SAMPLE
+    pattern = "{split}-*.parquet" if full_data else "{split}.parquet"
     document["data"] = {**document["data"], **{split: str(data / pattern.format(split=split))
                                                for split in ("train", "test")}}
     document["output"] = {"storage": str(ctx.scratch / "runs")}
+    return document
+
+
+def default_cnn(spec: str, ctx: common.Context) -> dict:
+    """The default CNN trained by a train job in this bench run: its Keras and float TFLite figures."""
+    summary, wall = common.run_job(job_document(spec, "frontier-default-cnn", True, [], ctx), ctx)
+    tflite = summary["models"]["tflite"]
+    return {"spec": spec, "keras_accuracy": summary["test_accuracy"], "accuracy": summary["tflite_test_accuracy"],
+            "size_bytes_gzip": tflite["size_bytes_gzip"], "params": tflite.get("params"), "wall_seconds": wall}
+
+
+def compression_ratio(points: list[dict], base: dict) -> dict | None:
+    """The smallest point within RATIO_DROP_PT of the default CNN's TFLite accuracy, with its ratio."""
+    close = [p for p in points if 100 * (base["accuracy"] - p["accuracy"]) <= RATIO_DROP_PT]
+    if not close:
+        return None
+    best = min(close, key=lambda p: p["size_bytes_gzip"])
+    return {"name": best["name"], "ratio": base["size_bytes_gzip"] / best["size_bytes_gzip"],
+            "drop_pt": 100 * (base["accuracy"] - best["accuracy"])}
+
+
+def full_data_targets(case: dict, points: list[dict], base: dict | None, replay: dict | None) -> list[dict]:
+    name = case["name"]
+    aimed = [p["name"] for p in points if p["size_bytes_gzip"] <= AIM["size_bytes_gzip"]
+             and p["accuracy"] >= AIM["accuracy"]]
+    small = [p for p in points if p["size_bytes_gzip"] <= AIM["size_bytes_gzip"]]
+    best_small = max(small, key=lambda p: p["accuracy"]) if small else None
+    targets = [{"requirement": f"{name}: aim ≥ {AIM['accuracy']} at ≤ {AIM['size_bytes_gzip'] / 1000:g} KB",
+                "figure": (f"{best_small['accuracy']:.4f} at {best_small['size_bytes_gzip']:,} B "
+                           f"(`{best_small['name']}`)") if best_small else "no point that small",
+                "met": bool(aimed)}]
+    if base:
+        ratio = compression_ratio(points, base)
+        figure = (f"{ratio['ratio']:.1f}× at {ratio['drop_pt']:+.2f} pt (`{ratio['name']}`)" if ratio
+                  else f"no variant within {RATIO_DROP_PT} pt")
+        for level, bound in (("must", RATIO_MUST), ("aim", RATIO_AIM)):
+            targets.append({"requirement": f"{name}: {level} ≥ {bound:g}× smaller than the default CNN's float "
+                                           f"TFLite at ≤ {RATIO_DROP_PT} pt", "figure": figure,
+                            "met": bool(ratio and ratio["ratio"] >= bound)})
+        targets.append({"requirement": f"{name}: default CNN ≥ {DEFAULT_CNN_ACCURACY} (Keras and float TFLite)",
+                        "figure": f"{base['keras_accuracy']:.4f} / {base['accuracy']:.4f}",
+                        "met": min(base["keras_accuracy"], base["accuracy"]) >= DEFAULT_CNN_ACCURACY})
+    if replay:
+        kept = [r for r in replay["replays"] if r["same_sweet_spot"] or r["within_one_standard_error"]]
+        best = min(kept, key=lambda r: r["epoch_fraction"]) if kept else None
+        targets.append({"requirement": f"{name}: early stopping keeps the sweet spot (or one within one standard "
+                                       f"error) on ≤ {EARLY_STOP_FRACTION:.0%} of the trial-epochs (replayed)",
+                        "figure": (f"{best['epoch_fraction']:.0%} ({best['scheduler']}, grace {best['grace_epochs']}, "
+                                   f"factor {best['reduction_factor']})") if best else "no setting keeps it",
+                        "met": bool(best and best["epoch_fraction"] <= EARLY_STOP_FRACTION)})
+    return targets
+
+
+def run_case(case: dict, recipe_runs: int, ctx: common.Context) -> dict:
+    base = default_cnn(case["default_cnn"], ctx) if case.get("default_cnn") else None
+    document = job_document(case["spec"], f"frontier-{case['name']}", case["full_data"], case["overrides"], ctx)
     summary, wall = common.run_job(document, ctx)
+    replay = None
+    if case.get("replay"):
+        from bench.asha_replay import replay_run
+
+        replay = replay_run(Path(document["output"]["storage"]) / document["name"])
     data_dir = anchor_data_dir({"full_data": case["full_data"]}, ctx.scratch)
     runs = []
     for index in range(recipe_runs):
@@ -53,9 +126,11 @@ def run_case(case: dict, recipe_runs: int, ctx: common.Context) -> dict:
     if case["max_seconds"]:
         targets.append({"requirement": f"{case['name']}: `{case['spec']}` ≤ {case['max_seconds'] // 60} min",
                         "figure": f"{wall:.0f} s", "met": wall <= case["max_seconds"]})
+    if case["full_data"]:
+        targets += full_data_targets(case, points, base, replay)
     return {"case": case, "wall_seconds": wall, "points": points, "pareto": summary["pareto"]["size_bytes_gzip"],
             "sweet_spot": summary["sweet_spot"], "recipe": recipe, "recipe_runs": runs, "dominating": dominating,
-            "targets": targets}
+            "default_cnn": base, "replay": replay, "targets": targets}
 
 
 def run(settings: dict, ctx: common.Context) -> dict:
@@ -63,21 +138,69 @@ def run(settings: dict, ctx: common.Context) -> dict:
     return {"settings": settings, "cases": cases, "targets": [t for case in cases for t in case["targets"]]}
 
 
-def section(r: dict) -> list[str]:
-    lines = ["## Frontier against the toolkit's recipe", ""]
+LITERATURE = [{"name": "2 conv layers, < 100K params (benchmark table)", "accuracy": 0.925, "params": 100_000},
+              {"name": "14.9K-param CNN (published)", "accuracy": 0.89, "params": 14_900}]
+
+
+def pareto_chart(case: dict, path: Path) -> Path:
+    """The case's points and frontier with the recipe's median point and the literature anchors."""
+    import base64
+
+    from cluster.reporting import pareto_plot
+    from cluster.results import ReferencePoint, SweepSummary, VariantResult
+
+    recipe = case["recipe"]
+    references = [ReferencePoint(name=f"tfmot recipe (median of {len(case['recipe_runs'])})",
+                                 accuracy=recipe["accuracy"], size_bytes_gzip=recipe["size_bytes_gzip"])]
+    if case.get("default_cnn"):
+        base = case["default_cnn"]
+        references.append(ReferencePoint(name="default CNN, float TFLite", accuracy=base["accuracy"],
+                                          size_bytes_gzip=base["size_bytes_gzip"]))
+    summary = SweepSummary(
+        name=case["case"]["name"], baseline=None, pareto={"size_bytes_gzip": case["pareto"]},
+        variants=[VariantResult(**{k: p[k] for k in ("name", "technique", "accuracy", "size_bytes_gzip")})
+                  for p in case["points"]],
+        sweet_spot=case["sweet_spot"], constraints={"max_size_kb": AIM["size_bytes_gzip"] / 1000,
+                                                    "min_accuracy": AIM["accuracy"]},
+        references=references)
+    path.write_bytes(base64.b64decode(pareto_plot(summary, "size_bytes_gzip")))
+    return path
+
+
+def section(r: dict, doc: Path | None = None) -> list[str]:
+    from bench.asha_replay import markdown as replay_markdown
+
+    lines = ["## Frontier against the toolkit's recipe and the default CNN", ""]
     for c in r["cases"]:
-        recipe = c["recipe"]
+        recipe, base = c["recipe"], c.get("default_cnn")
         lines += [f"### {c['case']['name']}: `{c['case']['spec']}` ({c['wall_seconds']:.0f} s) beside "
-                  f"`tfmot_recipe.py` run {len(c['recipe_runs'])} time(s) on the same data", "",
-                  "| point | technique | TFLite accuracy | gzip bytes | p95 ms | |", "| --- | --- | --- | --- | --- | --- |"]
+                  f"`tfmot_recipe.py` run {len(c['recipe_runs'])} time(s) on the same data", ""]
+        if base:
+            lines += [f"Default CNN (`{base['spec']}`, a train job in this bench run, {base['wall_seconds']:.0f} s): "
+                      f"test accuracy {base['keras_accuracy']:.4f} (Keras) / {base['accuracy']:.4f} (float TFLite), "
+                      f"{base['size_bytes_gzip']:,} B gzip. ×: its gzip size over the point's.", ""]
+        lines += ["| point | technique | TFLite accuracy | gzip bytes | × | p95 ms | |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
         runs = ", ".join(f"{x['pruned_quant_tflite_acc']:.3f} at {x['gzip_pruned_quant_tflite']:,} B"
                          for x in c["recipe_runs"])
+
+        def times(size: float) -> str:
+            return f"{base['size_bytes_gzip'] / size:.1f}×" if base else "–"
+
         lines.append(f"| tfmot recipe (median) | prune 50→80 % + dynamic range | {recipe['accuracy']:.4f} | "
-                     f"{recipe['size_bytes_gzip']:,.0f} | – | runs: {runs} |")
+                     f"{recipe['size_bytes_gzip']:,.0f} | {times(recipe['size_bytes_gzip'])} | – | runs: {runs} |")
         for p in sorted(c["points"], key=lambda p: p["size_bytes_gzip"]):
             flags = [f for f, on in (("sweet spot", p["name"] == c["sweet_spot"]), ("Pareto", p["name"] in c["pareto"]),
                                      ("dominates the recipe", p["name"] in c["dominating"])) if on]
             lines.append(f"| {p['name']} | {p['technique']} | {p['accuracy']:.4f} | {p['size_bytes_gzip']:,} | "
-                         f"{p['latency_ms_p95']:.3f} | {', '.join(flags)} |")
+                         f"{times(p['size_bytes_gzip'])} | {p['latency_ms_p95']:.3f} | {', '.join(flags)} |")
         lines.append("")
+        lines += [f"Literature anchors: " + "; ".join(f"{a['name']}: {a['accuracy']:.3f}" for a in LITERATURE)
+                  + " (drawn by parameter count in a sweep's report.html).", ""]
+        if doc is not None:
+            chart = pareto_chart(c, doc.with_name(f"{doc.stem}_frontier_{c['case']['name']}.png"))
+            lines += [f"![accuracy vs gzip size, {c['case']['name']}]({chart.name})", ""]
+        if c.get("replay"):
+            lines += ["Early stopping, replayed under real Tune on this sweep's recorded validation curves "
+                      "(`bench/asha_replay.py`):", "", replay_markdown(c["replay"]), ""]
     return lines

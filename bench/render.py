@@ -304,7 +304,8 @@ def render(results_dir: Path, doc: Path, quick: bool = False) -> None:
     for name, r in results.items():
         if r.get("error"):
             continue
-        out += compression(r, doc) if name == "compression" else SECTIONS[name](r)
+        out += compression(r, doc) if name in ("compression",) else (
+            frontier.section(r, doc) if name == "frontier" else SECTIONS[name](r))
         if name == "sweep":
             from bench.asha_replay import section
 

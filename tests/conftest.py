@@ -61,6 +61,16 @@ def sweetspot(*args, env: dict | None = None, timeout: float = 120) -> subproces
                           timeout=timeout, cwd=ROOT)
 
 
+def sweetspot_process(*args) -> subprocess.Popen:
+    """`sweetspot` started in the background (text pipes), as `sweetspot()` runs it."""
+    from cluster import local
+
+    script = Path(sys.executable).with_name("sweetspot")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "cluster.cli"]
+    return subprocess.Popen(command + [str(a) for a in args], env=local.client_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
+
 def pytest_collection_modifyitems(items):
     """Mark every test that needs the cluster, so `pytest -m "not cluster"` is the fast lane."""
     for item in items:
@@ -125,7 +135,17 @@ def e2e_train_run(ray_cluster, tmp_path_factory):
     document = train_document(name="e2e", train={**E2E_TRAIN, "epochs": 1}, learning_curve=[0.25])
     document["evaluation"] = {"repetitions": 50, "batch_sizes": [32, 256], "price_per_cpu_hour": 0.05}
     spec.write_text(yaml.safe_dump(document))
-    done = sweetspot("submit", spec, "--set", f"train.epochs={E2E_TRAIN['epochs']}", "--output", storage, "--wait",
-                     timeout=600)
+    arguments = ["--set", f"train.epochs={E2E_TRAIN['epochs']}", "--output", str(storage)]
+    submit = sweetspot_process("submit", spec, *arguments, "--wait")
+    # While it runs, the same job sent again through `ray job submit` finds its run folder claimed.
+    wait_for((storage / "e2e" / "claim.json").exists, "the first job to claim its run folder", timeout=300,
+             process=submit)
+    E2E_SECOND_SUBMIT.append(ray_job_submit(spec, *arguments))
+    stdout, stderr = submit.communicate(timeout=600)
+    done = subprocess.CompletedProcess(submit.args, submit.returncode, stdout, stderr)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return storage / "e2e", done
+
+
+# `ray job submit` of the e2e spec while the e2e job held its folder (filled by e2e_train_run).
+E2E_SECOND_SUBMIT: list[subprocess.CompletedProcess] = []

@@ -10,7 +10,7 @@ import yaml
 
 from cluster.spec import validate_document
 from cluster.storage import RunStorage
-from cluster.runs import JobFailed, claim_run_folder
+from cluster.runs import CLAIM, Holder, JobFailed, claim_run_folder
 from tests.conftest import train_document
 
 OLD = json.dumps({"test_accuracy": 0.9, "variants": list(range(50))})
@@ -72,6 +72,14 @@ def test_an_interrupted_first_write_leaves_no_summary(tmp_path, monkeypatch, poi
     assert leftovers(tmp_path / "run") == []
 
 
+ME = Holder(job_id="01000000", submission_id=None, host="here", pid=1)
+
+
+def ended(job_id: str) -> bool:
+    """No other job is running (the cluster's job table, as the claim asks it)."""
+    return False
+
+
 def spec_of(**changes):
     return validate_document(train_document(**changes))
 
@@ -79,21 +87,21 @@ def spec_of(**changes):
 def test_a_folder_is_claimed_then_resumed_by_the_same_spec(tmp_path):
     storage = RunStorage(str(tmp_path / "run"))
     spec = spec_of()
-    claim_run_folder(spec, storage)
+    claim_run_folder(spec, storage, ME, ended)
     written = storage.read_text("spec.yaml")
     assert yaml.safe_load(written)["train"]["epochs"] == 2
-    claim_run_folder(spec_of(), storage)  # the same spec again resumes
+    claim_run_folder(spec_of(), storage, ME, ended)  # the same spec again resumes
     assert storage.read_text("spec.yaml") == written
 
 
 def test_a_folder_of_a_different_spec_is_refused_unless_overwrite(tmp_path):
     storage = RunStorage(str(tmp_path / "run"))
-    claim_run_folder(spec_of(), storage)
+    claim_run_folder(spec_of(), storage, ME, ended)
     before = storage.read_text("spec.yaml")
     with pytest.raises(JobFailed, match=r"holds the results of a different spec; .*output\.overwrite=true"):
-        claim_run_folder(spec_of(train={"epochs": 3}), storage)
+        claim_run_folder(spec_of(train={"epochs": 3}), storage, ME, ended)
     assert storage.read_text("spec.yaml") == before
-    claim_run_folder(spec_of(train={"epochs": 3}, output={"storage": "/tmp/x", "overwrite": True}), storage)
+    claim_run_folder(spec_of(train={"epochs": 3}, output={"storage": "/tmp/x", "overwrite": True}), storage, ME, ended)
     assert yaml.safe_load(storage.read_text("spec.yaml"))["train"]["epochs"] == 3
 
 
@@ -101,12 +109,12 @@ def test_a_folder_of_a_different_spec_is_refused_unless_overwrite(tmp_path):
 def test_overwrite_moves_the_whole_previous_run_aside_so_nothing_old_is_resumed(tmp_path, same_spec):
     """The old summary, checkpoints and Tune state used to stay: a train job resumed the old checkpoint."""
     storage = RunStorage(str(tmp_path / "run"))
-    claim_run_folder(spec_of(), storage)
+    claim_run_folder(spec_of(), storage, ME, ended)
     storage.write_text("summary.json", "{\"old\": true}")
     storage.write_text("train/checkpoint_000001/model.weights.h5", "old weights")
     overwrite = {"output": {"storage": str(tmp_path), "overwrite": True}}
-    claim_run_folder(spec_of(**overwrite) if same_spec else spec_of(train={"epochs": 5}, **overwrite), storage)
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["spec.yaml"]  # a fresh folder
+    claim_run_folder(spec_of(**overwrite) if same_spec else spec_of(train={"epochs": 5}, **overwrite), storage, ME, ended)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["claim.json", "spec.yaml"]  # a fresh folder
     (aside,) = tmp_path.glob("run.replaced-*")
     assert (aside / "summary.json").read_text() == '{"old": true}'  # kept, not lost
     assert (aside / "train" / "checkpoint_000001" / "model.weights.h5").read_text() == "old weights"
@@ -119,11 +127,11 @@ def test_a_sweep_with_new_constraints_resumes_its_folder(tmp_path):
         return validate_document(document)
 
     storage = RunStorage(str(tmp_path / "run"))
-    claim_run_folder(sweep(), storage)
-    claim_run_folder(sweep(constraints={"max_size_kb": 50}, objective={"metric": "size_bytes_gzip"}), storage)
+    claim_run_folder(sweep(), storage, ME, ended)
+    claim_run_folder(sweep(constraints={"max_size_kb": 50}, objective={"metric": "size_bytes_gzip"}), storage, ME, ended)
     assert yaml.safe_load(storage.read_text("spec.yaml"))["constraints"]["max_size_kb"] == 50
     with pytest.raises(JobFailed, match="different spec"):
-        claim_run_folder(sweep(search={"widths": [0.5]}), storage)
+        claim_run_folder(sweep(search={"widths": [0.5]}), storage, ME, ended)
 
 
 def test_a_tune_experiment_is_resumed_only_once_tune_recorded_its_state(tmp_path):
@@ -139,3 +147,52 @@ def test_a_tune_experiment_is_resumed_only_once_tune_recorded_its_state(tmp_path
     assert not resumable(storage, "tune/variants")
     (experiment / "experiment_state-2026-11-29_19-59-37.json").write_text("{}")
     assert resumable(storage, "tune/variants")
+
+
+def test_a_folder_held_by_a_running_job_is_refused_with_its_id_and_nothing_is_written(tmp_path):
+    storage = RunStorage(str(tmp_path / "run"))
+    other = Holder(job_id="02000000", submission_id="raysubmit_abc", host="node", pid=7)
+    claim_run_folder(spec_of(), storage, other, ended)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}
+    with pytest.raises(JobFailed, match=r"in use by job raysubmit_abc \(driver job 02000000.*sweetspot stop raysubmit_abc"):
+        claim_run_folder(spec_of(), storage, ME, running=lambda job_id: job_id == "02000000")
+    overwrite = spec_of(train={"epochs": 5}, output={"storage": str(tmp_path), "overwrite": True})
+    with pytest.raises(JobFailed, match="in use by"):  # not even overwrite takes a live job's folder
+        claim_run_folder(overwrite, storage, ME, running=lambda job_id: job_id == "02000000")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before
+    assert not list(tmp_path.glob("run.replaced-*"))
+
+
+def test_a_claim_left_by_a_job_that_ended_is_taken_over(tmp_path):
+    storage = RunStorage(str(tmp_path / "run"))
+    killed = Holder(job_id="02000000", submission_id=None, host="node", pid=7)
+    claim_run_folder(spec_of(), storage, killed, ended)
+    claim_run_folder(spec_of(), storage, ME, running=lambda job_id: job_id == ME.job_id)
+    claim = json.loads(storage.read_text(CLAIM))
+    assert claim["holder"]["job_id"] == ME.job_id and len(claim["spec_digest"]) == 64
+
+
+def test_of_two_jobs_claiming_a_new_folder_at_once_one_is_refused(tmp_path):
+    """The claim file is created atomically (a hard link): exactly one of the racing jobs gets it."""
+    import threading
+
+    storage = RunStorage(str(tmp_path / "run"))
+    holders = [Holder(job_id=f"0{i}000000", submission_id=None, host="node", pid=i) for i in range(2, 8)]
+    outcomes, start = {}, threading.Barrier(len(holders))
+
+    def claim(holder):
+        start.wait()
+        try:
+            claim_run_folder(spec_of(), storage, holder, running=lambda job_id: True)
+            outcomes[holder.job_id] = "claimed"
+        except JobFailed:
+            outcomes[holder.job_id] = "refused"
+
+    threads = [threading.Thread(target=claim, args=(h,)) for h in holders]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes.values()) == ["claimed"] + ["refused"] * (len(holders) - 1)
+    assert json.loads(storage.read_text(CLAIM))["holder"]["job_id"] == next(
+        job for job, outcome in outcomes.items() if outcome == "claimed")

@@ -38,6 +38,20 @@ def test_job_writes_every_output(e2e_train_run):
 
 
 @pytest.mark.timeout(900)
+def test_the_same_job_sent_while_it_runs_is_refused_with_the_running_jobs_id(e2e_train_run):
+    """Two jobs of one name used to both write the run folder (the last writer won)."""
+    from tests.conftest import E2E_SECOND_SUBMIT
+
+    run, first = e2e_train_run
+    (second,) = E2E_SECOND_SUBMIT
+    output = second.stdout + second.stderr
+    first_id = json.loads((run / "claim.json").read_text())["holder"]["submission_id"]
+    assert second.returncode != 0 and first_id and first_id in first.stdout + first.stderr
+    assert f"is in use by job {first_id}" in output and f"sweetspot stop {first_id}" in output, output[-2000:]
+    assert "Traceback" not in output
+
+
+@pytest.mark.timeout(900)
 def test_accuracy_is_measured_on_the_test_split_and_clears_the_floor(e2e_train_run):
     from cluster.data.pipeline import load_arrays
     from cluster.data.sources import resolve

@@ -114,8 +114,8 @@ def run_evaluate(spec: EvaluateJob) -> dict:
     check_split(source, spec.data.image_column, spec.data.label_column, spec.data.num_classes,
                 tuple(spec.data.image_shape), "data.test")
     images, labels = load_arrays(source, spec.data)
-    claim_run_folder(spec, storage)
     ray.init(ignore_reinit_error=True)
+    claim_run_folder(spec, storage)  # every check has passed: the first write
     log(f"measuring {len(artifacts)} artifact(s) in one task on {spec.cpus:g} CPU(s)")
     task = ray.remote(num_cpus=spec.cpus)(measure_all)
     rows = ray.get(task.remote(artifacts, images, labels, spec.evaluation))

@@ -75,7 +75,6 @@ def run_compress(spec: CompressJob) -> dict:
             check_model(variant.pipeline, baseline)
         except CompressionError as error:
             raise JobFailed(f"variants.{variant.name}: {error}") from None
-    claim_run_folder(spec, storage)
     log(f"checking data: {spec.data.train} and {spec.data.test}")
     prepared = prepare(spec.data, spec.fine_tune.seed)
     for variant in spec.variants:
@@ -85,6 +84,7 @@ def run_compress(spec: CompressJob) -> dict:
                             f"exceeds the {prepared.plan.train_rows} training rows")
     ray.init(ignore_reinit_error=True)
     check_training_fits(spec.scaling, Capacity.of_cluster())
+    claim_run_folder(spec, storage)  # every check has passed: the first write
 
     images, labels = load_arrays(prepared.test_source, spec.data)
     representative = representative_images(prepared, spec.data, spec.representative_samples)

@@ -118,7 +118,6 @@ def learning_curve(spec: TrainJob, storage: RunStorage, images, labels, full: di
 
 def run_train(spec: TrainJob) -> dict:
     storage = RunStorage(f"{spec.output.storage.rstrip('/')}/{spec.name}")
-    claim_run_folder(spec, storage)
     log(f"checking data: {spec.data.train} and {spec.data.test}")
     prepared = prepare(spec.data, spec.train.seed)
     steps = steps_per_epoch(prepared.plan.train_rows, spec.scaling, spec.train.global_batch_size)
@@ -130,6 +129,7 @@ def run_train(spec: TrainJob) -> dict:
 
     ray.init(ignore_reinit_error=True)
     check_training_fits(spec.scaling, Capacity.of_cluster())
+    claim_run_folder(spec, storage)  # every check has passed: the first write
     started = time.perf_counter()
     result, usage = run_training(train_loop_per_worker, {"spec": spec.model_dump(mode="json")}, spec, prepared,
                                  spec.train.seed, storage_path=storage.path(), run_name=RAY_RUN_NAME)
