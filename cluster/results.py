@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 SCHEMA_VERSION = 1
+SCALE_MODEL = "scales/{scale}/model.keras"  # where a sweep keeps each trained scale's Keras model
 
 
 class Record(BaseModel):
@@ -120,6 +121,13 @@ class SweepSummary(Record):
 
     def variant(self, name: str | None) -> VariantResult | None:
         return next((v for v in self.variants if v.name == name), None)
+
+    @property
+    def baseline_model(self) -> str | None:
+        """The baseline scale's Keras model, relative to the sweep's run folder."""
+        base = self.variant(self.baseline)
+        scale = base.extra.get("scale_name") if base else None
+        return SCALE_MODEL.format(scale=scale) if scale else None
 
 
 class CompressSummary(Record):

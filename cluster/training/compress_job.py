@@ -19,6 +19,7 @@ Results under `<output.storage>/<name>/`:
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from cluster.compression.steps import has_qat, techniques
 from cluster.data.pipeline import load_arrays, prepare, representative_images
 from cluster.evaluation.measure import measure
 from cluster.evaluation.export import export_tflite
-from cluster.results import CompressSummary, VariantResult
+from cluster.results import CompressSummary, SweepSummary, VariantResult, read_summary
 from cluster.tables import variant_table
 from cluster.models import ModelFileError, load_keras_model, save_keras_model
 from cluster.spec import CompressJob
@@ -42,11 +43,22 @@ from cluster.runs import JobFailed, claim_run_folder, log
 
 
 def baseline_model_path(baseline: str) -> str:
-    """A local .keras file for the baseline: a train job's folder holds `model.keras`."""
-    local = fetch_local(baseline.rstrip("/") + "/model.keras") if not baseline.endswith((".keras", ".h5")) \
-        else fetch_local(baseline)
+    """A local .keras file for the baseline: a saved model, a train job's folder (its `model.keras`),
+    or a sweep's folder (its baseline scale's model)."""
+    if baseline.endswith((".keras", ".h5")):
+        local = fetch_local(baseline)
+    else:
+        root = baseline.rstrip("/")
+        summary = fetch_local(f"{root}/summary.json")
+        sweep = read_summary(json.loads(Path(summary).read_text())) if summary else None
+        if isinstance(sweep, SweepSummary):
+            if sweep.baseline_model is None:
+                raise JobFailed(f"baseline: the sweep at {baseline} has no trained float scale to start from")
+            local = fetch_local(f"{root}/{sweep.baseline_model}")
+        else:
+            local = fetch_local(f"{root}/model.keras")
     if local is None:
-        raise JobFailed(f"baseline: {baseline} is neither a train job's result folder (with model.keras) "
+        raise JobFailed(f"baseline: {baseline} is neither a train or sweep job's result folder "
                         "nor a saved Keras model file")
     return local
 

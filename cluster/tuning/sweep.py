@@ -37,7 +37,7 @@ from cluster.evaluation.export import export_tflite
 from cluster.evaluation.tflite import TFLiteModel
 from cluster.models import ModelShape, build_model, load_keras_model, save_keras_model
 from cluster.reporting import html_page, markdown, verdict
-from cluster.results import FailedTrial, ReferencePoint, SweepSummary, VariantResult
+from cluster.results import SCALE_MODEL, FailedTrial, ReferencePoint, SweepSummary, VariantResult
 from cluster.runs import claim_run_folder, log
 from cluster.spec import ModelSpec, SweepJob, TrainJob, TrainSpec, run_dir
 from cluster.storage import RunStorage, fetch_local
@@ -52,7 +52,6 @@ from cluster.tuning.pareto import choose, pareto_front
 from cluster.tuning.search import DefineSpace, candidate_of, seed_points
 from cluster.tuning.space import Scale, Variant, check_reachable, expand
 
-SCALE_MODEL = "scales/{scale}/model.keras"
 SCALE_HISTORY = "scales/{scale}/history.json"
 VARIANT_TFLITE = "variants/{variant}/model.tflite"
 VARIANT_MODEL = "variants/{variant}/model.keras"
@@ -426,7 +425,7 @@ def measure_all(spec: SweepJob, prepared, storage: RunStorage, variants: list[Va
             else keras_path
         model = load_keras_model(keras_path, own_file=True) if keras_path else None
         extra = {"technique": techniques(variant.pipeline), "scale": vars(variant.scale),
-                 "pipeline": [step.model_dump(mode="json") for step in variant.pipeline]}
+                 "scale_name": variant.scale.name, "pipeline": [step.model_dump(mode="json") for step in variant.pipeline]}
         row = measure(variant.name, Path(tflite), model, images, labels, spec.evaluation, extra)
         row.artifact = storage.path(VARIANT_TFLITE.format(variant=variant.name))
         storage.write_text(record, row.model_dump_json())
