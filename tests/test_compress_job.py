@@ -193,3 +193,27 @@ def test_incompatible_baseline_fails_before_fine_tuning(baseline, tmp_path):
     assert done.returncode == 2
     assert "baseline: the model has 10 outputs, the data 12 classes (data.num_classes)" in done.stderr
     assert not (tmp_path / "test-compress").exists(), "nothing is written for a refused job"
+
+
+def test_a_sweeps_folder_is_a_baseline_its_baseline_scale(tmp_path):
+    """configs/compress_sample.yaml names the quickstart's (a sweep's) folder: its baseline scale's model is used."""
+    from cluster.results import SweepSummary, VariantResult
+    from cluster.runs import JobFailed
+    from cluster.training.compress_job import baseline_model_path
+
+    sweep = tmp_path / "quickstart"
+    (sweep / "scales" / "bncnn-w0.5-d3").mkdir(parents=True)
+    (sweep / "scales" / "bncnn-w0.5-d3" / "model.keras").write_bytes(b"the baseline scale")
+    (sweep / "scales" / "bncnn-w0.25-d3").mkdir(parents=True)
+    (sweep / "scales" / "bncnn-w0.25-d3" / "model.keras").write_bytes(b"another scale")
+    variants = [VariantResult(name=f"{scale}-float", extra={"scale_name": scale})
+                for scale in ("bncnn-w0.25-d3", "bncnn-w0.5-d3")]
+    summary = SweepSummary(name="quickstart", baseline="bncnn-w0.5-d3-float", variants=variants, pareto={},
+                           sweet_spot=None, constraints={})
+    (sweep / "summary.json").write_text(summary.model_dump_json())
+    assert open(baseline_model_path(str(sweep)), "rb").read() == b"the baseline scale"
+    (sweep / "summary.json").write_text(summary.model_copy(update={"baseline": None}).model_dump_json())
+    with pytest.raises(JobFailed, match="has no trained float scale"):
+        baseline_model_path(str(sweep))
+    with pytest.raises(JobFailed, match="neither a train or sweep job's result folder"):
+        baseline_model_path(str(tmp_path / "absent"))
