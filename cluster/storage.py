@@ -7,6 +7,7 @@ sees a half-written `summary.json`.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -16,6 +17,13 @@ import pyarrow.fs as pafs
 
 class StorageError(ValueError):
     """The run folder cannot be used; the message names it."""
+
+
+class StorageFull(OSError):
+    """The storage ran out of space (or quota) while a file was written; the previous version is intact."""
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 class RunStorage:
@@ -63,8 +71,12 @@ class RunStorage:
                     file.flush()
                     os.fsync(file.fileno())
                 os.replace(temporary, target)
-            except BaseException:
+            except BaseException as error:
                 Path(temporary).unlink(missing_ok=True)
+                if isinstance(error, OSError) and error.errno in NO_SPACE:
+                    raise StorageFull(error.errno, f"{self.path(relative)}: no space left on the storage "
+                                                   f"({error.strerror}); the file was not written and its "
+                                                   "previous version, if any, is intact") from None
                 raise
         else:
             with self.filesystem.open_output_stream(target) as stream:

@@ -70,7 +70,7 @@ def run(spec) -> int:
     from cluster.evaluation.evaluate_job import run_evaluate
     from cluster.models import ModelBuilderError
     from cluster.runs import JobFailed
-    from cluster.storage import StorageError
+    from cluster.storage import StorageError, StorageFull
     from cluster.training.checkpoints import CheckpointError
     from cluster.training.compress_job import run_compress
     from cluster.training.resources import ResourceError
@@ -89,5 +89,8 @@ def run(spec) -> int:
         return 2
     except TrainingFailed as error:
         print(f"error: {error}", file=sys.stderr)
+        return 1
+    except StorageFull as error:  # the run failed, not its input: what was written before stays whole
+        print(f"error: {error.strerror}", file=sys.stderr)
         return 1
     return 0

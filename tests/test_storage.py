@@ -196,3 +196,49 @@ def test_of_two_jobs_claiming_a_new_folder_at_once_one_is_refused(tmp_path):
     assert sorted(outcomes.values()) == ["claimed"] + ["refused"] * (len(holders) - 1)
     assert json.loads(storage.read_text(CLAIM))["holder"]["job_id"] == next(
         job for job, outcome in outcomes.items() if outcome == "claimed")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 32 KB filesystem (tmpfs), so writes fail with ENOSPC as on a full disk."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32k", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.decode().strip()[:200]}): needs root")
+    yield disk
+    subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_storage_full_while_the_summary_is_written_fails_cleanly_and_keeps_the_previous_one(small_disk):
+    from cluster.storage import StorageFull
+
+    storage = RunStorage(str(small_disk / "run"))
+    storage.write_text("summary.json", OLD)
+    with pytest.raises(StorageFull) as error:
+        storage.write_text("summary.json", "x" * 200_000)
+    assert error.value.strerror.startswith(f"{small_disk}/run/summary.json: no space left on the storage")
+    assert storage.read_text("summary.json") == OLD
+    assert sorted(p.name for p in (small_disk / "run").iterdir()) == ["summary.json"]  # no temporary file left
+
+
+def test_a_job_that_fills_the_storage_ends_with_one_line_and_exit_1(monkeypatch, capsys):
+    """The runner's mapping (the write itself is tested on a real full filesystem above)."""
+    import errno
+
+    from cluster.storage import StorageFull
+    from cluster.training import train_job
+    from jobs.runner import run
+
+    def fill(spec):
+        raise StorageFull(errno.ENOSPC, "/runs/e2e/summary.json: no space left on the storage (No space left "
+                                        "on device); the file was not written and its previous version, if "
+                                        "any, is intact")
+
+    monkeypatch.setattr(train_job, "run_train", fill)
+    assert run(spec_of()) == 1
+    error = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("warning: ")]
+    assert error == ["error: /runs/e2e/summary.json: no space left on the storage (No space left on device); the "
+                     "file was not written and its previous version, if any, is intact"]
