@@ -15,29 +15,28 @@ import json
 from pathlib import Path
 
 from cluster.reporting import verdict
-from cluster.results import CompressSummary, EvaluateSummary, SweepSummary, VariantResult, read_summary
+from cluster.results import CompressSummary, EvaluateSummary, SweepSummary, TrainSummary, VariantResult, read_summary
 from cluster.tables import render, variant_table
 
 
 def load(storage: Path, name: str):
-    """The run's summary (typed for a job with variants), or None when it has none."""
+    """The run's typed summary, or None when it has none."""
     path = storage / name / "summary.json"
     return read_summary(json.loads(path.read_text())) if path.exists() else None
 
 
-def train_table(train: dict) -> list[str]:
-    resources = train["resources"]
-    curve = ", ".join(f"{p['fraction']:.0%}: {p['test_accuracy']:.4f}" for p in train["data_efficiency"]["learning_curve"])
+def train_table(train: TrainSummary) -> list[str]:
+    resources = train.resources
+    curve = ", ".join(f"{p.fraction:.0%}: {p.test_accuracy:.4f}" for p in train.data_efficiency.learning_curve)
     rows = [
-        ["test accuracy (Keras / float TFLite)", f"{train['test_accuracy']:.4f} / {train['tflite_test_accuracy']:.4f}"],
-        ["epochs", str(train["epochs_completed"])],
-        ["training throughput", f"{train['samples_per_second']:.0f} samples/s ({train['samples_seen']} samples in "
-                                f"{train['train_seconds']:.0f} s of fit)"],
-        ["Ray Train run wall time", f"{resources['wall_seconds']:.0f} s"],
-        ["worker CPU seconds / reserved", f"{resources['worker_cpu_seconds']:.0f} / "
-                                          f"{resources['reserved_cpu_seconds']:.0f} ({resources['cpu_utilisation']:.0%})"],
-        ["peak RSS per worker", ", ".join(f"{int(v) / 2**20:.0f} MiB"
-                                          for v in resources["peak_rss_bytes_per_worker"].values())],
+        ["test accuracy (Keras / float TFLite)", f"{train.test_accuracy:.4f} / {train.tflite_test_accuracy:.4f}"],
+        ["epochs", str(train.epochs_completed)],
+        ["training throughput", f"{train.samples_per_second:.0f} samples/s ({train.samples_seen} samples in "
+                                f"{train.train_seconds:.0f} s of fit)"],
+        ["Ray Train run wall time", f"{resources.wall_seconds:.0f} s"],
+        ["worker CPU seconds / reserved", f"{resources.worker_cpu_seconds:.0f} / "
+                                          f"{resources.reserved_cpu_seconds:.0f} ({resources.cpu_utilisation:.0%})"],
+        ["peak RSS per worker", ", ".join(f"{v / 2**20:.0f} MiB" for v in resources.peak_rss_bytes_per_worker.values())],
         ["learning curve (test accuracy by train fraction)", curve]]
     return ["## Training: default CNN, full Fashion-MNIST, 2 Ray Train workers (MultiWorkerMirroredStrategy)", "",
             render(["figure", "value"], rows, markdown=True), ""]
@@ -107,7 +106,7 @@ def main() -> None:
     if train:
         out += train_table(train)
     # The float TFLite file of the train run is every compress run's baseline.
-    base = VariantResult.model_validate(dict(train["models"]["tflite"], name="baseline")) if train else None
+    base = VariantResult.model_validate({**train.models.tflite.model_dump(), "name": "baseline"}) if train else None
     rows = [base] if base else []
     for name in args.compress:
         # Each variant's record is written as soon as it is measured, so a stopped run still counts.

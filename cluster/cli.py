@@ -35,6 +35,7 @@ from collections import deque
 from pathlib import Path
 
 from cluster import WORKER_ENV, local
+from cluster.results import TrainSummary
 from cluster.results import read_summary as typed_summary
 from cluster.spec import DEFAULT_STORAGE, REMOTE_SCHEMES, SpecError, json_schema, load_spec, run_dir
 from cluster.tables import render, variant_table
@@ -170,8 +171,8 @@ def summary_table(summary: dict, wide: bool = False) -> str:
     """A train job: one row per figure. A job with variants: one row per variant, the compact columns
     (`wide`: every column)."""
     typed = typed_summary(summary)
-    if isinstance(typed, dict):
-        return render(["figure", "value"], [[key, _format(value)] for key, value in _scalars(typed).items()])
+    if isinstance(typed, TrainSummary):  # one model: a row per figure
+        return render(["figure", "value"], [[key, _format(value)] for key, value in _scalars(summary).items()])
     head = [f"{key}: {getattr(typed, key)}" for key in HEAD_FIELDS if getattr(typed, key, None) is not None]
     return "\n".join(head + ["", variant_table(typed, wide)])
 

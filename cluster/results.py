@@ -145,6 +145,89 @@ class CompressSummary(Record):
         return next((v for v in self.variants if v.name == name), None)
 
 
+class KerasFigures(Record):
+    """The trained Keras model as measured beside its TFLite file (accuracy and latency in TensorFlow)."""
+
+    name: str = "keras-float"
+    artifact: str
+    accuracy: float
+    latency_ms_p50: float | None = None
+    latency_ms_p95: float | None = None
+    latency_ms_p99: float | None = None
+    throughput_sps: dict[str, float] = Field(default_factory=dict)
+    num_threads: int | None = None
+
+
+class TrainedModels(Record):
+    tflite: EvaluationRecord
+    keras: KerasFigures
+
+
+class LearningCurvePoint(Record):
+    fraction: float
+    train_rows: int
+    samples_seen: int
+    test_accuracy: float
+
+
+class DataEfficiency(Record):
+    accuracy_vs_samples_seen: list[dict[str, float | None]]  # samples_seen, val_accuracy after each epoch
+    learning_curve: list[LearningCurvePoint]
+
+
+class Resources(Record):
+    """What the Ray Train run reserved and used; `cost` is billed on what was reserved."""
+
+    wall_seconds: float
+    worker_cpu_seconds: float
+    reserved_cpu_seconds: float
+    cpu_utilisation: float
+    gpu_seconds: float
+    peak_rss_bytes_per_worker: dict[str, int]
+    worker_processes: int
+    epochs_started: list[int]  # every epoch start in order: a repeated epoch was redone after a failure
+    epochs_repeated: int
+    cost: float | None = None
+
+
+class TrainSummary(Record):
+    """summary.json of a train job: one model, trained once, measured as Keras and as its float TFLite file."""
+
+    kind: Literal["train"] = "train"
+    name: str
+    epochs_completed: int
+    train_rows: int
+    validation_rows: int
+    validation_accuracy: float | None
+    test_loss: float
+    test_accuracy: float  # Keras, on the test split
+    tflite_test_accuracy: float
+    test_rows: int
+    # The float TFLite file's figures, repeated from models.tflite for a flat read.
+    params: int | None = None
+    params_nonzero: int | None = None
+    flops: int | None = None
+    flops_sparse: int | None = None
+    size_bytes: int | None = None
+    size_bytes_gzip: int | None = None
+    latency_ms_p50: float | None = None
+    latency_ms_p95: float | None = None
+    latency_ms_p99: float | None = None
+    throughput_sps: dict[str, float] = Field(default_factory=dict)
+    num_threads: int | None = None
+    peak_rss_bytes: int | None = None
+    models: TrainedModels
+    artifacts: dict[str, str]
+    train_seconds: float
+    wall_seconds: float
+    samples_per_second: float
+    samples_seen: int
+    workers: int
+    test_images_in_train: int | None = None
+    data_efficiency: DataEfficiency
+    resources: Resources
+
+
 class EvaluateSummary(Record):
     """summary.json of an evaluate job: given artifacts, measured in one task on one node."""
 
@@ -158,13 +241,11 @@ class EvaluateSummary(Record):
         return next((v for v in self.variants if v.name == name), None)
 
 
-VariantSummary = Annotated[Union[SweepSummary, CompressSummary, EvaluateSummary], Field(discriminator="kind")]
-_VARIANT_SUMMARY = TypeAdapter(VariantSummary)
-VARIANT_KINDS = ("sweep", "compress", "evaluate")
+JobSummary = Annotated[Union[TrainSummary, SweepSummary, CompressSummary, EvaluateSummary],
+                       Field(discriminator="kind")]
+_JOB_SUMMARY = TypeAdapter(JobSummary)
 
 
-def read_summary(data: dict) -> SweepSummary | CompressSummary | EvaluateSummary | dict:
-    """A summary with variants as its model; a train job's (one model, a flat set of figures) as the dict it is."""
-    if data.get("kind") in VARIANT_KINDS:
-        return _VARIANT_SUMMARY.validate_python(data)
-    return data
+def read_summary(data: dict) -> TrainSummary | SweepSummary | CompressSummary | EvaluateSummary:
+    """Any job's summary.json as its model (pydantic's ValidationError names a missing or unknown field)."""
+    return _JOB_SUMMARY.validate_python(data)

@@ -27,6 +27,10 @@ def test_job_writes_every_output(e2e_train_run):
     assert any((run / "tensorboard").rglob("events.out.tfevents.*"))
     assert (run / "checkpoint" / "meta.json").is_file()
     summary = json.loads((run / "summary.json").read_text())
+    from cluster.results import TrainSummary, read_summary
+
+    typed = read_summary(summary)  # every key known, every type right
+    assert isinstance(typed, TrainSummary) and typed.models.tflite.accuracy == typed.tflite_test_accuracy
     assert summary["kind"] == "train" and summary["epochs_completed"] == 3 and summary["workers"] == 2
     assert summary["train_seconds"] > 0 and summary["samples_per_second"] > 0
     for path in summary["artifacts"].values():

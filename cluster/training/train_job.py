@@ -27,6 +27,8 @@ from cluster.evaluation.report import measure_artifact
 from cluster.evaluation.latency import measure_latency_in_subprocess
 from cluster.evaluation.export import export_tflite
 from cluster.models import save_keras_model
+from cluster.results import (DataEfficiency, EvaluationRecord, KerasFigures, LearningCurvePoint, Resources,
+                             TrainedModels, TrainSummary)
 from cluster.spec import TrainJob
 from cluster.storage import RunStorage
 from cluster.training import checkpoints
@@ -78,24 +80,26 @@ def export_and_measure(spec: TrainJob, model, history: list[dict], checkpoint_di
             "tensorboard": storage.upload(scratch / "tensorboard", "tensorboard"),
         }
     record["artifact"] = artifacts["model_tflite"]
-    keras_record = {"name": "keras-float", "artifact": artifacts["model_keras"], "accuracy": float(test_accuracy),
-                    "latency_ms_p50": keras_latency.latency_ms_p50, "latency_ms_p95": keras_latency.latency_ms_p95,
-                    "latency_ms_p99": keras_latency.latency_ms_p99,
-                    "throughput_sps": {str(b): v for b, v in keras_latency.throughput_sps.items()},
-                    "num_threads": keras_latency.num_threads}
+    keras_figures = KerasFigures(artifact=artifacts["model_keras"], accuracy=float(test_accuracy),
+                                 latency_ms_p50=keras_latency.latency_ms_p50,
+                                 latency_ms_p95=keras_latency.latency_ms_p95,
+                                 latency_ms_p99=keras_latency.latency_ms_p99,
+                                 throughput_sps={str(b): v for b, v in keras_latency.throughput_sps.items()},
+                                 num_threads=keras_latency.num_threads)
     return {
         "test_loss": float(test_loss),
         "test_accuracy": float(test_accuracy),
         "tflite_test_accuracy": record["accuracy"],
         "test_rows": int(len(labels)),
         **{field: record[field] for field in SUMMARY_FIELDS},
-        "models": {"tflite": record, "keras": keras_record},
+        "models": TrainedModels(tflite=EvaluationRecord(**record), keras=keras_figures),
         "artifacts": artifacts,
     }
 
 
-def learning_curve(spec: TrainJob, storage: RunStorage, images, labels, full: dict) -> list[dict]:
-    """Test accuracy of the same recipe on class-balanced fractions of the train split."""
+def learning_curve(spec: TrainJob, storage: RunStorage, images, labels, test_accuracy: float, train_rows: int,
+                   samples_seen: int) -> list[LearningCurvePoint]:
+    """Test accuracy of the same recipe on class-balanced fractions of the train split; the full run last."""
     points = []
     for fraction in sorted(spec.learning_curve):
         if fraction >= 1.0:
@@ -108,15 +112,15 @@ def learning_curve(spec: TrainJob, storage: RunStorage, images, labels, full: di
                                  run_name=f"learning_curve/fraction-{fraction:g}")
         with result.checkpoint.as_directory() as directory:
             model, meta = checkpoints.restored_model(partial.model, partial.data, directory)
-        points.append({"fraction": fraction, "train_rows": prepared.plan.train_rows,
-                       "samples_seen": meta["history"][-1]["samples_seen"],
-                       "test_accuracy": float(model.evaluate(images, labels, batch_size=512, verbose=0)[1])})
-    points.append({"fraction": spec.data.train_fraction, "train_rows": full["train_rows"],
-                   "samples_seen": full["samples_seen"], "test_accuracy": full["test_accuracy"]})
+        points.append(LearningCurvePoint(
+            fraction=fraction, train_rows=prepared.plan.train_rows, samples_seen=meta["history"][-1]["samples_seen"],
+            test_accuracy=float(model.evaluate(images, labels, batch_size=512, verbose=0)[1])))
+    points.append(LearningCurvePoint(fraction=spec.data.train_fraction, train_rows=train_rows,
+                                     samples_seen=samples_seen, test_accuracy=test_accuracy))
     return points
 
 
-def run_train(spec: TrainJob) -> dict:
+def run_train(spec: TrainJob) -> TrainSummary:
     storage = RunStorage(f"{spec.output.storage.rstrip('/')}/{spec.name}")
     log(f"checking data: {spec.data.train} and {spec.data.test}")
     prepared = prepare(spec.data, spec.train.seed)
@@ -143,31 +147,29 @@ def run_train(spec: TrainJob) -> dict:
     storage.write_text("metrics.jsonl", "".join(json.dumps(m) + "\n" for m in history))
     train_seconds = sum(m["train_seconds"] for m in history)
     samples_seen = history[-1]["samples_seen"] if history else 0
-    summary = {
-        "kind": "train",
-        "name": spec.name,
-        "epochs_completed": history[-1]["epoch"] if history else 0,
-        "train_rows": prepared.plan.train_rows,
-        "validation_rows": prepared.plan.validation_rows,
-        "validation_accuracy": history[-1].get("val_accuracy") if history else None,
+    summary = TrainSummary(
+        name=spec.name,
+        epochs_completed=history[-1]["epoch"] if history else 0,
+        train_rows=prepared.plan.train_rows,
+        validation_rows=prepared.plan.validation_rows,
+        validation_accuracy=history[-1].get("val_accuracy") if history else None,
         **measured,
-        "train_seconds": train_seconds,
-        "wall_seconds": wall_seconds,
-        "samples_per_second": samples_seen / train_seconds if train_seconds else 0.0,
-        "samples_seen": samples_seen,
-        "workers": spec.scaling.num_workers,
-        "test_images_in_train": prepared.test_in_train,
-    }
-    summary["data_efficiency"] = {
-        "accuracy_vs_samples_seen": [{"samples_seen": m["samples_seen"], "val_accuracy": m.get("val_accuracy")}
-                                     for m in history],
-        "learning_curve": learning_curve(spec, storage, images, labels, summary),
-    }
-    summary["resources"] = resource_summary(spec.scaling, spec.evaluation, wall_seconds, usage)
-    summary["artifacts"].update(metrics=storage.path("metrics.jsonl"), summary=storage.path("summary.json"),
-                                ray_train_run=storage.path(RAY_RUN_NAME))
-    storage.write_text("summary.json", json.dumps(summary, indent=2))
-    log(f"test accuracy {summary['test_accuracy']:.4f} (TFLite {summary['tflite_test_accuracy']:.4f}) after "
-        f"{summary['epochs_completed']} epochs, {summary['samples_per_second']:.0f} samples/s; "
+        train_seconds=train_seconds,
+        wall_seconds=wall_seconds,
+        samples_per_second=samples_seen / train_seconds if train_seconds else 0.0,
+        samples_seen=samples_seen,
+        workers=spec.scaling.num_workers,
+        test_images_in_train=prepared.test_in_train,
+        data_efficiency=DataEfficiency(
+            accuracy_vs_samples_seen=[{"samples_seen": m["samples_seen"], "val_accuracy": m.get("val_accuracy")}
+                                      for m in history],
+            learning_curve=learning_curve(spec, storage, images, labels, measured["test_accuracy"],
+                                          prepared.plan.train_rows, samples_seen)),
+        resources=Resources(**resource_summary(spec.scaling, spec.evaluation, wall_seconds, usage)))
+    summary.artifacts.update(metrics=storage.path("metrics.jsonl"), summary=storage.path("summary.json"),
+                             ray_train_run=storage.path(RAY_RUN_NAME))
+    storage.write_text("summary.json", summary.model_dump_json(indent=2))
+    log(f"test accuracy {summary.test_accuracy:.4f} (TFLite {summary.tflite_test_accuracy:.4f}) after "
+        f"{summary.epochs_completed} epochs, {summary.samples_per_second:.0f} samples/s; "
         f"results in {storage.path()}")
     return summary
