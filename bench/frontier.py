@@ -54,8 +54,9 @@ def job_document(spec: str, name: str, full_data: bool, overrides: list[str], ct
 
 def default_cnn(spec: str, ctx: common.Context) -> dict:
     """The default CNN trained by a train job in this bench run: its Keras and float TFLite figures."""
-    # Trained on the sweep's scaling (one worker, both cores), so both sides of the ratio train alike.
-    overrides = ["scaling.num_workers=1", "scaling.cpus_per_worker=2"]
+    # Trained on the sweep's scaling (one worker, both cores), so both sides of the ratio train alike;
+    # the learning curve's extra runs (on fractions of the data) are not part of the comparison.
+    overrides = ["scaling.num_workers=1", "scaling.cpus_per_worker=2", "learning_curve=[]"]
     summary, wall = common.run_job(job_document(spec, "frontier-default-cnn", True, overrides, ctx), ctx)
     tflite = summary["models"]["tflite"]
     return {"spec": spec, "keras_accuracy": summary["test_accuracy"], "accuracy": summary["tflite_test_accuracy"],
