@@ -20,11 +20,9 @@ class Record(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class EvaluationRecord(Record):
-    """Everything measured about one artifact: the .tflite file a user would deploy."""
+class FileFigures(Record):
+    """The cost figures of one deployable file: its model's size and compute, and its speed and memory."""
 
-    name: str
-    artifact: str | None = None
     params: int | None = None
     params_nonzero: int | None = None
     flops: int | None = None  # MACs per sample
@@ -37,6 +35,13 @@ class EvaluationRecord(Record):
     throughput_sps: dict[str, float] = Field(default_factory=dict)  # samples/s by batch size
     num_threads: int | None = None
     peak_rss_bytes: int | None = None  # a fresh process holding the runtime and the model
+
+
+class EvaluationRecord(FileFigures):
+    """Everything measured about one artifact: the .tflite file a user would deploy."""
+
+    name: str
+    artifact: str | None = None
     peak_rss_baseline_bytes: int | None = None  # the same process before the model loaded
     accuracy: float | None = None
     num_test_samples: int | None = None
@@ -190,8 +195,11 @@ class Resources(Record):
     cost: float | None = None
 
 
-class TrainSummary(Record):
-    """summary.json of a train job: one model, trained once, measured as Keras and as its float TFLite file."""
+class TrainSummary(FileFigures):
+    """summary.json of a train job: one model, trained once, measured as Keras and as its float TFLite file.
+
+    The file figures (FileFigures) are the float TFLite file's, repeated from models.tflite for a flat read.
+    """
 
     kind: Literal["train"] = "train"
     name: str
@@ -203,19 +211,6 @@ class TrainSummary(Record):
     test_accuracy: float  # Keras, on the test split
     tflite_test_accuracy: float
     test_rows: int
-    # The float TFLite file's figures, repeated from models.tflite for a flat read.
-    params: int | None = None
-    params_nonzero: int | None = None
-    flops: int | None = None
-    flops_sparse: int | None = None
-    size_bytes: int | None = None
-    size_bytes_gzip: int | None = None
-    latency_ms_p50: float | None = None
-    latency_ms_p95: float | None = None
-    latency_ms_p99: float | None = None
-    throughput_sps: dict[str, float] = Field(default_factory=dict)
-    num_threads: int | None = None
-    peak_rss_bytes: int | None = None
     models: TrainedModels
     artifacts: dict[str, str]
     train_seconds: float

@@ -27,8 +27,8 @@ from cluster.evaluation.report import measure_artifact
 from cluster.evaluation.latency import measure_latency_in_subprocess
 from cluster.evaluation.export import export_tflite
 from cluster.models import save_keras_model
-from cluster.results import (DataEfficiency, EvaluationRecord, KerasFigures, LearningCurvePoint, Resources,
-                             TrainedModels, TrainSummary)
+from cluster.results import (DataEfficiency, EvaluationRecord, FileFigures, KerasFigures, LearningCurvePoint,
+                             Resources, TrainedModels, TrainSummary)
 from cluster.spec import TrainJob
 from cluster.storage import RunStorage
 from cluster.training import checkpoints
@@ -39,9 +39,6 @@ from cluster.training.trainer import run_training
 from cluster.runs import JobFailed, claim_run_folder, log
 
 RAY_RUN_NAME = "train"
-SUMMARY_FIELDS = ("params", "params_nonzero", "flops", "flops_sparse", "size_bytes", "size_bytes_gzip",
-                  "latency_ms_p50", "latency_ms_p95", "latency_ms_p99", "throughput_sps", "num_threads",
-                  "peak_rss_bytes")
 
 
 def write_tensorboard(history: list[dict], directory: Path) -> None:
@@ -91,7 +88,7 @@ def export_and_measure(spec: TrainJob, model, history: list[dict], checkpoint_di
         "test_accuracy": float(test_accuracy),
         "tflite_test_accuracy": record["accuracy"],
         "test_rows": int(len(labels)),
-        **{field: record[field] for field in SUMMARY_FIELDS},
+        **{field: record[field] for field in FileFigures.model_fields},
         "models": TrainedModels(tflite=EvaluationRecord(**record), keras=keras_figures),
         "artifacts": artifacts,
     }
