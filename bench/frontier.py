@@ -14,6 +14,7 @@ replayed on the full sweep's learning curves (`bench/asha_replay.py`).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
@@ -114,6 +115,8 @@ def run_case(case: dict, recipe_runs: int, ctx: common.Context) -> dict:
         from bench.asha_replay import replay_run
 
         replay = replay_run(Path(document["output"]["storage"]) / document["name"])
+        # Also where `bench.tables` and the sweep section read the replay from.
+        (ctx.results / "asha_replay.json").write_text(json.dumps(replay, indent=2) + "\n")
     data_dir = anchor_data_dir({"full_data": case["full_data"]}, ctx.scratch)
     runs = []
     for index in range(recipe_runs):

@@ -4,8 +4,10 @@
 
 Reads the runs of configs/train_full.yaml, configs/compress_full.yaml (and any
 further compress runs named with --compress), configs/evaluate_full.yaml and
-configs/sweep_full.yaml (ASHA, and its full grid: `--set tune.scheduler=fifo
---set name=fashion-sweep-grid`); prints nothing it did not read from them.
+configs/sweep_full.yaml (its full grid, and with `--set tune.scheduler=asha
+--set name=fashion-sweep-asha` the same sweep under ASHA); prints nothing it did
+not read from them. `python -m bench --only frontier` leaves its runs under
+~/sweetspot_bench/default/runs (`--train frontier-default-cnn --sweep frontier-full`).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def train_table(train: TrainSummary) -> list[str]:
                                           f"{resources.reserved_cpu_seconds:.0f} ({resources.cpu_utilisation:.0%})"],
         ["peak RSS per worker", ", ".join(f"{v / 2**20:.0f} MiB" for v in resources.peak_rss_bytes_per_worker.values())],
         ["learning curve (test accuracy by train fraction)", curve]]
-    return ["## Training: default CNN, full Fashion-MNIST, 2 Ray Train workers (MultiWorkerMirroredStrategy)", "",
+    return [f"## Training: default CNN, full Fashion-MNIST, {train.workers} Ray Train worker(s)", "",
             render(["figure", "value"], rows, markdown=True), ""]
 
 
@@ -94,8 +96,8 @@ def main() -> None:
     parser.add_argument("--train", default="fashion-cnn")
     parser.add_argument("--compress", nargs="+", default=["fashion-cnn-compressed"])
     parser.add_argument("--evaluate", default="fashion-cnn-float-vs-int8")
-    parser.add_argument("--sweep", default="fashion-sweep", help="the ASHA sweep of configs/sweep_full.yaml")
-    parser.add_argument("--sweep-grid", default="fashion-sweep-grid", help="the same sweep with tune.scheduler=fifo")
+    parser.add_argument("--sweep", default="fashion-sweep", help="the run of configs/sweep_full.yaml (its full grid)")
+    parser.add_argument("--sweep-asha", default="fashion-sweep-asha", help="the same sweep with tune.scheduler=asha")
     parser.add_argument("--sweep-without-margin", default="fashion-sweep-asha-nomargin",
                         help="the ASHA sweep run before the noise margin, when kept")
     args = parser.parse_args()
@@ -119,9 +121,10 @@ def main() -> None:
     evaluation = load(storage, args.evaluate)
     if evaluation:
         out += evaluate_table(evaluation)
-    grid, asha = load(storage, args.sweep_grid), load(storage, args.sweep)
+    grid, asha = load(storage, args.sweep), load(storage, args.sweep_asha)
     if grid:
-        out += sweep_table(grid, "Sweep: six CNN scales x {float, int8, pruned 80 % + int8}, full grid")
+        out += sweep_table(grid, f"Sweep: configs/sweep_full.yaml, {len(grid.scale_trial_epochs or {})} scales, "
+                                 "full grid")
     if asha:
         out += sweep_table(asha, "The same sweep with ASHA on the scale trials")
     if grid and asha:
