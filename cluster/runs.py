@@ -94,7 +94,13 @@ def refuse_if_held(storage: RunStorage, holder: Holder, running: Callable[[str],
     if not existing or existing.get("holder", {}).get("job_id") == holder.job_id:
         return
     other = Holder(**existing["holder"])
-    if running(other.job_id):
+    try:
+        alive = running(other.job_id)
+    except Exception as error:  # the state API's errors (connection, auth) have no common base
+        raise JobFailed(f"{storage.path()} is claimed by {other.describe()} and the cluster cannot say whether it "
+                        f"still runs ({type(error).__name__}: {error}); if it has ended, delete "
+                        f"{storage.path(CLAIM)} and submit again") from None
+    if alive:
         raise JobFailed(f"{storage.path()} is in use by {other.describe()}, claimed at "
                         f"{existing.get('claimed_at', '?')}; wait for it to finish or stop it "
                         f"(`sweetspot stop {other.submission_id or other.job_id}`)")

@@ -242,3 +242,15 @@ def test_a_job_that_fills_the_storage_ends_with_one_line_and_exit_1(monkeypatch,
     error = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("warning: ")]
     assert error == ["error: /runs/e2e/summary.json: no space left on the storage (No space left on device); the "
                      "file was not written and its previous version, if any, is intact"]
+
+
+def test_a_claim_whose_holder_cannot_be_asked_about_is_refused_with_the_way_out(tmp_path):
+    storage = RunStorage(str(tmp_path / "run"))
+    claim_run_folder(spec_of(), storage, Holder(job_id="02000000", submission_id=None, host="node", pid=7), ended)
+
+    def unreachable(job_id):
+        raise ConnectionError("dashboard unreachable")
+
+    with pytest.raises(JobFailed, match=r"cannot say whether it still runs \(ConnectionError: dashboard unreachable\); "
+                                        r"if it has ended, delete .*claim.json and submit again"):
+        claim_run_folder(spec_of(), storage, ME, unreachable)
