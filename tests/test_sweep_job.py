@@ -94,7 +94,7 @@ def test_summary_is_consistent(swept):
     run_dir = storage / "test-sweep"
     assert (run_dir / "best.tflite").read_bytes() == open(best["artifact"], "rb").read()
     html = (run_dir / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 3 and summary["sweet_spot"] in html
+    assert html.count("data:image/png;base64,") == 4 and summary["sweet_spot"] in html  # size, latency, params, curves
     assert summary["sweet_spot"] in (run_dir / "report.md").read_text()
 
 
