@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -140,12 +141,11 @@ def e2e_train_run(ray_cluster, tmp_path_factory):
     # While it runs, the same job sent again through `ray job submit` finds its run folder claimed.
     wait_for((storage / "e2e" / "claim.json").exists, "the first job to claim its run folder", timeout=300,
              process=submit)
-    E2E_SECOND_SUBMIT.append(ray_job_submit(spec, *arguments))
+    second = ray_job_submit(spec, *arguments)
+    (storage / "second-submit.json").write_text(json.dumps(
+        {"returncode": second.returncode, "output": second.stdout + second.stderr}))
     stdout, stderr = submit.communicate(timeout=600)
     done = subprocess.CompletedProcess(submit.args, submit.returncode, stdout, stderr)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return storage / "e2e", done
 
-
-# `ray job submit` of the e2e spec while the e2e job held its folder (filled by e2e_train_run).
-E2E_SECOND_SUBMIT: list[subprocess.CompletedProcess] = []

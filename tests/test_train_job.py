@@ -44,13 +44,11 @@ def test_job_writes_every_output(e2e_train_run):
 @pytest.mark.timeout(900)
 def test_the_same_job_sent_while_it_runs_is_refused_with_the_running_jobs_id(e2e_train_run):
     """Two jobs of one name used to both write the run folder (the last writer won)."""
-    from tests.conftest import E2E_SECOND_SUBMIT
-
     run, first = e2e_train_run
-    (second,) = E2E_SECOND_SUBMIT
-    output = second.stdout + second.stderr
+    second = json.loads((run.parent / "second-submit.json").read_text())  # written by the fixture
+    output = second["output"]
     first_id = json.loads((run / "claim.json").read_text())["holder"]["submission_id"]
-    assert second.returncode != 0 and first_id and first_id in first.stdout + first.stderr
+    assert second["returncode"] != 0 and first_id and first_id in first.stdout + first.stderr
     assert f"is in use by job {first_id}" in output and f"sweetspot stop {first_id}" in output, output[-2000:]
     assert "Traceback" not in output
 
