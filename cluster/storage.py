@@ -92,7 +92,7 @@ class RunStorage:
         target = f"{self.root}.{suffix}"
         try:
             self.filesystem.move(self.root, target)
-        except (OSError, NotImplementedError) as error:
+        except (OSError, NotImplementedError) as error:  # pyarrow raises NotImplementedError where a store cannot move
             raise StorageError(f"{self.path()}: cannot move the previous run aside ({error}); move or delete it, "
                                "then submit again") from None
         return f"{self.uri}.{suffix}" if not self.is_local else target
