@@ -115,6 +115,9 @@ def markdown(summary: SweepSummary) -> str:
     lines = [f"# Sweep `{summary.name}`", "", verdict(summary), "", variant_table(summary, wide=True, markdown=True)]
     if summary.failed:
         lines += ["", "Failed trials:", ""] + [f"- `{f.name}`: {f.error[:300]}" for f in summary.failed]
+    if summary.skipped_too_large:
+        lines += ["", "Not trained, since none of their files could fit max_size_kb (judged from their untrained "
+                  f"models): {', '.join(f'`{name}`' for name in summary.skipped_too_large)}."]
     lines += ["", "Every figure is measured on the TFLite file a user would deploy, in one process on one node "
               "(accuracy: LiteRT over the whole test split; latency: batch 1, "
               f"{summary.num_threads} thread(s)). ×: the baseline's gzip size over the variant's; Δpt: accuracy "

@@ -120,6 +120,10 @@ class SweepSummary(Record):
     scale_trial_epochs: dict[str, int] | None = None
     scale_trial_epochs_used: int | None = None
     scale_trial_epochs_full_grid: int | None = None
+    # Grid search under max_size_kb: each variant's expected smallest file (bytes, from its untrained
+    # probe) and the scales not trained because none of their variants could fit.
+    size_floors: dict[str, int] = Field(default_factory=dict)
+    skipped_too_large: list[str] = Field(default_factory=list)
     search: dict[str, Any] | None = None  # Optuna search: trials, scored, skipped by the size bound
     test_images_in_train: int | None = None  # test rows identical to a train row: a leak that inflates accuracy
     references: list[ReferencePoint] = Field(default_factory=list)

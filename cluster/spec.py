@@ -434,6 +434,10 @@ class SearchSpace(Strict):
     num_samples: int = Field(default=16, ge=1, le=10_000, description="optuna: candidates to try")
     time_budget_s: float | None = Field(default=None, gt=0.0,
                                         description="optuna: start no candidate after this many seconds")
+    train_too_large: bool = Field(
+        default=False, description="grid: also train scales none of whose variants can fit "
+                                   "constraints.max_size_kb (judged before training from each variant's "
+                                   "untrained file); they then draw the frontier above the constraint")
     seed_candidates: bool = Field(
         default=True, description="optuna: try the smallest scale pruned and quantized first, so a small "
                                   "point exists early")

@@ -52,6 +52,19 @@ def test_quickstart_frontier_dominates_the_toolkit_recipe(quickstart, recipe):
 
 
 @pytest.mark.timeout(1800)
+def test_a_scale_whose_files_cannot_fit_is_never_trained_and_every_file_is_above_its_floor(quickstart):
+    summary, done = quickstart
+    assert summary["skipped_too_large"] == ["bncnn-w1-d3"]
+    assert "bncnn-w1-d3: not trained" in done.stdout
+    assert set(summary["scale_trial_epochs"]) == {"bncnn-w0.25-d3", "bncnn-w0.5-d3"}
+    assert summary["scale_trial_epochs_used"] * 3 == summary["scale_trial_epochs_full_grid"] * 2
+    assert not any(v["name"].startswith("bncnn-w1-") for v in summary["variants"])
+    # The floors judged before training hold for the files training made.
+    for variant in summary["variants"]:
+        assert variant["size_bytes_gzip"] >= summary["size_floors"][variant["name"]], variant["name"]
+
+
+@pytest.mark.timeout(1800)
 def test_quickstart_prints_the_sweet_spot(quickstart):
     summary, done = quickstart
     assert summary["sweet_spot"] and summary["sweet_spot"] in done.stdout

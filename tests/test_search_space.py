@@ -65,18 +65,6 @@ def test_candidate_steps_and_names():
     assert Candidate(scale, 0, 0, "float16", 3).label == "float16"  # nothing fine-tuned: no epochs in the name
 
 
-@pytest.mark.parametrize("candidate, bits, density", [
-    (Candidate(Scale("cnn", 1, 2), 0, 0, "none", 1), 32, 1.0),
-    (Candidate(Scale("cnn", 1, 2), 0, 0, "float16", 1), 16, 1.0),
-    (Candidate(Scale("cnn", 1, 2), 0.75, 0, "int8", 1), 8, 0.25),
-    (Candidate(Scale("cnn", 1, 2), -1, 0, "dynamic_range", 1), 8, 0.5),
-    (Candidate(Scale("cnn", 1, 2), 0, 16, "none", 1), 4, 1.0),
-])
-def test_size_bound_counts_non_zero_weights_at_their_bits(candidate, bits, density):
-    assert candidate.weight_bits() == bits and candidate.density() == density
-    assert candidate.size_lower_bound(100_000) == int(100_000 * density * bits / 8 * 0.6)
-
-
 def test_seed_point_is_the_smallest_scale_pruned_and_quantized():
     (point,) = seed_points(SPACE)
     candidate = candidate_of(point, SPACE)

@@ -100,7 +100,7 @@ def test_init_from_continues_from_the_checkpoint(e2e_train_run, tmp_path):
     spec = tmp_path / "finetune.yaml"
     spec.write_text(yaml.safe_dump(train_document(
         name="e2e-finetune",
-        train={"epochs": 1, "global_batch_size": 128, "seed": 1, "init_from": str(run / "checkpoint"),
+        train={"epochs": 1, "global_batch_size": 128, "seed": 0, "init_from": str(run / "checkpoint"),
                "optimizer": {"name": "adam", "learning_rate": 1e-4}})))
     done = ray_job_submit(spec, "--output", str(tmp_path))
     assert done.returncode == 0, done.stderr[-3000:]

@@ -10,20 +10,12 @@ per scale) and builds its pipeline on Ray Train.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import optuna
 
 from cluster.compression.steps import ClusterStep, PruneStep, QuantizeStep, StepBase
 from cluster.tuning.space import Scale, Variant
-
-# Bits a weight costs after each conversion: float32, float16, int8 (dynamic range and full int8).
-WEIGHT_BITS = {"none": 32, "float16": 16, "dynamic_range": 8, "int8": 8}
-# gzip never stores a non-zero weight in less than this share of its bits: int8
-# weights of a trained layer hold about 6-7 bits of entropy, float16/32 more.
-GZIP_FLOOR = 0.6
-
 
 @dataclass(frozen=True)
 class Candidate:
@@ -73,17 +65,6 @@ class Candidate:
     @property
     def variant(self) -> Variant:
         return Variant(self.scale, self.label, self.steps)
-
-    def weight_bits(self) -> float:
-        bits = WEIGHT_BITS[self.quantize]
-        return min(bits, math.log2(self.clusters)) if self.clusters else bits
-
-    def density(self) -> float:
-        return 0.5 if self.sparsity == -1 else 1.0 - self.sparsity
-
-    def size_lower_bound(self, params: int) -> int:
-        """Bytes the gzipped TFLite file cannot go below: its non-zero weights at their bits, gzip's floor."""
-        return int(params * self.density() * self.weight_bits() / 8 * GZIP_FLOOR)
 
 
 def _values(value) -> list:

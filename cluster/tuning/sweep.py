@@ -50,7 +50,8 @@ from cluster.tuning.asha import NoiseAwareASHA
 from cluster.tuning.budget import plan_concurrency
 from cluster.tuning.pareto import choose, pareto_front
 from cluster.tuning.search import DefineSpace, candidate_of, seed_points
-from cluster.tuning.space import Scale, Variant, check_reachable, expand
+from cluster.tuning.size_probe import SizePlan, plan_by_size, size_floor
+from cluster.tuning.space import Scale, UnreachableConstraint, Variant, check_reachable, expand
 
 SCALE_HISTORY = "scales/{scale}/history.json"
 VARIANT_TFLITE = "variants/{variant}/model.tflite"
@@ -163,8 +164,8 @@ def candidate_trial(config: dict, spec_dump: dict, prepared: PreparedData, stora
     """Score one searched candidate: train its scale (once per scale), build its pipeline, measure its file.
 
     Reports the TFLite file's validation accuracy and gzip size to the search.
-    A candidate whose file cannot fit `max_size_kb` even by a conservative lower
-    bound (non-zero weights x bits x gzip's floor) is never trained.
+    A candidate whose file cannot fit `max_size_kb` (judged from its untrained
+    file, `cluster.tuning.size_probe`) is never trained.
     """
     spec, storage = SweepJob.model_validate(spec_dump), RunStorage(storage_uri)
     candidate = candidate_of(config, spec.search)
@@ -176,12 +177,11 @@ def candidate_trial(config: dict, spec_dump: dict, prepared: PreparedData, stora
         tune.report(json.loads(storage.read_text(score_path)))
         return
     shape = ModelShape(tuple(spec.data.image_shape), spec.data.num_classes)
-    params = compute_profile(build_model(variant.scale.family, shape, variant.scale.width, variant.scale.depth,
-                                         spec.search.dropout)).params
-    bound = candidate.size_lower_bound(params)
+    bound = size_floor(variant.scale, variant.pipeline, shape, spec.search.dropout) \
+        if spec.constraints.max_size_kb is not None else 0
     if spec.constraints.max_size_kb is not None and bound > spec.constraints.max_size_kb * 1000:
-        log(f"{variant.name}: skipped, its file cannot be under {spec.constraints.max_size_kb:g} KB "
-            f"(at least {bound / 1000:.1f} KB)")
+        log(f"{variant.name}: skipped, its file cannot fit {spec.constraints.max_size_kb:g} KB "
+            f"(expected at {bound / 1000:.1f} KB or more)")
         tune.report({"val_accuracy": 0.0, "size_bytes_gzip": float(bound), "skipped": 1, "name": variant.name})
         return
     log(f"candidate {variant.name}")
@@ -317,6 +317,7 @@ def run_sweep(spec: SweepJob) -> SweepSummary:
     if spec.search.algorithm == "grid":
         scales, variants = expand(spec.search, spec.train.seed)
         check_reachable(spec.constraints, scales, variants, spec.data.image_shape, spec.data.num_classes)
+        size_plan = plan_sizes(spec, storage, scales, variants)
     log(f"checking data: {spec.data.train} and {spec.data.test}")
     prepared = prepare(spec.data, spec.train.seed)
     ray.init(ignore_reinit_error=True)
@@ -325,7 +326,7 @@ def run_sweep(spec: SweepJob) -> SweepSummary:
     claim_run_folder(spec, storage)
     if spec.search.algorithm == "grid":
         log(f"search space: {len(scales)} scale(s), {len(variants)} variant(s)")
-        searched = grid_search(spec, prepared, storage, budget.concurrency, scales, variants)
+        searched = grid_search(spec, prepared, storage, budget.concurrency, scales, variants, size_plan)
     else:
         log(f"searching {spec.search.num_samples} candidate(s) with Optuna (accuracy up, gzip size down)")
         searched = optuna_search(spec, prepared, storage, budget.concurrency)
@@ -337,19 +338,48 @@ def run_sweep(spec: SweepJob) -> SweepSummary:
     return summary
 
 
+def plan_sizes(spec: SweepJob, storage: RunStorage, scales: list[Scale], variants: list[Variant]) -> SizePlan | None:
+    """Each variant's expected smallest file under `max_size_kb`; refused when no scale can fit and none is
+    trained yet (a resumed sweep rechooses among what it trained)."""
+    if spec.constraints.max_size_kb is None or spec.search.train_too_large:
+        return None
+    limit = spec.constraints.max_size_kb
+    log(f"judging each variant's file size before training (max_size_kb {limit:g})")
+    shape = ModelShape(tuple(spec.data.image_shape), spec.data.num_classes)
+    plan = plan_by_size(scales, variants, shape, limit * 1000, spec.search.dropout)
+    trained = any(storage.exists(SCALE_MODEL.format(scale=s.name)) for s in scales)
+    if len(plan.too_large) == len(scales) and not trained:
+        smallest = min(plan.floors, key=plan.floors.get)
+        raise UnreachableConstraint(
+            f"constraints.max_size_kb={limit:g} but the smallest file of the search space, {smallest}, is expected "
+            f"at {plan.floors[smallest] / 1000:.1f} KB or more (judged from its untrained model): no variant can "
+            "fit; add smaller widths or stronger compression, or set search.train_too_large: true")
+    return plan
+
+
 def grid_search(spec: SweepJob, prepared, storage: RunStorage, concurrency: int, scales: list[Scale],
-                variants: list[Variant]) -> Searched:
-    """Every scale (ASHA may stop weak ones), then every pipeline on every trained scale."""
+                variants: list[Variant], size_plan: SizePlan | None) -> Searched:
+    """Every scale that can give a file within max_size_kb (ASHA may stop weak ones), then every
+    pipeline on every trained scale."""
     scheduler = (asha_scheduler(spec, prepared.plan.validation_rows)
                  if spec.tune.scheduler == "asha" else None)
+    all_scales = scales
+    # A scale already trained (a resumed sweep whose constraints changed) is used, whatever the plan says.
+    too_large = [s for s in size_plan.too_large if not storage.exists(SCALE_MODEL.format(scale=s.name))] \
+        if size_plan else []
+    for scale in too_large:
+        smallest = min(size_plan.floors[v.name] for v in variants if v.scale == scale)
+        log(f"{scale.name}: not trained, none of its variants can fit {spec.constraints.max_size_kb:g} KB "
+            f"(the smallest is expected at {smallest / 1000:.1f} KB or more; search.train_too_large trains it)")
+    scales = [s for s in scales if s not in too_large]
     # Smallest scale first: ASHA compares each trial with those already seen at the same
     # epoch, so a larger scale keeps its budget only by beating the smaller ones; a
     # small scale (the one a size constraint needs) is never cut by a bigger one.
     scale_configs = [{"name": s.name, "scale": vars(s)} for s in smallest_first(scales, spec.data)]
     scale_results = run_grid(scale_trial, scale_configs, spec, prepared, storage, "scales", concurrency, scheduler)
     errors, epochs = trial_errors(scale_results), trial_epochs(scale_results)
-    export_scale_models(spec, storage, scale_results, scales)
-    trained = [s for s in scales if storage.exists(SCALE_MODEL.format(scale=s.name))]
+    export_scale_models(spec, storage, scale_results, all_scales)
+    trained = [s for s in all_scales if storage.exists(SCALE_MODEL.format(scale=s.name))]
     stopped = [s.name for s in scales if s not in trained and s.name not in errors]
     compressed = [v for v in variants if not v.is_float and v.scale in trained]
     # A pipeline with nothing to fine-tune (post-training quantization) converts in seconds: built here,
@@ -366,9 +396,10 @@ def grid_search(spec: SweepJob, prepared, storage: RunStorage, concurrency: int,
                             "pipeline": [step.model_dump(mode="json") for step in v.pipeline]} for v in fine_tuned]
         errors.update(trial_errors(run_grid(variant_trial, variant_configs, spec, prepared, storage, "variants",
                                             concurrency)))
-    return Searched(scales, [v for v in variants if v.scale in trained], errors, stopped, {
+    return Searched(all_scales, [v for v in variants if v.scale in trained], errors, stopped, {
         "scale_trial_epochs": epochs, "scale_trial_epochs_used": sum(epochs.values()),
-        "scale_trial_epochs_full_grid": len(scales) * spec.train.epochs})
+        "scale_trial_epochs_full_grid": len(all_scales) * spec.train.epochs,
+        "size_floors": size_plan.floors if size_plan else {}, "skipped_too_large": [s.name for s in too_large]})
 
 
 def optuna_search(spec: SweepJob, prepared, storage: RunStorage, concurrency: int) -> Searched:
