@@ -230,6 +230,7 @@ def save_keras_model(model: keras.Model, path: str | os.PathLike) -> str:
     return path
 
 
+TRUST_HINT = " (or set trust_model_code: true in the spec if you trust the file's author: its code then runs)"
 # Where the layers of a model we can load without running its author's code come from.
 KNOWN_MODULES = ("keras", "tf_keras", "tensorflow", "tensorflow_model_optimization")
 
@@ -260,15 +261,15 @@ def refuse_code_in_config(path: str) -> None:
         module = node.get("module") or ""
         if node["class_name"] == "Lambda":
             raise ModelFileError(f"{path}: layer {name!r} is a Lambda layer, Python code that would run when the "
-                                 "model is used; refused: replace it with built-in layers")
+                                 f"model is used; refused: replace it with built-in layers{TRUST_HINT}")
         registered = node.get("registered_name") or ""
         if ">" in registered or (module and module.split(".")[0] not in KNOWN_MODULES):  # "Package>Name": custom
             raise ModelFileError(f"{path}: layer {name!r} is {registered or node['class_name']} "
                                  f"from {module or 'an unknown module'}, a custom object whose code would run when "
-                                 "loaded; refused: only built-in Keras layers load")
+                                 f"loaded; refused: only built-in Keras layers load{TRUST_HINT}")
 
 
-def load_keras_model(path: str | os.PathLike, own_file: bool = False) -> keras.Model:
+def load_keras_model(path: str | os.PathLike, own_file: bool = False, trust_code: bool = False) -> keras.Model:
     """A saved model in Keras's zip format (`.keras`), loaded in safe mode, uncompiled.
 
     Only the zip format: tf-keras's safe mode protects nothing else, and an
@@ -276,13 +277,22 @@ def load_keras_model(path: str | os.PathLike, own_file: bool = False) -> keras.M
     from a user (a baseline, `init_from`, an artifact to evaluate) must hold
     only built-in Keras layers; `own_file` skips that check for a file this job
     wrote itself from the spec's own model (whose builder may be the user's).
+    `trust_code` (a spec's `trust_model_code: true`) loads any saved format
+    with safe mode off: the file's Lambda layers and custom objects then run.
     """
     path = os.fspath(path)
+    if trust_code:
+        if not os.path.exists(path):
+            raise ModelFileError(f"{path}: no such model file")
+        try:
+            return keras.models.load_model(path, compile=False, safe_mode=False)
+        except Exception as error:  # the loader raises many types for a bad file
+            raise ModelFileError(f"{path}: not a loadable Keras model ({error})") from None
     if not os.path.isfile(path):
         raise ModelFileError(f"{path}: no such model file")
     if not zipfile.is_zipfile(path):
         raise ModelFileError(f"{path}: not a Keras zip model (.keras); HDF5 and SavedModel files can run code "
-                             "when loaded, so they are refused: re-save the model in the .keras format")
+                             f"when loaded, so they are refused: re-save the model in the .keras format{TRUST_HINT}")
     if not own_file:
         refuse_code_in_config(path)
     try:

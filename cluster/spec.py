@@ -280,7 +280,16 @@ class DataJob(JobBase):
                              f"scaling.num_workers ({self.scaling.num_workers}): each worker needs a sample")
 
 
-class TrainJob(DataJob):
+class LoadsUserModels(Strict):
+    """A job that loads a model file the user gives (init_from, a baseline, an artifact)."""
+
+    trust_model_code: bool = Field(
+        default=False, description="Also load given models that hold code: Lambda layers, custom objects, "
+                                   "HDF5 and SavedModel files. Their code runs on the cluster: only for files "
+                                   "whose author you trust")
+
+
+class TrainJob(DataJob, LoadsUserModels):
     kind: Literal["train"]
     model: ModelSpec = ModelSpec()
     train: TrainSpec = TrainSpec()
@@ -313,9 +322,10 @@ class VariantSpec(Strict):
         return fine_tune
 
 
-class CompressJob(DataJob):
+class CompressJob(DataJob, LoadsUserModels):
     kind: Literal["compress"]
-    baseline: str = Field(description="A train job's result folder, or a saved Keras model (.keras/.h5)")
+    baseline: str = Field(description="A train or sweep job's result folder, or a saved Keras model (.keras; "
+                                      "others with trust_model_code)")
     fine_tune: TrainSpec = FINE_TUNE_DEFAULT
     variants: list[VariantSpec] = Field(min_length=1)
     representative_samples: int = Field(
@@ -544,10 +554,11 @@ class TestDataSpec(Strict):
 
 class ArtifactSpec(Strict):
     name: FolderName
-    path: str = Field(description="A .tflite file, a saved Keras model (.keras/.h5) or a SavedModel folder")
+    path: str = Field(description="A .tflite file or a saved Keras model (.keras; HDF5 or a SavedModel folder "
+                                  "with trust_model_code)")
 
 
-class EvaluateJob(JobBase):
+class EvaluateJob(JobBase, LoadsUserModels):
     kind: Literal["evaluate"]
     data: TestDataSpec
     artifacts: list[ArtifactSpec] = Field(min_length=1)

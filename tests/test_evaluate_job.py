@@ -24,6 +24,10 @@ def artifacts(tmp_path_factory):
     export_tflite(model, folder / "mlp.tflite")
     wrong = build_model("mlp", ModelShape((32, 32, 1), 10), width=0.25, depth=1)
     export_tflite(wrong, folder / "wrong.tflite")
+    # A model with code in it (a Lambda layer), in the HDF5 format safe mode does not cover.
+    coded = keras.Sequential([keras.layers.Input((28, 28, 1)), keras.layers.Lambda(lambda x: x / 255.0, name="scale"),
+                              keras.layers.Flatten(), keras.layers.Dense(10)])
+    coded.save(folder / "coded.h5", save_format="h5")
     return folder
 
 
@@ -63,6 +67,18 @@ def test_tflite_and_keras_measured_in_one_task(ray_cluster, artifacts, tmp_path)
         assert row["latency_ms_p50"] <= row["latency_ms_p95"] <= row["latency_ms_p99"]
         assert row["num_threads"] == 1
     assert "| tflite" in (tmp_path / "test-evaluate" / "report.md").read_text()
+
+
+@pytest.mark.timeout(600)
+def test_a_model_with_code_is_measured_only_when_the_spec_trusts_it(ray_cluster, artifacts, tmp_path):
+    spec = document([{"name": "coded", "path": str(artifacts / "coded.h5")}])
+    refused = run(tmp_path, spec)
+    assert refused.returncode == 2 and "coded.h5: not a Keras zip model" in refused.stderr
+    assert "trust_model_code: true" in refused.stderr and not (tmp_path / "test-evaluate").exists()
+    done = run(tmp_path, {**spec, "trust_model_code": True})
+    assert done.returncode == 0, done.stderr[-3000:]
+    (row,) = json.loads((tmp_path / "test-evaluate" / "summary.json").read_text())["variants"]
+    assert row["params"] == 784 * 10 + 10 and 0.0 <= row["accuracy"] <= 1.0 and row["latency_ms_p50"] > 0
 
 
 @pytest.mark.timeout(300)

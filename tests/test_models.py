@@ -159,6 +159,26 @@ def test_a_user_model_with_code_in_it_is_refused_naming_the_layer_before_anythin
     assert load_keras_model(tmp_path / "custom.keras", own_file=True).layers[-1].name == "twice"
 
 
+def test_trust_model_code_loads_code_bearing_models_and_their_code_runs(tmp_path):
+    """`trust_model_code: true`: Lambda layers, custom objects and HDF5 files load, with their code."""
+    import numpy as np
+    import tf_keras as keras
+
+    from cluster.models import ModelFileError, load_keras_model, save_keras_model
+
+    doubled = keras.Sequential([keras.layers.Input((4,)), keras.layers.Lambda(lambda x: 2 * x, name="payload")])
+    save_keras_model(doubled, tmp_path / "lambda.keras")
+    doubled.save(tmp_path / "lambda.h5", save_format="h5")
+    for name in ("lambda.keras", "lambda.h5"):
+        with pytest.raises(ModelFileError, match="set trust_model_code: true in the spec"):
+            load_keras_model(tmp_path / name)
+        loaded = load_keras_model(tmp_path / name, trust_code=True)
+        assert loaded.get_layer("payload").__class__.__name__ == "Lambda"
+        np.testing.assert_allclose(loaded.predict(np.ones((1, 4)), verbose=0), 2 * np.ones((1, 4)))
+    with pytest.raises(ModelFileError, match="missing.h5: no such model file"):
+        load_keras_model(tmp_path / "missing.h5", trust_code=True)
+
+
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
 def test_classifier_trains_under_a_distribution_strategy(label_smoothing):
     import tensorflow as tf

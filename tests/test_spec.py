@@ -50,6 +50,7 @@ def test_defaults_are_filled_in(tmp_path):
     ({"name": "/abs"}, "name", "must be a plain folder name"),
     ({"kind": "deploy"}, "kind", "expected one of"),
     ({"train": {"epochs": 3, "warmup_epochs": 3}}, "train", "fewer than epochs"),
+    ({"trust_model_code": "yes"}, "trust_model_code", "valid boolean"),
 ])
 def test_mistakes_name_the_field(tmp_path, change, field, expected):
     with pytest.raises(SpecError) as error:

@@ -35,7 +35,7 @@ def local_artifact(path: str) -> str:
     return local
 
 
-def check_artifact(name: str, path: str, image_shape: tuple, num_classes: int) -> str:
+def check_artifact(name: str, path: str, image_shape: tuple, num_classes: int, trust_code: bool = False) -> str:
     """'tflite' or 'keras', after checking the artifact fits the data; ArtifactError names the file."""
     if path.endswith(".tflite"):
         from cluster.evaluation.tflite import TFLiteModel
@@ -47,7 +47,7 @@ def check_artifact(name: str, path: str, image_shape: tuple, num_classes: int) -
         from cluster.models import ModelFileError, load_keras_model
 
         try:
-            model = load_keras_model(path)
+            model = load_keras_model(path, trust_code=trust_code)
         except ModelFileError as error:
             raise ArtifactError(path, str(error)) from None
         shape, outputs = tuple(model.input_shape[1:]), model.output_shape[-1]
@@ -60,18 +60,18 @@ def check_artifact(name: str, path: str, image_shape: tuple, num_classes: int) -
     return kind
 
 
-def measure_keras(name: str, path: str, images, labels, evaluation) -> VariantResult:
+def measure_keras(name: str, path: str, images, labels, evaluation, trust_code: bool = False) -> VariantResult:
     from cluster.evaluation.compute import compute_profile, gzip_size_bytes, size_bytes
     from cluster.evaluation.latency import measure_latency_in_subprocess
     from cluster.evaluation.memory import measure_peak_rss
     from cluster.models import compile_classifier, load_keras_model
 
-    model = load_keras_model(path)
+    model = load_keras_model(path, trust_code=trust_code)
     compile_classifier(model, "adam", model.output_shape[-1])
     profile = compute_profile(model)
     latency = measure_latency_in_subprocess(path, num_threads=evaluation.num_threads,
                                             batch_sizes=tuple(evaluation.batch_sizes),
-                                            repetitions=evaluation.repetitions)
+                                            repetitions=evaluation.repetitions, trust_code=trust_code)
     files = [p for p in Path(path).rglob("*") if p.is_file()] if Path(path).is_dir() else [Path(path)]
     record = VariantResult(
         name=name, artifact=path, params=profile.params, params_nonzero=profile.params_nonzero,
@@ -83,12 +83,12 @@ def measure_keras(name: str, path: str, images, labels, evaluation) -> VariantRe
         num_test_samples=len(labels), batch_sizes=list(latency.batch_sizes), repetitions=latency.repetitions,
         extra={"format": "keras"})
     if evaluation.memory:
-        record.peak_rss_bytes = measure_peak_rss(path, images=images[:256]).peak_rss_bytes
+        record.peak_rss_bytes = measure_peak_rss(path, images=images[:256], trust_code=trust_code).peak_rss_bytes
     return record
 
 
 def measure_all(artifacts: list[tuple[str, str, str]], images: np.ndarray, labels: np.ndarray,
-                evaluation) -> list[VariantResult]:
+                evaluation, trust_code: bool = False) -> list[VariantResult]:
     """Runs inside one Ray task: every artifact measured in turn, on the same node and cores."""
     from cluster.evaluation.measure import measure
 
@@ -97,7 +97,7 @@ def measure_all(artifacts: list[tuple[str, str, str]], images: np.ndarray, label
         if kind == "tflite":
             row = measure(name, Path(path), None, images, labels, evaluation, {"format": "tflite"})
         else:
-            row = measure_keras(name, path, images, labels, evaluation)
+            row = measure_keras(name, path, images, labels, evaluation, trust_code)
         row.node = ray.get_runtime_context().get_node_id()
         rows.append(row)
     return rows
@@ -109,7 +109,7 @@ def run_evaluate(spec: EvaluateJob) -> dict:
     for position, artifact in enumerate(spec.artifacts):
         local = local_artifact(artifact.path)
         artifacts.append((artifact.name, local, check_artifact(artifact.name, local, spec.data.image_shape,
-                                                               spec.data.num_classes)))
+                                                               spec.data.num_classes, spec.trust_model_code)))
     source = resolve(spec.data.test, "data.test")
     check_split(source, spec.data.image_column, spec.data.label_column, spec.data.num_classes,
                 tuple(spec.data.image_shape), "data.test")
@@ -118,7 +118,7 @@ def run_evaluate(spec: EvaluateJob) -> dict:
     claim_run_folder(spec, storage)  # every check has passed: the first write
     log(f"measuring {len(artifacts)} artifact(s) in one task on {spec.cpus:g} CPU(s)")
     task = ray.remote(num_cpus=spec.cpus)(measure_all)
-    rows = ray.get(task.remote(artifacts, images, labels, spec.evaluation))
+    rows = ray.get(task.remote(artifacts, images, labels, spec.evaluation, spec.trust_model_code))
     for row, artifact in zip(rows, spec.artifacts):
         row.artifact = artifact.path
     summary = EvaluateSummary(name=spec.name, variants=rows, num_threads=spec.evaluation.num_threads,

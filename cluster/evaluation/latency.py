@@ -155,7 +155,8 @@ def measure_latency_in_subprocess(path: str | os.PathLike, num_threads: int = DE
                                   batch_sizes=DEFAULT_BATCH_SIZES, repetitions: int = DEFAULT_REPETITIONS,
                                   warmup: int = DEFAULT_WARMUP,
                                   throughput_repetitions: int = DEFAULT_THROUGHPUT_REPETITIONS,
-                                  min_seconds: float = DEFAULT_MIN_SECONDS, timeout: float = 600.0) -> LatencyResult:
+                                  min_seconds: float = DEFAULT_MIN_SECONDS, timeout: float = 600.0,
+                                  trust_code: bool = False) -> LatencyResult:
     """Measure a .tflite file or a saved Keras model in a fresh Python process.
 
     The child sets its thread count before TensorFlow runs anything, so the
@@ -166,5 +167,5 @@ def measure_latency_in_subprocess(path: str | os.PathLike, num_threads: int = DE
     args = ["latency", os.fspath(path), "--threads", str(num_threads),
             "--batch-sizes", *[str(b) for b in batch_sizes], "--repetitions", str(repetitions),
             "--warmup", str(warmup), "--throughput-repetitions", str(throughput_repetitions),
-            "--min-seconds", str(min_seconds)]
+            "--min-seconds", str(min_seconds)] + (["--trust-model-code"] if trust_code else [])
     return LatencyResult.from_dict(run_probe(args, timeout=timeout))

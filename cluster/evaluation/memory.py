@@ -41,7 +41,8 @@ class MemoryResult:
 
 def measure_peak_rss(path: str | os.PathLike, images: np.ndarray | None = None,
                      num_samples: int = DEFAULT_NUM_SAMPLES, batch_size: int = DEFAULT_BATCH_SIZE,
-                     num_threads: int = DEFAULT_NUM_THREADS, timeout: float = 600.0) -> MemoryResult:
+                     num_threads: int = DEFAULT_NUM_THREADS, timeout: float = 600.0,
+                     trust_code: bool = False) -> MemoryResult:
     """Run inference of the artifact at `path` in a fresh process; its peak RSS.
 
     `images` (float pixels, N x H x W x C) are handed to the child through a
@@ -50,7 +51,7 @@ def measure_peak_rss(path: str | os.PathLike, images: np.ndarray | None = None,
     if not os.path.exists(path):
         raise ArtifactError(path, "artifact not found")
     args = ["memory", os.fspath(path), "--threads", str(num_threads), "--batch-size", str(batch_size),
-            "--num-samples", str(num_samples)]
+            "--num-samples", str(num_samples)] + (["--trust-model-code"] if trust_code else [])
     with tempfile.TemporaryDirectory(prefix="sweetspot-memory-") as tmp:
         if images is not None:
             images_path = Path(tmp) / "images.npy"

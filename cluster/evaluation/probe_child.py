@@ -49,7 +49,7 @@ def is_tflite(path: str | os.PathLike) -> bool:
     return os.fspath(path).endswith(".tflite")
 
 
-def load_keras(path: str | os.PathLike, threads: int):
+def load_keras(path: str | os.PathLike, threads: int, trust_code: bool = False):
     """TensorFlow with `threads` threads, then the saved tf_keras model at `path` (or ArtifactError naming it)."""
     # Imported here on purpose: only a Keras artifact needs TensorFlow, and a
     # TFLite measurement must not carry it.
@@ -58,7 +58,7 @@ def load_keras(path: str | os.PathLike, threads: int):
 
     configure_tf_threads(threads)  # before anything runs a TF op (loading a model does)
     try:
-        return load_keras_model(path)
+        return load_keras_model(path, trust_code=trust_code)
     except ModelFileError as error:
         raise ArtifactError(path, str(error)) from None
 
@@ -73,7 +73,7 @@ def _latency(ns: argparse.Namespace) -> dict:
     else:
         from cluster.evaluation.keras_latency import measure_keras_latency  # TensorFlow: see load_keras
 
-        result = measure_keras_latency(load_keras(ns.path, ns.threads), **options)
+        result = measure_keras_latency(load_keras(ns.path, ns.threads, ns.trust_model_code), **options)
     return result.to_dict()
 
 
@@ -89,7 +89,7 @@ def _memory(ns: argparse.Namespace) -> dict:
 
         configure_tf_threads(ns.threads)
         baseline = peak_rss_bytes()  # TensorFlow imported, no model yet
-        keras_model = load_keras(ns.path, ns.threads)
+        keras_model = load_keras(ns.path, ns.threads, ns.trust_model_code)
         sample_shape = keras_model.input_shape[1:]
         backend = "keras"
 
@@ -114,6 +114,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("path", help=".tflite file or saved Keras model")
         p.add_argument("--threads", type=int, default=1)
         p.add_argument("--output", required=True, help="where to write the JSON result")
+        p.add_argument("--trust-model-code", action="store_true",
+                       help="load a Keras model whose code runs when loaded (the spec's trust_model_code)")
     lat = sub.choices["latency"]
     # Absent options take the defaults of cluster.evaluation.latency.
     lat.add_argument("--batch-sizes", type=int, nargs="+")

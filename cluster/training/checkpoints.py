@@ -91,15 +91,15 @@ def restored_model(model_spec, data, directory: str | os.PathLike) -> tuple[kera
     return model, meta
 
 
-def load_initial_weights(source: str, model: keras.Model) -> None:
+def load_initial_weights(source: str, model: keras.Model, trust_code: bool = False) -> None:
     """Fine-tuning start: weights from a checkpoint folder of ours or a saved Keras model file."""
-    if os.path.isdir(source):
-        restore(source, model)
+    if os.path.isdir(source) and not (trust_code and not os.path.exists(os.path.join(source, META_FILE))):
+        restore(source, model)  # a checkpoint of ours (a trusted user's SavedModel folder loads below)
         return
-    if not os.path.isfile(source):
+    if not os.path.exists(source):
         raise CheckpointError(f"train.init_from: {source} does not exist")
     try:
-        saved = load_keras_model(source)
+        saved = load_keras_model(source, trust_code=trust_code)
     except ModelFileError as error:
         raise CheckpointError(f"train.init_from: {error}") from None
     ours = [tuple(w.shape) for w in model.weights]

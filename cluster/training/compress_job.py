@@ -77,7 +77,7 @@ def run_compress(spec: CompressJob) -> dict:
     storage = RunStorage(f"{spec.output.storage.rstrip('/')}/{spec.name}")
     baseline_path = baseline_model_path(spec.baseline)
     try:
-        baseline = load_keras_model(baseline_path)
+        baseline = load_keras_model(baseline_path, trust_code=spec.trust_model_code)
     except ModelFileError as error:
         raise JobFailed(f"baseline: {error}") from None
     check_fits_data(baseline, spec)
@@ -121,7 +121,7 @@ def run_compress(spec: CompressJob) -> dict:
                 log(f"{variant.name}: its recipe changed since it was measured; building it again")
             model, tflite_path, histories = build_variant(
                 spec, spec.fine_tune_of(variant), variant.name, variant.pipeline, baseline_path, prepared,
-                representative, storage, scratch)
+                representative, storage, scratch, trust_code=spec.trust_model_code)
             extra = {"technique": techniques(variant.pipeline), "pipeline": pipeline,
                      "recipe": recipe, "fine_tune_history": histories}
             row = measure(variant.name, tflite_path, model, images, labels, spec.evaluation, extra)

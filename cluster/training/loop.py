@@ -169,7 +169,7 @@ def train_loop_per_worker(config: dict) -> None:
         compile_classifier(model, optimizer, spec.data.num_classes, spec.train.label_smoothing)
     start_epoch, history = resume_state(model, optimizer)
     if start_epoch == 0 and spec.train.init_from:
-        checkpoints.load_initial_weights(spec.train.init_from, model)
+        checkpoints.load_initial_weights(spec.train.init_from, model, trust_code=spec.trust_model_code)
     run_epochs(strategy, model, optimizer, geometry, spec.train, config, {"spec": config["spec"]},
                start_epoch=start_epoch, history=history)
 
@@ -190,7 +190,8 @@ def finetune_loop_per_worker(config: dict) -> None:
     step = STEP.validate_python(config["step"])  # scheduled by the driver, which knows the run's length
     with strategy.scope():
         # own_file: the job wrote it, or its driver checked the user's baseline before any step ran.
-        prepared = step.prepare(load_keras_model(config["input_model"], own_file=True))
+        prepared = step.prepare(load_keras_model(config["input_model"], own_file=True,
+                                                 trust_code=config.get("trust_model_code", False)))
         model = prepared.model
         optimizer = build_optimizer(train, geometry.steps_per_epoch)
         compile_classifier(model, optimizer, config["num_classes"], train.label_smoothing)

@@ -21,24 +21,28 @@ from cluster.training.trainer import run_training
 
 
 def fine_tune_step(job, fine_tune, name: str, index: int, step: StepBase, model_path: str, prepared, storage,
-                   run_root: str, callbacks=()):
-    """Fine-tune one step on the cluster; returns (finalized model, per-epoch history)."""
+                   run_root: str, callbacks=(), trust_code: bool = False):
+    """Fine-tune one step on the cluster; returns (finalized model, per-epoch history).
+
+    `trust_code`: the model came from a user who trusts its code (Lambda layers load only with safe mode off).
+    """
     total_steps = fine_tune.epochs * steps_per_epoch(prepared.plan.train_rows, job.scaling,
                                                      fine_tune.global_batch_size)
     step = step.scheduled(total_steps)
     config = {"train": fine_tune.model_dump(mode="json"), "scaling": job.scaling.model_dump(mode="json"),
-              "step": step.model_dump(mode="json"), "input_model": model_path}
+              "step": step.model_dump(mode="json"), "input_model": model_path, "trust_model_code": trust_code}
     result, _usage = run_training(finetune_loop_per_worker, config, job, prepared, fine_tune.seed,
                                   storage_path=storage.path(run_root),
                                   run_name=f"{name}/step{index + 1}-{step.technique}", callbacks=callbacks)
-    rebuilt = step.prepare(load_keras_model(model_path, own_file=True))
+    rebuilt = step.prepare(load_keras_model(model_path, own_file=True, trust_code=trust_code))
     with result.checkpoint.as_directory() as directory:
         meta = checkpoints.restore(directory, rebuilt.model)
     return step.finalize(rebuilt.model), meta["history"]
 
 
 def build_variant(job, fine_tune, name: str, steps: list[StepBase], baseline_path: str, prepared, representative,
-                  storage, scratch: Path, run_root: str = "variants", callbacks_factory=lambda: []):
+                  storage, scratch: Path, run_root: str = "variants", callbacks_factory=lambda: [],
+                  trust_code: bool = False):
     """Run the pipeline from the baseline file; returns (final Keras model, TFLite path, per-step histories).
 
     `job` supplies data, augment and scaling; each fine-tuned step's Ray Train
@@ -48,9 +52,11 @@ def build_variant(job, fine_tune, name: str, steps: list[StepBase], baseline_pat
     for index, step in enumerate(steps):
         if step.fine_tuned:
             model, histories[f"step{index + 1}-{step.technique}"] = fine_tune_step(
-                job, fine_tune, name, index, step, model_path, prepared, storage, run_root, callbacks_factory())
+                job, fine_tune, name, index, step, model_path, prepared, storage, run_root, callbacks_factory(),
+                trust_code)
         else:
-            model = step.finalize(step.prepare(load_keras_model(model_path, own_file=True)).model)
+            model = step.finalize(step.prepare(load_keras_model(model_path, own_file=True,
+                                                                trust_code=trust_code)).model)
         if index < len(steps) - 1:
             # The next step's Ray Train workers load the model from a file.
             model_path = str(scratch / f"{name}-step{index + 1}.keras")
