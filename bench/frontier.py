@@ -232,7 +232,7 @@ def section(r: dict, doc: Path | None = None) -> list[str]:
             lines.append(f"| {p['name']} | {p['technique']} | {p['accuracy']:.4f} | {p['size_bytes_gzip']:,} | "
                          f"{times(p['size_bytes_gzip'])} | {p['latency_ms_p95']:.3f} | {', '.join(flags)} |")
         lines.append("")
-        lines += [f"Literature anchors: " + "; ".join(f"{a['name']}: {a['accuracy']:.3f}" for a in LITERATURE)
+        lines += ["Literature anchors: " + "; ".join(f"{a['name']}: {a['accuracy']:.3f}" for a in LITERATURE)
                   + " (drawn by parameter count in a sweep's report.html).", ""]
         if doc is not None:
             chart = pareto_chart(c, doc.with_name(f"{doc.stem}_frontier_{c['case']['name']}.png"))

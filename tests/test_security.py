@@ -37,9 +37,14 @@ def findings(tree: ast.AST) -> list[str]:
     return found
 
 
+# The one place a protection may go off: `load_keras_model(..., trust_code=True)`, for a spec that says
+# `trust_model_code: true` (tests/test_models.py checks the default refuses).
+OPTED_IN = {"cluster/models.py": ["safe_mode=False"]}
+
+
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_no_code_running_loader_in_the_service(source):
-    assert findings(ast.parse(source.read_text())) == []
+    assert findings(ast.parse(source.read_text())) == OPTED_IN.get(str(source.relative_to(ROOT)), [])
 
 
 def test_the_scan_finds_what_it_looks_for():

@@ -2,7 +2,6 @@
 
 import gzip
 
-import numpy as np
 import pytest
 import tf_keras as keras
 

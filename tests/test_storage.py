@@ -134,19 +134,25 @@ def test_a_sweep_with_new_constraints_resumes_its_folder(tmp_path):
         claim_run_folder(sweep(search={"widths": [0.5]}), storage, ME, ended)
 
 
-def test_a_tune_experiment_is_resumed_only_once_tune_recorded_its_state(tmp_path):
-    """A driver killed between writing the tuner and Tune's first state save leaves trials
-    that Tune would restart without their configs: that experiment starts afresh."""
-    from cluster.tuning.sweep import resumable
+def test_a_resumed_sweep_finds_each_scales_final_checkpoint_in_storage_not_in_tunes_state(tmp_path):
+    """The export after a driver died reads our checkpoints' meta.json; an early stop is a recorded settlement."""
+    from cluster.tuning.space import Scale
+    from cluster.tuning.sweep import STOPPED, final_checkpoint, settled, trained_epochs
 
-    storage = RunStorage(str(tmp_path))
-    experiment = tmp_path / "tune" / "variants"
-    assert not resumable(storage, "tune/variants")
-    experiment.mkdir(parents=True)
-    (experiment / "tuner.pkl").write_bytes(b"tuner")
-    assert not resumable(storage, "tune/variants")
-    (experiment / "experiment_state-2026-11-29_19-59-37.json").write_text("{}")
-    assert resumable(storage, "tune/variants")
+    document = train_document(kind="sweep", search={"widths": [0.5]})
+    del document["model"]
+    spec = validate_document(document)  # train.epochs: 2
+    storage, scale = RunStorage(str(tmp_path)), Scale("cnn", 0.5, 2)
+    assert final_checkpoint(spec, storage, scale) is None
+    for stamp, epoch in (("2026-12-02_07-00-01.1", 1), ("2026-12-02_07-00-02.2", 2), ("2026-12-02_07-00-03.3", 1)):
+        folder = tmp_path / "trials" / scale.name / f"checkpoint_{stamp}"
+        folder.mkdir(parents=True)
+        if stamp != "2026-12-02_07-00-03.3":  # the newest is half-written: no meta.json
+            (folder / "meta.json").write_text(json.dumps({"epoch": epoch}))
+    assert final_checkpoint(spec, storage, scale).path.endswith("checkpoint_2026-12-02_07-00-02.2")
+    assert not settled(storage, scale)
+    storage.write_text(STOPPED.format(scale=scale.name), json.dumps({"epochs": 1}))
+    assert settled(storage, scale) and trained_epochs(storage, scale) == 1
 
 
 def test_a_folder_held_by_a_running_job_is_refused_with_its_id_and_nothing_is_written(tmp_path):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import pickle
 import re
 import signal
 import subprocess
@@ -40,6 +41,16 @@ def sweep_document(**changes) -> dict:
     }
     document.update(changes)
     return document
+
+
+class Planted:
+    """A pickle that touches a file when loaded."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
 
 
 def run(spec_path, storage, env=None):
@@ -118,12 +129,20 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(swept):
 def test_resubmitting_resumes_and_new_constraints_rechoose_without_training(swept):
     storage, spec, first, _ = swept
     trials = sorted(p.name for p in (storage / "test-sweep" / "trials").rglob("checkpoint_*"))
+    # Whoever can write the storage root plants code in Tune's pickled state: a resume never loads it.
+    marker = storage / "planted-code-ran"
+    planted = pickle.dumps(Planted(str(marker)))
+    pickles = list((storage / "test-sweep" / "tune").rglob("*.pkl"))
+    assert pickles, "Tune wrote its state"
+    for path in pickles:
+        path.write_bytes(planted)
     document = yaml.safe_load(spec.read_text())
     document["constraints"] = {"min_accuracy": 0.999, "max_size_kb": 1.0}
     spec.write_text(yaml.safe_dump(document))
     done = run(spec, storage)
     assert done.returncode == 0, done.stderr[-4000:]
-    assert "resuming" in done.stderr
+    assert not marker.exists(), "a pickle from the storage root was loaded"
+    assert "resuming: 1 of 1 scale trial(s) finished in an earlier attempt" in done.stderr
     assert sorted(p.name for p in (storage / "test-sweep" / "trials").rglob("checkpoint_*")) == trials
     summary = json.loads((storage / "test-sweep" / "summary.json").read_text())
     assert summary["sweet_spot"] is None and summary["closest"] in {r["name"] for r in summary["variants"]}
@@ -193,3 +212,17 @@ def test_optuna_search_scores_candidates_and_never_trains_what_cannot_fit(search
     assert {f"{s}-float" for s in trained} <= set(rows)
     best = rows[summary["sweet_spot"]]
     assert best["size_bytes_gzip"] <= 30_000
+
+
+@pytest.mark.timeout(1800)
+def test_a_resubmitted_search_continues_from_its_own_records(searched):
+    run_dir, summary = searched
+    search = summary["search"]
+    scores = {path: path.stat().st_mtime_ns for path in (run_dir / "scores").iterdir()}
+    done = run(run_dir.parent / "search.yaml", run_dir.parent)
+    assert done.returncode == 0, done.stderr[-4000:]
+    recorded = len(search["scored"]) + len(search["skipped_by_size_bound"])
+    assert f"resuming: {recorded} of 4 candidate(s) scored in an earlier attempt" in done.stderr
+    assert all(path.stat().st_mtime_ns == mtime for path, mtime in scores.items()), "a scored candidate ran again"
+    again = json.loads((run_dir / "summary.json").read_text())["search"]
+    assert set(again["scored"]) >= set(search["scored"])

@@ -103,6 +103,48 @@ class DefineSpace:
 
 
 
+STUDY_NAME = "sweetspot"
+
+
+class _Replay:
+    """An Optuna trial stand-in that answers each suggestion with a recorded config's value and
+    notes its distribution: what `create_trial` needs to add a finished candidate to a study."""
+
+    def __init__(self, config: dict):
+        self.config, self.distributions = config, {}
+
+    def _value(self, name: str, distribution):
+        self.distributions[name] = distribution
+        return self.config[name]
+
+    def suggest_categorical(self, name, choices):
+        return self._value(name, optuna.distributions.CategoricalDistribution(choices))
+
+    def suggest_float(self, name, low, high, step=None):
+        return self._value(name, optuna.distributions.FloatDistribution(low, high, step=step))
+
+    def suggest_int(self, name, low, high):
+        return self._value(name, optuna.distributions.IntDistribution(low, high))
+
+
+def study_storage(search, records: list[dict]) -> optuna.storages.InMemoryStorage:
+    """An Optuna storage whose study holds the candidates an earlier attempt scored (accuracy, size).
+
+    A resubmitted search continues from them, rebuilt from the sweep's own JSON
+    records: Tune's saved searcher state is a pickle, never loaded.
+    """
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, study_name=STUDY_NAME, directions=["maximize", "minimize"])
+    space = DefineSpace(search)
+    for record in records:
+        replay = _Replay(record["config"])
+        space(replay)
+        study.add_trial(optuna.trial.create_trial(
+            params={name: record["config"][name] for name in replay.distributions},
+            distributions=replay.distributions, values=[record["val_accuracy"], record["size_bytes_gzip"]]))
+    return storage
+
+
 def candidate_of(config: dict, search) -> Candidate:
     """The candidate a trial's config (the space's values) describes."""
     prune = config.get("prune", "none")

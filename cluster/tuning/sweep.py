@@ -9,8 +9,9 @@ Then every artifact is measured here, in one process on one node, so the
 ratios are fair; the Pareto frontiers and the sweet spot follow, the sweet
 spot's file is copied to `best.tflite`, and the report is written.
 
-Submitting the same spec again resumes both experiments (Tune's restore):
-finished trials are not run again, and measured variants are not measured again.
+Submitting the same spec again resumes from what the trials recorded (never
+from Tune's pickled state): finished trials are not run again, and measured
+variants are not measured again.
 """
 
 from __future__ import annotations
@@ -49,16 +50,18 @@ from cluster.training.variants import build_variant
 from cluster.tuning.asha import NoiseAwareASHA
 from cluster.tuning.budget import plan_concurrency
 from cluster.tuning.pareto import choose, pareto_front
-from cluster.tuning.search import DefineSpace, candidate_of, seed_points
+from cluster.tuning.search import STUDY_NAME, DefineSpace, candidate_of, seed_points, study_storage
 from cluster.tuning.size_probe import SizePlan, plan_by_size, size_floor
 from cluster.tuning.space import Scale, UnreachableConstraint, Variant, check_reachable, expand
 
 SCALE_HISTORY = "scales/{scale}/history.json"
+STOPPED = "scales/{scale}/stopped.json"  # a scale trial ASHA stopped early, with its epochs
 VARIANT_TFLITE = "variants/{variant}/model.tflite"
 VARIANT_MODEL = "variants/{variant}/model.keras"
 VARIANT_HISTORY = "variants/{variant}/history.json"
 RECORD = "records/{variant}.json"
 SCORE = "scores/{variant}.json"
+SKIPPED = "skipped/{variant}.json"  # a candidate judged too large for max_size_kb before training
 
 
 def scale_train_job(spec: SweepJob, scale: Scale) -> TrainJob:
@@ -92,18 +95,26 @@ def scale_trial(config: dict, spec_dump: dict, prepared: PreparedData, storage_u
     log(f"trained {scale.name}: validation accuracy {shown} in {time.monotonic() - started:.0f} s")
 
 
-def export_scale_models(spec: SweepJob, storage: RunStorage, results, scales: list[Scale]) -> None:
-    """Each fully trained scale's model and history, from its trial's last checkpoint."""
-    by_name = {s.name: s for s in scales}
-    for result in results:
-        config = result.config or json.loads(Path(result.path, "params.json").read_text())
-        scale = by_name[config["variant"]["name"]]
-        metrics = result.metrics or {}
-        if result.error is not None or metrics.get("epoch", 0) < spec.train.epochs:
-            continue  # failed, or stopped early by ASHA
-        if storage.exists(SCALE_MODEL.format(scale=scale.name)):
-            continue
-        export_scale(spec, storage, scale, Checkpoint(metrics["checkpoint_path"]))
+def final_checkpoint(spec: SweepJob, storage: RunStorage, scale: Scale) -> Checkpoint | None:
+    """The scale's Ray Train checkpoint after its last epoch, found in storage by its meta.json
+    (not by Tune's record of the trial, which a driver killed at the wrong moment never wrote)."""
+    folder = f"trials/{scale.name}"
+    for name in reversed([n for n in storage.names(folder) if n.startswith("checkpoint_")]):  # newest first
+        meta = f"{folder}/{name}/meta.json"
+        if storage.exists(meta) and json.loads(storage.read_text(meta)).get("epoch", 0) >= spec.train.epochs:
+            return Checkpoint(storage.path(f"{folder}/{name}"))
+    return None
+
+
+def settled(storage: RunStorage, scale: Scale) -> bool:
+    """Trained and exported, or stopped early: an attempt of the sweep has nothing left to do for it."""
+    return storage.exists(SCALE_HISTORY.format(scale=scale.name)) or storage.exists(STOPPED.format(scale=scale.name))
+
+
+def trained_epochs(storage: RunStorage, scale: Scale) -> int:
+    if storage.exists(SCALE_HISTORY.format(scale=scale.name)):
+        return len(json.loads(storage.read_text(SCALE_HISTORY.format(scale=scale.name))))
+    return json.loads(storage.read_text(STOPPED.format(scale=scale.name)))["epochs"]
 
 
 def export_scale(spec: SweepJob, storage: RunStorage, scale: Scale, checkpoint: Checkpoint) -> None:
@@ -172,17 +183,21 @@ def candidate_trial(config: dict, spec_dump: dict, prepared: PreparedData, stora
     variant = candidate.variant
     if fail_trial == variant.name:
         raise RuntimeError(f"injected failure in trial {fail_trial} (SWEETSPOT_FAIL_TRIAL)")
-    score_path = SCORE.format(variant=variant.name)
-    if storage.exists(score_path):  # the same candidate proposed again, or a rerun after the driver died
-        tune.report(json.loads(storage.read_text(score_path)))
-        return
+    score_path, skip_path = SCORE.format(variant=variant.name), SKIPPED.format(variant=variant.name)
+    for path in (score_path, skip_path):  # the same candidate proposed again, or an earlier attempt's
+        if storage.exists(path):
+            tune.report(_reported(json.loads(storage.read_text(path))))
+            return
     shape = ModelShape(tuple(spec.data.image_shape), spec.data.num_classes)
     bound = size_floor(variant.scale, variant.pipeline, shape, spec.search.dropout) \
         if spec.constraints.max_size_kb is not None else 0
     if spec.constraints.max_size_kb is not None and bound > spec.constraints.max_size_kb * 1000:
         log(f"{variant.name}: skipped, its file cannot fit {spec.constraints.max_size_kb:g} KB "
             f"(expected at {bound / 1000:.1f} KB or more)")
-        tune.report({"val_accuracy": 0.0, "size_bytes_gzip": float(bound), "skipped": 1, "name": variant.name})
+        skip = {"val_accuracy": 0.0, "size_bytes_gzip": float(bound), "skipped": 1, "name": variant.name,
+                "config": config}
+        storage.write_text(skip_path, json.dumps(skip))
+        tune.report(_reported(skip))
         return
     log(f"candidate {variant.name}")
     if not storage.exists(SCALE_HISTORY.format(scale=variant.scale.name)):
@@ -206,11 +221,23 @@ def candidate_trial(config: dict, spec_dump: dict, prepared: PreparedData, stora
             storage.write_text(VARIANT_HISTORY.format(variant=variant.name), json.dumps(histories))
         images, labels = validation_arrays(prepared, spec.data)
         score = {"val_accuracy": TFLiteModel(tflite_path, num_threads=1).accuracy(images, labels),
-                 "size_bytes_gzip": float(gzip_size_bytes(tflite_path)), "skipped": 0, "name": variant.name}
+                 "size_bytes_gzip": float(gzip_size_bytes(tflite_path)), "skipped": 0, "name": variant.name,
+                 "config": config}
         storage.upload(tflite_path, VARIANT_TFLITE.format(variant=variant.name))
     storage.write_text(score_path, json.dumps(score))
     log(f"{variant.name}: validation accuracy {score['val_accuracy']:.4f}, {score['size_bytes_gzip'] / 1000:.1f} KB")
-    tune.report(score)
+    tune.report(_reported(score))
+
+
+def _reported(record: dict) -> dict:
+    """What a candidate reports to Tune: its record without the config (Tune has it)."""
+    return {key: value for key, value in record.items() if key != "config"}
+
+
+def recorded_candidates(storage: RunStorage) -> list[dict]:
+    """Every candidate an attempt of this sweep scored or skipped, with its config."""
+    return [json.loads(storage.read_text(f"{folder}/{name}")) for folder in ("scores", "skipped")
+            for name in storage.names(folder) if name.endswith(".json")]
 
 
 # ---------------------------------------------------------------- driver
@@ -218,20 +245,23 @@ def candidate_trial(config: dict, spec_dump: dict, prepared: PreparedData, stora
 
 def run_tune(trainable, spec: SweepJob, prepared, storage: RunStorage, experiment: str,
              tune_config: tune.TuneConfig, param_space: dict | None = None):
-    """One Tune experiment, resumed from storage when it ran before (its searcher's state included)."""
-    path = storage.path(f"tune/{experiment}")
+    """One fresh Tune experiment (`tune/<experiment>-<attempt>`).
+
+    Never restored from Tune's own state: that is pickled, and a storage root
+    others can write would run their code here. A resubmitted sweep resumes from
+    what its trials wrote instead (histories, scores, Ray Train checkpoints), so
+    each attempt only runs the trials that have not finished.
+    """
+    attempt = 1 + sum(name.startswith(f"{experiment}-") for name in storage.names("tune"))
+    name = f"{experiment}-{attempt}"
+    path = storage.path(f"tune/{name}")
     trainable = tune.with_resources(
         tune.with_parameters(trainable, spec_dump=spec.model_dump(mode="json"), prepared=prepared,
                              storage_uri=storage.path(), fail_trial=os.environ.get("SWEETSPOT_FAIL_TRIAL")),
         {"cpu": spec.tune.trial_driver_cpus})
-    if resumable(storage, f"tune/{experiment}"):
-        log(f"resuming the {experiment} experiment from {path}: finished trials are not run again")
-        tuner = tune.Tuner.restore(path, trainable=trainable, restart_errored=False)
-    else:
-        tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config,
-                           run_config=tune.RunConfig(name=experiment, storage_path=storage.path("tune"),
-                                                     failure_config=tune.FailureConfig(max_failures=0),
-                                                     verbose=0))
+    tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config,
+                       run_config=tune.RunConfig(name=name, storage_path=storage.path("tune"),
+                                                 failure_config=tune.FailureConfig(max_failures=0), verbose=0))
     try:
         return tuner.fit()
     except FileNotFoundError as error:
@@ -241,14 +271,6 @@ def run_tune(trainable, spec: SweepJob, prepared, storage: RunStorage, experimen
         log(f"Tune could not list {path} at the end of the run ({error}); reading its results back")
         os.chdir(os.path.expanduser("~"))
         return ResultGrid(ExperimentAnalysis(path))
-
-
-def resumable(storage: RunStorage, experiment_dir: str) -> bool:
-    """Whether Tune recorded this experiment's state: a driver stopped after writing the tuner
-    but before the first state save left nothing to resume (Tune would restart it with empty
-    trial configs), so it starts afresh."""
-    return (tune.Tuner.can_restore(storage.path(experiment_dir))
-            and any(name.startswith("experiment_state-") for name in storage.names(experiment_dir)))
 
 
 def run_grid(trainable, configs: list[dict], spec: SweepJob, prepared, storage: RunStorage, experiment: str,
@@ -281,23 +303,12 @@ def unwrap(trainable):
     return trial
 
 
-def trial_epochs(results) -> dict[str, int]:
-    """Epochs each scale trial trained before it finished or ASHA stopped it."""
-    epochs = {}
-    for result in results:
-        config = result.config or json.loads(Path(result.path, "params.json").read_text())
-        epochs[config["variant"]["name"]] = int((result.metrics or {}).get("epoch", 0))
-    return epochs
-
-
 def trial_errors(results) -> dict[str, str]:
     """Variant name -> the last line of its trial's error."""
     errors = {}
     for result in results:
         if result.error is not None:
-            # A trial restored in its errored state comes back without its config; Tune kept it on disk.
-            config = result.config or json.loads(Path(result.path, "params.json").read_text())
-            errors[config["variant"]["name"]] = str(result.error).strip().splitlines()[-1][:500]
+            errors[result.config["variant"]["name"]] = str(result.error).strip().splitlines()[-1][:500]
     return errors
 
 
@@ -372,15 +383,32 @@ def grid_search(spec: SweepJob, prepared, storage: RunStorage, concurrency: int,
         log(f"{scale.name}: not trained, none of its variants can fit {spec.constraints.max_size_kb:g} KB "
             f"(the smallest is expected at {smallest / 1000:.1f} KB or more; search.train_too_large trains it)")
     scales = [s for s in scales if s not in too_large]
-    # Smallest scale first: ASHA compares each trial with those already seen at the same
-    # epoch, so a larger scale keeps its budget only by beating the smaller ones; a
-    # small scale (the one a size constraint needs) is never cut by a bigger one.
-    scale_configs = [{"name": s.name, "scale": vars(s)} for s in smallest_first(scales, spec.data)]
-    scale_results = run_grid(scale_trial, scale_configs, spec, prepared, storage, "scales", concurrency, scheduler)
-    errors, epochs = trial_errors(scale_results), trial_epochs(scale_results)
-    export_scale_models(spec, storage, scale_results, all_scales)
-    trained = [s for s in all_scales if storage.exists(SCALE_MODEL.format(scale=s.name))]
-    stopped = [s.name for s in scales if s not in trained and s.name not in errors]
+    for scale in scales:  # trained to the end by an earlier attempt whose driver died before exporting it
+        if not settled(storage, scale) and (checkpoint := final_checkpoint(spec, storage, scale)) is not None:
+            export_scale(spec, storage, scale, checkpoint)
+    pending = [s for s in scales if not settled(storage, s)]
+    if len(pending) < len(scales):
+        log(f"resuming: {len(scales) - len(pending)} of {len(scales)} scale trial(s) finished in an earlier attempt")
+    errors = {}
+    if pending:
+        # Smallest scale first: ASHA compares each trial with those already seen at the same
+        # epoch, so a larger scale keeps its budget only by beating the smaller ones; a
+        # small scale (the one a size constraint needs) is never cut by a bigger one.
+        configs = [{"name": s.name, "scale": vars(s)} for s in smallest_first(pending, spec.data)]
+        results = run_grid(scale_trial, configs, spec, prepared, storage, "scales", concurrency, scheduler)
+        errors = trial_errors(results)
+        for result in results:
+            scale = Scale(**result.config["variant"]["scale"])
+            if result.error is not None:
+                continue  # run again by the next attempt
+            if (checkpoint := final_checkpoint(spec, storage, scale)) is not None:
+                export_scale(spec, storage, scale, checkpoint)
+            else:  # stopped early by ASHA: recorded, so a resubmitted sweep does not train it again
+                storage.write_text(STOPPED.format(scale=scale.name),
+                                   json.dumps({"epochs": int((result.metrics or {}).get("epoch", 0))}))
+    trained = [s for s in all_scales if storage.exists(SCALE_HISTORY.format(scale=s.name))]
+    stopped = [s.name for s in scales if storage.exists(STOPPED.format(scale=s.name))]
+    epochs = {s.name: trained_epochs(storage, s) for s in all_scales if settled(storage, s)}
     compressed = [v for v in variants if not v.is_float and v.scale in trained]
     # A pipeline with nothing to fine-tune (post-training quantization) converts in seconds: built here,
     # it pays no trial process and TensorFlow start. The others are trials, each step a Ray Train run.
@@ -391,6 +419,7 @@ def grid_search(spec: SweepJob, prepared, storage: RunStorage, concurrency: int,
                 store_variant(spec, prepared, storage, variant)
             except Exception as error:  # reported with the variant, like a failed trial; the sweep goes on
                 errors[variant.name] = f"{type(error).__name__}: {error}"[:500]
+    fine_tuned = [v for v in fine_tuned if not storage.exists(VARIANT_HISTORY.format(variant=v.name))]
     if fine_tuned:
         variant_configs = [{"name": v.name, "scale": vars(v.scale), "pipeline_name": v.pipeline_name,
                             "pipeline": [step.model_dump(mode="json") for step in v.pipeline]} for v in fine_tuned]
@@ -408,29 +437,34 @@ def optuna_search(spec: SweepJob, prepared, storage: RunStorage, concurrency: in
     Every scale a candidate trained also enters the results as its float variant.
     """
     search = spec.search
-    searcher = OptunaSearch(DefineSpace(search), metric=["val_accuracy", "size_bytes_gzip"], mode=["max", "min"],
-                            points_to_evaluate=seed_points(search) if search.seed_candidates else None,
-                            seed=spec.train.seed)
-    results = run_tune(candidate_trial, spec, prepared, storage, "candidates",
-                       tune.TuneConfig(search_alg=searcher, num_samples=search.num_samples,
-                                       max_concurrent_trials=concurrency, time_budget_s=search.time_budget_s))
-    errors, candidates, skipped = {}, {}, []
-    for result in results:
-        config = result.config or json.loads(Path(result.path, "params.json").read_text())
-        candidate = candidate_of(config, search)
-        name = candidate.variant.name
-        if result.error is not None:
-            errors[name] = str(result.error).strip().splitlines()[-1][:500]
-        elif (result.metrics or {}).get("skipped"):
-            skipped.append(name)
-        else:
-            candidates[name] = candidate
+    earlier = recorded_candidates(storage)
+    remaining = search.num_samples - len(earlier)
+    if earlier:
+        log(f"resuming: {len(earlier)} of {search.num_samples} candidate(s) scored in an earlier attempt; the "
+            "search starts from their scores")
+    errors, trials = {}, len(earlier)
+    if remaining > 0:
+        searcher = OptunaSearch(DefineSpace(search), metric=["val_accuracy", "size_bytes_gzip"], mode=["max", "min"],
+                                points_to_evaluate=seed_points(search) if search.seed_candidates and not earlier
+                                else None, seed=spec.train.seed, study_name=STUDY_NAME,
+                                storage=study_storage(search, earlier))
+        results = run_tune(candidate_trial, spec, prepared, storage, "candidates",
+                           tune.TuneConfig(search_alg=searcher, num_samples=remaining,
+                                           max_concurrent_trials=concurrency, time_budget_s=search.time_budget_s))
+        trials += len(results)
+        for result in results:
+            if result.error is not None:
+                name = candidate_of(result.config, search).variant.name
+                errors[name] = str(result.error).strip().splitlines()[-1][:500]
+    records = recorded_candidates(storage)
+    candidates = {r["name"]: candidate_of(r["config"], search) for r in records if not r["skipped"]}
+    skipped = [r["name"] for r in records if r["skipped"]]
     scales = sorted({c.scale for c in candidates.values()}, key=lambda s: s.name)
     scales = [s for s in scales if storage.exists(SCALE_HISTORY.format(scale=s.name))]
     variants = {v.name: v for v in [Variant(s, "float", ()) for s in scales]}
     variants.update({name: c.variant for name, c in candidates.items() if c.scale in scales})
     return Searched(scales, list(variants.values()), errors, [], {"search": {
-        "algorithm": "optuna", "trials": len(results), "scored": sorted(candidates),
+        "algorithm": "optuna", "trials": trials, "scored": sorted(candidates),
         "skipped_by_size_bound": sorted(set(skipped)), "scales_trained": [s.name for s in scales]}})
 
 
