@@ -108,7 +108,8 @@ def start_job(spec_path: Path, storage: Path, env: dict | None = None) -> subpro
                             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
 
-def wait_for(predicate, what: str, timeout: float = 600, process: subprocess.Popen | None = None):
+def wait_for(predicate, what: str, timeout: float = 600, process: subprocess.Popen | None = None,
+             interval: float = 0.5):
     """Poll `predicate` until it returns something true; fail if `process` ends first or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -117,7 +118,7 @@ def wait_for(predicate, what: str, timeout: float = 600, process: subprocess.Pop
             return value
         if process is not None and process.poll() is not None:
             pytest.fail(f"the job ended (exit {process.returncode}) before {what}")
-        time.sleep(0.5)
+        time.sleep(interval)
     pytest.fail(f"timed out waiting for {what}")
 
 

@@ -22,6 +22,7 @@ import tf_keras as keras
 from cluster.compression.steps import STEP
 from cluster.models import ModelShape, build_model, compile_classifier, load_keras_model
 from cluster.spec import ScalingSpec, TrainJob, TrainSpec
+from cluster.storage import RunStorage
 from cluster.training import checkpoints
 from cluster.training.optim import build_optimizer
 from cluster.training.batches import batch_split, epoch_steps
@@ -141,16 +142,29 @@ def run_epochs(strategy, model: keras.Model, optimizer, geometry: Geometry, trai
         ray.train.report(history[-1] if history else {"epoch": start_epoch})
 
 
-def resume_state(model: keras.Model, optimizer) -> tuple[int, list]:
-    """(start epoch, history) from Ray Train's latest checkpoint of this run, or (0, [])."""
-    resume = ray.train.get_checkpoint()
-    if resume is None:
-        return 0, []
-    with resume.as_directory() as directory:
+def resume_state(model: keras.Model, optimizer, run_folder: str) -> tuple[int, list]:
+    """(start epoch, history) from this run's newest complete checkpoint, or (0, []).
+
+    The run folder is read, not only Ray Train's latest checkpoint: Ray Train
+    registers a checkpoint once its controller hears of it, and a worker killed
+    between writing epoch N's checkpoint and that moment would otherwise resume
+    from epoch N-1 and repeat a finished epoch. A checkpoint whose files do not
+    match its meta.json (cut off mid-write) is passed over.
+    """
+    storage = RunStorage(run_folder)
+    found = [ray.train.Checkpoint(storage.path(name))
+             for name in reversed(storage.names("")) if name.startswith("checkpoint_")]
+    registered = ray.train.get_checkpoint()
+    for checkpoint in found + ([registered] if registered is not None else []):
         # Build the optimizer's slots first so their state restores now, not lazily.
         optimizer.build(model.trainable_variables)
-        meta = checkpoints.restore(directory, model, optimizer)
-    return meta["epoch"], meta["history"]
+        try:
+            with checkpoint.as_directory() as directory:
+                meta = checkpoints.restore(directory, model, optimizer)
+        except checkpoints.CheckpointError:
+            continue
+        return meta["epoch"], meta["history"]
+    return 0, []
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -167,7 +181,7 @@ def train_loop_per_worker(config: dict) -> None:
                             spec.model.head_units)
         optimizer = build_optimizer(spec.train, geometry.steps_per_epoch)
         compile_classifier(model, optimizer, spec.data.num_classes, spec.train.label_smoothing)
-    start_epoch, history = resume_state(model, optimizer)
+    start_epoch, history = resume_state(model, optimizer, config["run_folder"])
     if start_epoch == 0 and spec.train.init_from:
         checkpoints.load_initial_weights(spec.train.init_from, model, trust_code=spec.trust_model_code)
     run_epochs(strategy, model, optimizer, geometry, spec.train, config, {"spec": config["spec"]},
@@ -195,6 +209,6 @@ def finetune_loop_per_worker(config: dict) -> None:
         model = prepared.model
         optimizer = build_optimizer(train, geometry.steps_per_epoch)
         compile_classifier(model, optimizer, config["num_classes"], train.label_smoothing)
-    start_epoch, history = resume_state(model, optimizer)
+    start_epoch, history = resume_state(model, optimizer, config["run_folder"])
     run_epochs(strategy, model, optimizer, geometry, train, config, {"step": config["step"]},
                callbacks=prepared.callbacks, start_epoch=start_epoch, history=history)

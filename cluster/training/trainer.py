@@ -67,7 +67,8 @@ def run_training(loop, config: dict, job, prepared: PreparedData, seed: int, sto
     clock = EpochClock.options(scheduling_strategy=here).remote()
     usage = WorkerUsage.options(scheduling_strategy=here).remote()
     datasets = train_datasets(prepared, job.data, [op.model_dump() for op in job.augment], seed, clock)
-    config = {**config, "clock": clock, "usage": usage, "train_rows": prepared.plan.train_rows,
+    config = {**config, "clock": clock, "usage": usage, "run_folder": f"{storage_path.rstrip('/')}/{run_name}",
+              "train_rows": prepared.plan.train_rows,
               "validation_rows": prepared.plan.validation_rows, "num_classes": job.data.num_classes}
     trainer = TensorflowTrainer(
         loop,
