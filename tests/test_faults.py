@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import E2E_TRAIN, start_job, train_document, wait_for
+from tests.conftest import E2E_TRAIN, start_job, sweetspot, train_document, wait_for
 
 # A same-seed rerun differs only by the nondeterminism of multi-worker float sums;
 # 1,000 test rows make one image 0.1 pt.
@@ -182,3 +182,26 @@ def test_node_lost_mid_run_recovers_on_the_remaining_capacity(ray_client, undist
     recovery = summary["resources"]["wall_seconds"] - undisturbed["resources"]["wall_seconds"]
     report("node lost", summary, undisturbed, recovery)
     assert_recovered(summary, undisturbed)
+
+
+@pytest.mark.timeout(1500)
+def test_a_job_stopped_and_sent_again_resumes_without_repeating_a_finished_epoch(ray_client, undisturbed, tmp_path):
+    """`sweetspot stop` after the first epoch's checkpoint, then the same spec submitted again."""
+    from cluster.training.checkpoints import read_meta
+
+    spec = tmp_path / "stopped.yaml"
+    spec.write_text(yaml.safe_dump(fault_spec("stopped")))
+    submitted = sweetspot("submit", spec, "--output", tmp_path)
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip()
+    wait_for(lambda: written_checkpoint(tmp_path, "stopped"), "the first checkpoint", interval=0.05)
+    stopped = sweetspot("stop", job_id, "--wait", timeout=300)
+    assert stopped.returncode == 0 and stopped.stdout.splitlines()[-1] == f"{job_id}: STOPPED", stopped.stdout
+    finished = read_meta(tmp_path / "stopped" / "train" / written_checkpoint(tmp_path, "stopped"))["epoch"]
+    assert 1 <= finished < EPOCHS, "the stop must land mid-run"
+    again = sweetspot("submit", spec, "--output", tmp_path, "--wait", timeout=1200)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    summary = json.loads((tmp_path / "stopped" / "summary.json").read_text())
+    assert summary["epochs_completed"] == EPOCHS
+    assert summary["resources"]["epochs_started"] == list(range(finished, EPOCHS)), "a finished epoch ran again"
+    assert abs(summary["test_accuracy"] - undisturbed["test_accuracy"]) <= ACCURACY_NOISE
