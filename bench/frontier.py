@@ -154,8 +154,9 @@ def run_case(case: dict, recipe_runs: int, ctx: common.Context) -> dict:
         runs.append(run_anchor(data_dir))
     recipe = anchor_points(runs)["pruned_quantized"]
     # The frontier drawn and counted is the exhaustive run's where there is one; the user's run must dominate.
-    points = [{key: v.get(key) for key in ("name", "technique", "accuracy", "size_bytes_gzip", "latency_ms_p95")}
-              for v in shown["variants"]]
+    floors = shown.get("size_floors") or {}
+    points = [{**{key: v.get(key) for key in ("name", "technique", "accuracy", "size_bytes_gzip", "latency_ms_p95")},
+               "size_floor": floors.get(v["name"])} for v in shown["variants"]]
     dominating = [v["name"] for v in summary["variants"] if v["size_bytes_gzip"] <= recipe["size_bytes_gzip"]
                   and v["accuracy"] >= recipe["accuracy"]]
     targets = [{"requirement": f"{case['name']}: the frontier dominates the recipe",
@@ -216,8 +217,8 @@ def section(r: dict, doc: Path | None = None) -> list[str]:
             lines += [f"Default CNN (`{base['spec']}`, a train job in this bench run, {base['wall_seconds']:.0f} s): "
                       f"test accuracy {base['keras_accuracy']:.4f} (Keras) / {base['accuracy']:.4f} (float TFLite), "
                       f"{base['size_bytes_gzip']:,} B gzip. ×: its gzip size over the point's.", ""]
-        lines += ["| point | technique | TFLite accuracy | gzip bytes | × | p95 ms | |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        lines += ["| point | technique | TFLite accuracy | gzip bytes | floor judged before training | × | p95 ms | |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         runs = ", ".join(f"{x['pruned_quant_tflite_acc']:.3f} at {x['gzip_pruned_quant_tflite']:,} B"
                          for x in c["recipe_runs"])
 
@@ -225,11 +226,12 @@ def section(r: dict, doc: Path | None = None) -> list[str]:
             return f"{base['size_bytes_gzip'] / size:.1f}×" if base else "–"
 
         lines.append(f"| tfmot recipe (median) | prune 50→80 % + dynamic range | {recipe['accuracy']:.4f} | "
-                     f"{recipe['size_bytes_gzip']:,.0f} | {times(recipe['size_bytes_gzip'])} | – | runs: {runs} |")
+                     f"{recipe['size_bytes_gzip']:,.0f} | – | {times(recipe['size_bytes_gzip'])} | – | runs: {runs} |")
         for p in sorted(c["points"], key=lambda p: p["size_bytes_gzip"]):
             flags = [f for f, on in (("sweet spot", p["name"] == c["sweet_spot"]), ("Pareto", p["name"] in c["pareto"]),
                                      ("dominates the recipe", p["name"] in c["dominating"])) if on]
-            lines.append(f"| {p['name']} | {p['technique']} | {p['accuracy']:.4f} | {p['size_bytes_gzip']:,} | "
+            floor = f"{p['size_floor']:,}" if p.get("size_floor") else "–"
+            lines.append(f"| {p['name']} | {p['technique']} | {p['accuracy']:.4f} | {p['size_bytes_gzip']:,} | {floor} | "
                          f"{times(p['size_bytes_gzip'])} | {p['latency_ms_p95']:.3f} | {', '.join(flags)} |")
         lines.append("")
         lines += ["Literature anchors: " + "; ".join(f"{a['name']}: {a['accuracy']:.3f}" for a in LITERATURE)

@@ -90,4 +90,5 @@ def test_a_size_limit_no_file_can_meet_is_refused_before_anything_is_written(tmp
         plan_sizes(spec, storage, scales, variants)
     assert list(tmp_path.iterdir()) == []
     document["search"]["train_too_large"] = True
-    assert plan_sizes(validate_document(document, "too-small.yaml"), storage, scales, variants) is None
+    plan = plan_sizes(validate_document(document, "too-small.yaml"), storage, scales, variants)
+    assert plan.too_large == [] and set(plan.floors) == {v.name for v in variants}

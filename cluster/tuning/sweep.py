@@ -350,15 +350,18 @@ def run_sweep(spec: SweepJob) -> SweepSummary:
 
 
 def plan_sizes(spec: SweepJob, storage: RunStorage, scales: list[Scale], variants: list[Variant]) -> SizePlan | None:
-    """Each variant's expected smallest file under `max_size_kb`; refused when no scale can fit and none is
-    trained yet (a resumed sweep rechooses among what it trained)."""
-    if spec.constraints.max_size_kb is None or spec.search.train_too_large:
+    """Each variant's expected smallest file under `max_size_kb` (recorded even when `train_too_large` trains
+    every scale); refused when no scale can fit and none is trained yet (a resumed sweep rechooses among
+    what it trained)."""
+    if spec.constraints.max_size_kb is None:
         return None
     limit = spec.constraints.max_size_kb
     log(f"judging each variant's file size from its untrained model (max_size_kb {limit:g})")
     shape = ModelShape(tuple(spec.data.image_shape), spec.data.num_classes)
     plan = plan_by_size(scales, variants, shape, limit * 1000, spec.search.dropout)
     trained = any(storage.exists(SCALE_MODEL.format(scale=s.name)) for s in scales)
+    if spec.search.train_too_large:
+        return SizePlan(plan.floors, [])
     if len(plan.too_large) == len(scales) and not trained:
         smallest = min(plan.floors, key=plan.floors.get)
         raise UnreachableConstraint(
