@@ -236,8 +236,9 @@ def _reported(record: dict) -> dict:
 
 def recorded_candidates(storage: RunStorage) -> list[dict]:
     """Every candidate an attempt of this sweep scored or skipped, with its config."""
-    return [json.loads(storage.read_text(f"{folder}/{name}")) for folder in ("scores", "skipped")
-            for name in storage.names(folder) if name.endswith(".json")]
+    records = [json.loads(storage.read_text(f"{folder}/{name}")) for folder in ("scores", "skipped")
+               for name in storage.names(folder) if name.endswith(".json")]
+    return [record for record in records if "config" in record]  # older scores lack it: proposed again
 
 
 # ---------------------------------------------------------------- driver
