@@ -412,6 +412,10 @@ class CompressionSpace(Strict):
         default_factory=lambda: [2], min_length=1, description="Fine-tuning epochs per fine-tuned step")
     exclude: list[str] = Field(default_factory=lambda: ["logits"],
                                description="Layers never pruned or clustered (the small, sensitive ones)")
+    distill: bool = Field(
+        default=False, description="Also try each candidate scale as a student distilled from the space's "
+                                   "largest scale of its family (the teacher, trained once; under max_size_kb it "
+                                   "need not fit), trained for train.epochs with the train recipe")
 
     @field_validator("clusters")
     @classmethod

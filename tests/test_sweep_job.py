@@ -174,14 +174,15 @@ def test_asha_runs_the_scale_trials_and_counts_their_epochs(swept):
 
 @pytest.fixture(scope="module")
 def searched(ray_cluster, tmp_path_factory):
-    """An Optuna sweep: 4 candidates over two widths, pruning ratios and quantization modes, under 30 KB."""
+    """An Optuna sweep: 4 candidates over two widths, pruning ratios, quantization modes and distillation
+    from the larger width, under 30 KB."""
     storage = tmp_path_factory.mktemp("search")
     spec = storage / "search.yaml"
     document = sweep_document(name="test-search", search={
         "algorithm": "optuna", "family": "cnn", "widths": {"min": 0.25, "max": 0.5, "step": 0.25}, "depths": [2],
         "num_samples": 4,
         "compression": {"sparsity": {"min": 0.6, "max": 0.9}, "quantize": ["none", "int8", "dynamic_range"],
-                        "fine_tune_epochs": [1]}})
+                        "fine_tune_epochs": [1], "distill": True}})
     document["train"]["epochs"] = 1
     document["constraints"] = {"max_size_kb": 30}
     document["tune"] = {"scheduler": "fifo"}
@@ -196,8 +197,14 @@ def test_optuna_search_scores_candidates_and_never_trains_what_cannot_fit(search
     run_dir, summary = searched
     search = summary["search"]
     assert search["algorithm"] == "optuna" and search["trials"] == 4
-    # The seed candidate comes first: the smallest scale pruned and quantized.
-    assert "cnn-w0.25-d2-p0.8-int8-e1" in search["scored"]
+    # The seed candidates come first: the smallest scale pruned and quantized, and the same student
+    # distilled from the largest scale, which is trained as the teacher although its own files are too large.
+    assert {"cnn-w0.25-d2-p0.8-int8-e1", "cnn-w0.5-d2-kd-cnn-w0.25-d2-p0.8-int8-e1"} <= set(search["scored"])
+    assert "cnn-w0.5-d2" in search["scales_trained"]
+    distilled = json.loads((run_dir / "variants" / "cnn-w0.5-d2-kd-cnn-w0.25-d2-p0.8-int8-e1" / "history.json")
+                           .read_text())
+    # The student trains for train.epochs (1 here), then is pruned for fine_tune_epochs.
+    assert list(distilled) == ["step1-distill", "step2-prune"] and len(distilled["step1-distill"]) == 1
     rows = {r["name"]: r for r in summary["variants"]}
     for name in search["scored"]:
         score = json.loads((run_dir / "scores" / f"{name}.json").read_text())

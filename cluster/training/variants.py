@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cluster.compression.pipeline import convert
-from cluster.compression.steps import StepBase
+from cluster.compression.steps import DistillStep, StepBase
 from cluster.models import load_keras_model, save_keras_model
 from cluster.training import checkpoints
 from cluster.training.loop import finetune_loop_per_worker
@@ -42,17 +42,20 @@ def fine_tune_step(job, fine_tune, name: str, index: int, step: StepBase, model_
 
 def build_variant(job, fine_tune, name: str, steps: list[StepBase], baseline_path: str, prepared, representative,
                   storage, scratch: Path, run_root: str = "variants", callbacks_factory=lambda: [],
-                  trust_code: bool = False):
+                  trust_code: bool = False, distill_train=None):
     """Run the pipeline from the baseline file; returns (final Keras model, TFLite path, per-step histories).
 
     `job` supplies data, augment and scaling; each fine-tuned step's Ray Train
     run is stored under `<run_root>/<name>/step<k>-<technique>` (a rerun resumes it).
+    A distill step trains with `distill_train` when given (a fresh student needs
+    a training run, not a fine-tuning one), the other steps with `fine_tune`.
     """
     model_path, model, histories = baseline_path, None, {}
     for index, step in enumerate(steps):
         if step.fine_tuned:
+            recipe = distill_train if distill_train is not None and isinstance(step, DistillStep) else fine_tune
             model, histories[f"step{index + 1}-{step.technique}"] = fine_tune_step(
-                job, fine_tune, name, index, step, model_path, prepared, storage, run_root, callbacks_factory(),
+                job, recipe, name, index, step, model_path, prepared, storage, run_root, callbacks_factory(),
                 trust_code)
         else:
             model = step.finalize(step.prepare(load_keras_model(model_path, own_file=True,

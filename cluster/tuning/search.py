@@ -1,8 +1,9 @@
 """The searched space (`search.algorithm: optuna`): candidates, their Optuna space, and a size bound.
 
 A candidate is a model scale (family, width, depth) and the compression
-pipeline built from the `compression` dimensions, in a fixed order: prune
-(a final sparsity, or 2:4) -> cluster -> post-training quantization. Optuna
+pipeline built from the `compression` dimensions, in a fixed order: distill
+(the scale as a student of the space's largest scale) -> prune (a final
+sparsity, or 2:4) -> cluster -> post-training quantization. Optuna
 proposes candidates through Ray Tune's `OptunaSearch` (multi-objective:
 validation accuracy up, gzip size down); each trial trains its scale (once
 per scale) and builds its pipeline on Ray Train.
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 import optuna
 
-from cluster.compression.steps import ClusterStep, PruneStep, QuantizeStep, StepBase
+from cluster.compression.steps import ClusterStep, DistillStep, PruneStep, QuantizeStep, StepBase, StudentSpec
 from cluster.tuning.space import Scale, Variant
 
 @dataclass(frozen=True)
@@ -27,11 +28,13 @@ class Candidate:
     quantize: str  # "none" keeps float32
     fine_tune_epochs: int
     exclude: tuple[str, ...] = ()
+    teacher: Scale | None = None  # distilled: `scale` is the student, trained from this scale's model
 
     @property
     def label(self) -> str:
-        """The pipeline's part of the variant name, e.g. "p0.85-c16-int8" or "float"."""
-        parts = []
+        """The pipeline's part of the variant name, e.g. "p0.85-c16-int8", "float" or, distilled from a
+        teacher, "kd-bncnn-w0.25-d3-int8" (the variant is named after the teacher it starts from)."""
+        parts = [f"kd-{self.scale.name}"] if self.teacher else []
         if self.sparsity == -1:
             parts.append("2of4")
         elif self.sparsity > 0:
@@ -40,17 +43,20 @@ class Candidate:
             parts.append(f"c{self.clusters}")
         if self.quantize != "none":
             parts.append({"dynamic_range": "dr"}.get(self.quantize, self.quantize))
-        if parts and self.fine_tuned:
+        if self.sparsity != 0 or self.clusters > 0:
             parts.append(f"e{self.fine_tune_epochs}")
         return "-".join(parts) or "float"
 
     @property
     def fine_tuned(self) -> bool:
-        return self.sparsity != 0 or self.clusters > 0
+        return self.sparsity != 0 or self.clusters > 0 or self.teacher is not None
 
     @property
     def steps(self) -> tuple[StepBase, ...]:
         steps: list[StepBase] = []
+        if self.teacher is not None:
+            steps.append(DistillStep(student=StudentSpec(family=self.scale.family, width=self.scale.width,
+                                                         depth=self.scale.depth)))
         if self.sparsity == -1:
             steps.append(PruneStep(sparsity_m_by_n=(2, 4), exclude=self.exclude))
         elif self.sparsity > 0:
@@ -64,7 +70,7 @@ class Candidate:
 
     @property
     def variant(self) -> Variant:
-        return Variant(self.scale, self.label, self.steps)
+        return Variant(self.teacher or self.scale, self.label, self.steps)
 
 
 def _values(value) -> list:
@@ -100,6 +106,8 @@ class DefineSpace:
         trial.suggest_categorical("clusters", compression.clusters)
         trial.suggest_categorical("quantize", compression.quantize)
         trial.suggest_categorical("fine_tune_epochs", compression.fine_tune_epochs)
+        if compression.distill:
+            trial.suggest_categorical("distill", [False, True])
 
 
 
@@ -149,17 +157,26 @@ def candidate_of(config: dict, search) -> Candidate:
     """The candidate a trial's config (the space's values) describes."""
     prune = config.get("prune", "none")
     sparsity = {"none": 0.0, "2:4": -1.0}.get(prune, round(float(config.get("sparsity", 0.0)), 2))
-    return Candidate(Scale(config["family"], round(float(config["width"]), 4), int(config["depth"])),
-                     sparsity=sparsity, clusters=int(config.get("clusters", 0)),
+    scale = Scale(config["family"], round(float(config["width"]), 4), int(config["depth"]))
+    teacher = largest_scale(search, scale.family) if config.get("distill") else None
+    return Candidate(scale, sparsity=sparsity, clusters=int(config.get("clusters", 0)),
                      quantize=config.get("quantize", "none"), fine_tune_epochs=int(config.get("fine_tune_epochs", 1)),
-                     exclude=tuple(search.compression.exclude))
+                     exclude=tuple(search.compression.exclude), teacher=teacher if teacher != scale else None)
+
+
+def largest_scale(search, family: str) -> Scale:
+    """The widest, deepest scale of `family` in the space: the teacher of distilled candidates."""
+    widths, depths = _values(search.widths), _values(search.depths)
+    return Scale(family, round(float(max(widths) if widths else search.widths.max), 4),
+                 int(max(depths) if depths else search.depths.max))
 
 
 def seed_points(search) -> list[dict]:
-    """A first candidate with a small file: the smallest scale, pruned hard if the space prunes, quantized.
+    """A first candidate with a small file: the smallest scale, pruned hard if the space prunes, quantized;
+    and, when the space distills, the same student distilled from the largest scale.
 
-    The search then starts from a point near the small end of the frontier
-    instead of waiting for the sampler to find it.
+    The search then starts from points near the small end of the frontier
+    instead of waiting for the sampler to find them.
     """
     compression = search.compression
     widths, depths = _values(search.widths), _values(search.depths)
@@ -173,4 +190,6 @@ def seed_points(search) -> list[dict]:
              "fine_tune_epochs": max(compression.fine_tune_epochs)}
     if compression.sparsity:
         point["sparsity"] = round(min(max(0.8, compression.sparsity.min), compression.sparsity.max), 2)
+    if compression.distill:
+        return [{**point, "distill": False}, {**point, "distill": True}]
     return [point]

@@ -215,7 +215,7 @@ def candidate_trial(config: dict, spec_dump: dict, prepared: PreparedData, stora
             representative = representative_images(prepared, spec.data, spec.representative_samples)
             model, tflite_path, histories = build_variant(spec, fine_tune, variant.name, list(variant.pipeline),
                                                           baseline, prepared, representative, storage, scratch,
-                                                          run_root="trials")
+                                                          run_root="trials", distill_train=spec.train)
             save_keras_model(model, scratch / "final.keras")
             storage.upload(scratch / "final.keras", VARIANT_MODEL.format(variant=variant.name))
             storage.write_text(VARIANT_HISTORY.format(variant=variant.name), json.dumps(histories))
@@ -463,10 +463,11 @@ def optuna_search(spec: SweepJob, prepared, storage: RunStorage, concurrency: in
     records = recorded_candidates(storage)
     candidates = {r["name"]: candidate_of(r["config"], search) for r in records if not r["skipped"]}
     skipped = [r["name"] for r in records if r["skipped"]]
-    scales = sorted({c.scale for c in candidates.values()}, key=lambda s: s.name)
+    # The scales trained: each candidate's own, or the teacher a distilled candidate started from.
+    scales = sorted({c.variant.scale for c in candidates.values()}, key=lambda s: s.name)
     scales = [s for s in scales if storage.exists(SCALE_HISTORY.format(scale=s.name))]
     variants = {v.name: v for v in [Variant(s, "float", ()) for s in scales]}
-    variants.update({name: c.variant for name, c in candidates.items() if c.scale in scales})
+    variants.update({name: c.variant for name, c in candidates.items() if c.variant.scale in scales})
     return Searched(scales, list(variants.values()), errors, [], {"search": {
         "algorithm": "optuna", "trials": trials, "scored": sorted(candidates),
         "skipped_by_size_bound": sorted(set(skipped)), "scales_trained": [s.name for s in scales]}})
