@@ -196,13 +196,18 @@ def inference(r: dict) -> list[str]:
     lines = ["## 4. Inference: sweet spot against the float baseline", "",
              f"Sweet spot: `{r['sweet_spot']}` (of our compression points, under 50 KB gzip and 1 ms p95, the "
              f"full-data sweep's constraints, {how}) against the float CNN baseline's TFLite file; both timed by "
-             f"`measure_tflite_latency` in the TFLite interpreter, {s['num_threads']} thread(s), one process, "
-             f"alternating, {s['repetitions']} repetition(s) (median), ≥ {s['batch_calls']} batch-1 calls each.", ""]
-    rows = [[name, f"{m['latency_ms_p50']:.3f}", f"{m['latency_ms_p95']:.3f}", _n(m["throughput_sps"])]
-            for name, m in r["medians"].items()]
-    ratios = r["ratios"]
-    rows.append(["ratio (baseline ÷ sweet spot; throughput sweet ÷ base)", _x(ratios["p50_latency_lower_by"]),
-                 _x(ratios["p95_latency_lower_by"]), _x(ratios["throughput_higher_by"])])
+             f"`measure_tflite_latency` in LiteRT, one process, alternating, {s['repetitions']} repetition(s) "
+             f"(median), ≥ {s['batch_calls']} batch-1 calls each, at each thread count.", ""]
+    # Runs before thread counts were a list hold one count's figures at the top level.
+    by_threads = r.get("by_threads") or {str(s["num_threads"]): r}
+    rows = []
+    for threads, figures in by_threads.items():
+        rows += [[f"{name}, {threads} thread(s)", f"{m['latency_ms_p50']:.3f}", f"{m['latency_ms_p95']:.3f}",
+                  _n(m["throughput_sps"])] for name, m in figures["medians"].items()]
+        ratios = figures["ratios"]
+        rows.append([f"ratio at {threads} thread(s) (baseline ÷ sweet spot; throughput sweet ÷ base)",
+                     _x(ratios["p50_latency_lower_by"]), _x(ratios["p95_latency_lower_by"]),
+                     _x(ratios["throughput_higher_by"])])
     return lines + _table(["artifact", "p50 ms (batch 1)", "p95 ms (batch 1)",
                            f"samples/s (batch {s['throughput_batch']})"], rows)
 
