@@ -51,7 +51,8 @@ def trial_times(run_dir: Path) -> dict:
     trials, spans = {}, {}
     for experiment in ("scales", "variants"):
         starts, ends = [], []
-        for result in sorted((run_dir / "tune" / experiment).glob("*/result.json")):
+        # Each attempt of the sweep is its own experiment folder: <experiment>-<attempt>.
+        for result in sorted((run_dir / "tune").glob(f"{experiment}-*/*/result.json")):
             lines = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
             if not lines:
                 continue
