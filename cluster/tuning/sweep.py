@@ -357,7 +357,7 @@ def plan_sizes(spec: SweepJob, storage: RunStorage, scales: list[Scale], variant
     if spec.constraints.max_size_kb is None:
         return None
     limit = spec.constraints.max_size_kb
-    log(f"judging each variant's file size from its untrained model (max_size_kb {limit:g})")
+    log(f"judging each variant's file size from its freshly built model (max_size_kb {limit:g})")
     shape = ModelShape(tuple(spec.data.image_shape), spec.data.num_classes)
     plan = plan_by_size(scales, variants, shape, limit * 1000, spec.search.dropout)
     trained = any(storage.exists(SCALE_MODEL.format(scale=s.name)) for s in scales)
