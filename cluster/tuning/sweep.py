@@ -62,6 +62,7 @@ VARIANT_HISTORY = "variants/{variant}/history.json"
 RECORD = "records/{variant}.json"
 SCORE = "scores/{variant}.json"
 SKIPPED = "skipped/{variant}.json"  # a candidate judged too large for max_size_kb before training
+FAILED = "failed/{trial}.json"  # a trial's error: a resubmit reports it again instead of rerunning it
 
 
 def scale_train_job(spec: SweepJob, scale: Scale) -> TrainJob:
@@ -304,6 +305,17 @@ def unwrap(trainable):
     return trial
 
 
+def record_failures(storage: RunStorage, errors: dict[str, str]) -> None:
+    for name, error in errors.items():
+        storage.write_text(FAILED.format(trial=name), json.dumps({"error": error}))
+
+
+def recorded_failures(storage: RunStorage) -> dict[str, str]:
+    """Trial name -> its error, for every trial that failed in any attempt of this sweep."""
+    return {name.removesuffix(".json"): json.loads(storage.read_text(f"failed/{name}"))["error"]
+            for name in storage.names("failed") if name.endswith(".json")}
+
+
 def trial_errors(results) -> dict[str, str]:
     """Variant name -> the last line of its trial's error."""
     errors = {}
@@ -390,21 +402,24 @@ def grid_search(spec: SweepJob, prepared, storage: RunStorage, concurrency: int,
     for scale in scales:  # trained to the end by an earlier attempt whose driver died before exporting it
         if not settled(storage, scale) and (checkpoint := final_checkpoint(spec, storage, scale)) is not None:
             export_scale(spec, storage, scale, checkpoint)
-    pending = [s for s in scales if not settled(storage, s)]
+    failed = recorded_failures(storage)
+    pending = [s for s in scales if not settled(storage, s) and s.name not in failed]
     if len(pending) < len(scales):
         log(f"resuming: {len(scales) - len(pending)} of {len(scales)} scale trial(s) finished in an earlier attempt")
-    errors = {}
+    if failed:
+        log(f"not run again, failed in an earlier attempt: {', '.join(sorted(failed))} (delete "
+            f"{storage.path('failed')}/<name>.json to retry one)")
     if pending:
         # Smallest scale first: ASHA compares each trial with those already seen at the same
         # epoch, so a larger scale keeps its budget only by beating the smaller ones; a
         # small scale (the one a size constraint needs) is never cut by a bigger one.
         configs = [{"name": s.name, "scale": vars(s)} for s in smallest_first(pending, spec.data)]
         results = run_grid(scale_trial, configs, spec, prepared, storage, "scales", concurrency, scheduler)
-        errors = trial_errors(results)
+        record_failures(storage, trial_errors(results))
         for result in results:
             scale = Scale(**result.config["variant"]["scale"])
             if result.error is not None:
-                continue  # run again by the next attempt
+                continue
             if (checkpoint := final_checkpoint(spec, storage, scale)) is not None:
                 export_scale(spec, storage, scale, checkpoint)
             else:  # stopped early by ASHA: recorded, so a resubmitted sweep does not train it again
@@ -418,17 +433,19 @@ def grid_search(spec: SweepJob, prepared, storage: RunStorage, concurrency: int,
     # it pays no trial process and TensorFlow start. The others are trials, each step a Ray Train run.
     fine_tuned = [v for v in compressed if any(step.fine_tuned for step in v.pipeline)]
     for variant in compressed:
-        if variant not in fine_tuned:
+        if variant not in fine_tuned and variant.name not in failed:
             try:
                 store_variant(spec, prepared, storage, variant)
             except Exception as error:  # reported with the variant, like a failed trial; the sweep goes on
-                errors[variant.name] = f"{type(error).__name__}: {error}"[:500]
-    fine_tuned = [v for v in fine_tuned if not storage.exists(VARIANT_HISTORY.format(variant=v.name))]
+                record_failures(storage, {variant.name: f"{type(error).__name__}: {error}"[:500]})
+    fine_tuned = [v for v in fine_tuned
+                  if not storage.exists(VARIANT_HISTORY.format(variant=v.name)) and v.name not in failed]
     if fine_tuned:
         variant_configs = [{"name": v.name, "scale": vars(v.scale), "pipeline_name": v.pipeline_name,
                             "pipeline": [step.model_dump(mode="json") for step in v.pipeline]} for v in fine_tuned]
-        errors.update(trial_errors(run_grid(variant_trial, variant_configs, spec, prepared, storage, "variants",
-                                            concurrency)))
+        record_failures(storage, trial_errors(run_grid(variant_trial, variant_configs, spec, prepared, storage,
+                                                       "variants", concurrency)))
+    errors = recorded_failures(storage)
     return Searched(all_scales, [v for v in variants if v.scale in trained], errors, stopped, {
         "scale_trial_epochs": epochs, "scale_trial_epochs_used": sum(epochs.values()),
         "scale_trial_epochs_full_grid": len(all_scales) * spec.train.epochs,
