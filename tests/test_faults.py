@@ -205,3 +205,48 @@ def test_a_job_stopped_and_sent_again_resumes_without_repeating_a_finished_epoch
     assert summary["epochs_completed"] == EPOCHS
     assert summary["resources"]["epochs_started"] == list(range(finished, EPOCHS)), "a finished epoch ran again"
     assert abs(summary["test_accuracy"] - undisturbed["test_accuracy"]) <= ACCURACY_NOISE
+
+
+MEMORY_CGROUPS = Path("/sys/fs/cgroup/memory")
+
+
+def memory_jail(pid: int, limit_bytes: int) -> Path:
+    """A cgroup-v1 memory group holding `pid`: its memory charged from now on may total `limit_bytes`,
+    past which the kernel's OOM killer ends it, as it ends a process that outgrows its container."""
+    group = MEMORY_CGROUPS / f"sweetspot-test-oom-{pid}"
+    group.mkdir()
+    (group / "memory.limit_in_bytes").write_text(str(limit_bytes))
+    (group / "cgroup.procs").write_text(str(pid))
+    return group
+
+
+def oom_kills(group: Path) -> int:
+    lines = dict(line.split() for line in (group / "memory.oom_control").read_text().splitlines())
+    return int(lines["oom_kill"])
+
+
+@pytest.mark.timeout(1200)
+@pytest.mark.skipif(not os.access(MEMORY_CGROUPS, os.W_OK),
+                    reason="needs a writable cgroup-v1 memory controller to have the kernel OOM-kill a worker")
+def test_a_worker_killed_for_memory_is_restarted_and_the_run_finishes(ray_client, undisturbed, tmp_path):
+    """The kernel's OOM killer, not a signal sent by hand: a Train worker is moved into a memory cgroup
+    that lets it grow 4 MB more, right after the first checkpoint; its next allocations get it killed."""
+    job = start_train(fault_spec("oom-killed"), tmp_path)
+    group = None
+    try:
+        workers = wait_for(lambda: train_workers(ray_client, job.pid), "the train workers", process=job)
+        wait_for(lambda: written_checkpoint(tmp_path, "oom-killed"), "the first checkpoint", process=job,
+                 interval=0.05)
+        group = memory_jail(workers[-1].pid, 4 << 20)
+        wait_for(lambda: oom_kills(group), "the kernel to OOM-kill the worker", timeout=300, process=job)
+        summary = finish(job, tmp_path, "oom-killed")
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+        if group is not None:
+            wait_for(lambda: not (group / "cgroup.procs").read_text().strip(), "the jailed worker to be gone",
+                     timeout=60)
+            group.rmdir()
+    recovery = summary["resources"]["wall_seconds"] - undisturbed["resources"]["wall_seconds"]
+    report("worker OOM-killed", summary, undisturbed, recovery)
+    assert_recovered(summary, undisturbed)
