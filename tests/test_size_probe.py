@@ -58,14 +58,14 @@ def test_a_trained_file_is_not_smaller_than_its_floor_nor_far_above_its_probe(sa
 
 
 def test_the_plan_rules_out_only_scales_none_of_whose_variants_can_fit():
-    small, large = Scale("bncnn", 0.25, 3), Scale("bncnn", 1.0, 3)
+    small, large = Scale("bncnn", 0.25, 3), Scale("bncnn", 0.5, 3)
     variants = [Variant(s, name, steps) for s in (small, large)
                 for name, steps in (("float", ()), ("int8", INT8), ("pruned", PRUNED_INT8))]
     limit = size_floor(small, INT8, SHAPE) + 1  # the small scale's int8 file fits, nothing of the large one
     plan = plan_by_size([small, large], variants, SHAPE, limit)
     assert plan.too_large == [large]
     assert set(plan.floors) == {v.name for v in variants}
-    assert plan.floors["bncnn-w0.25-d3-int8"] < limit < plan.floors["bncnn-w1-d3-pruned"]
+    assert plan.floors["bncnn-w0.25-d3-int8"] < limit < plan.floors["bncnn-w0.5-d3-pruned"]
     assert plan_by_size([small, large], variants, SHAPE, 10 ** 9).too_large == []
 
 
