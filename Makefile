@@ -20,9 +20,10 @@ quickstart: install
 test: install
 	RAY_AUTH_MODE=token $(BIN)/python -m pytest
 
-# The tests that need no Ray cluster (spec, models, compression, evaluation, units): the fast lane.
+# The tests that need no Ray cluster (spec, models, compression, evaluation, units): the fast lane,
+# two pytest workers (the cluster tests share one local cluster, so `make test` stays in one process).
 test-fast: install
-	$(BIN)/python -m pytest -m "not cluster"
+	$(BIN)/python -m pytest -m "not cluster" -n 2
 
 up: install
 	$(BIN)/sweetspot up
