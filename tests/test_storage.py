@@ -230,6 +230,31 @@ def test_storage_full_while_the_summary_is_written_fails_cleanly_and_keeps_the_p
     assert sorted(p.name for p in (small_disk / "run").iterdir()) == ["summary.json"]  # no temporary file left
 
 
+def test_a_checkpoint_cut_off_by_a_full_disk_is_passed_over_and_the_previous_one_resumes(small_disk):
+    """Epoch 2's checkpoint does not fit: it is never read back as valid, and epoch 1's still restores."""
+    import tf_keras as keras
+
+    from cluster.training import checkpoints
+
+    def model_and_optimizer(units: int):
+        model = keras.Sequential([keras.layers.Input((units,)), keras.layers.Dense(units)])
+        optimizer = keras.optimizers.Adam()
+        optimizer.build(model.trainable_variables)
+        return model, optimizer
+
+    small, small_optimizer = model_and_optimizer(4)  # a few hundred bytes
+    first, second = small_disk / "checkpoint_1", small_disk / "checkpoint_2"
+    first.mkdir()
+    checkpoints.save(first, small, small_optimizer, {"epoch": 1, "history": []})
+    second.mkdir()
+    big, big_optimizer = model_and_optimizer(256)  # 790 KB with the optimizer's slots: the disk holds 32 KB
+    with pytest.raises(Exception, match="No space left on device"):
+        checkpoints.save(second, big, big_optimizer, {"epoch": 2, "history": []})
+    with pytest.raises(checkpoints.CheckpointError):
+        checkpoints.read_meta(second)
+    assert checkpoints.restore(first, small, small_optimizer)["epoch"] == 1
+
+
 def test_a_job_that_fills_the_storage_ends_with_one_line_and_exit_1(monkeypatch, capsys):
     """The runner's mapping (the write itself is tested on a real full filesystem above)."""
     import errno
