@@ -93,8 +93,9 @@ def restored_model(model_spec, data, directory: str | os.PathLike) -> tuple[kera
 
 def load_initial_weights(source: str, model: keras.Model, trust_code: bool = False) -> None:
     """Fine-tuning start: weights from a checkpoint folder of ours or a saved Keras model file."""
-    if os.path.isdir(source) and not (trust_code and not os.path.exists(os.path.join(source, META_FILE))):
-        restore(source, model)  # a checkpoint of ours (a trusted user's SavedModel folder loads below)
+    ours = os.path.exists(os.path.join(source, META_FILE))
+    if os.path.isdir(source) and (ours or not trust_code):  # a trusted user's SavedModel folder loads below
+        restore(source, model)
         return
     if not os.path.exists(source):
         raise CheckpointError(f"train.init_from: {source} does not exist")

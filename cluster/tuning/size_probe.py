@@ -31,7 +31,10 @@ CALIBRATION_IMAGES = 32
 
 
 def probe_bytes(scale: Scale, steps, shape: ModelShape, dropout: float | None = None) -> int:
-    """gzip bytes of the TFLite file the pipeline makes of the untrained scale."""
+    """gzip bytes of the TFLite file the pipeline makes of the untrained scale.
+
+    Seeds the process's random generators (a fixed init makes the probe repeatable); callers seed
+    their own work afterwards, as the jobs do."""
     keras.utils.set_random_seed(0)
     model = build_model(scale.family, shape, scale.width, scale.depth, dropout)
     for step in steps:

@@ -372,9 +372,9 @@ def plan_sizes(spec: SweepJob, storage: RunStorage, scales: list[Scale], variant
     log(f"judging each variant's file size from its freshly built model (max_size_kb {limit:g})")
     shape = ModelShape(tuple(spec.data.image_shape), spec.data.num_classes)
     plan = plan_by_size(scales, variants, shape, limit * 1000, spec.search.dropout)
-    trained = any(storage.exists(SCALE_MODEL.format(scale=s.name)) for s in scales)
     if spec.search.train_too_large:
         return SizePlan(plan.floors, [])
+    trained = any(storage.exists(SCALE_MODEL.format(scale=s.name)) for s in scales)
     if len(plan.too_large) == len(scales) and not trained:
         smallest = min(plan.floors, key=plan.floors.get)
         raise UnreachableConstraint(
