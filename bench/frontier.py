@@ -27,6 +27,7 @@ from pathlib import Path
 import yaml
 
 from bench import common
+from bench import sweep as sweep_bench
 from bench.compression import anchor_data_dir, anchor_points, run_anchor
 from cluster.spec import apply_overrides
 
@@ -43,8 +44,9 @@ SAMPLE_CASE = {"name": "sample", "spec": "configs/quickstart.yaml", "full_data":
 FULL_CASE = {"name": "full", "spec": "configs/sweep_full.yaml", "full_data": True, "overrides": [],
              "max_seconds": FULL_SWEEP_SECONDS, "default_cnn": "configs/train_full.yaml", "exhaustive": True}
 DEFAULT = {"cases": [SAMPLE_CASE, FULL_CASE], "recipe_runs": 3}
+# Quick: the sweep benchmark's quick grid run, spec for spec, so `common.run_job` reuses that job when both run.
 QUICK = {"recipe_runs": 1, "cases": [{**SAMPLE_CASE, "overrides": [
-    "train.epochs=1", "search.widths=[0.25]",
+    *sweep_bench.base_overrides(sweep_bench.QUICK), "tune.scheduler=fifo",
     "search.pipelines=[{name: float, pipeline: []}, {name: int8, pipeline: [{quantize: {mode: int8}}]}]"]}]}
 
 

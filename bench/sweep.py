@@ -99,12 +99,18 @@ def efficiency(run: dict) -> dict:
             "parallel_efficiency_job": busy / (slots * run["wall_seconds"])}
 
 
-def run(settings: dict, ctx: common.Context) -> dict:
+def base_overrides(settings: dict) -> list[str]:
+    """The `--set` overrides both runs apply to configs/quickstart.yaml."""
     base = [f"train.epochs={settings['epochs']}", f"fine_tune.epochs={settings['fine_tune_epochs']}",
             f"tune.max_concurrent_trials={settings['slots']}", "evaluation.repetitions=50",
             "evaluation.memory=false", "evaluation.batch_sizes=[256]"]
     if settings.get("widths"):
         base.append(f"search.widths={settings['widths']}")
+    return base
+
+
+def run(settings: dict, ctx: common.Context) -> dict:
+    base = base_overrides(settings)
     asha = ["tune.scheduler=asha", f"tune.grace_epochs={settings['grace_epochs']}",
             f"tune.reduction_factor={settings['reduction_factor']}"]
     grid_runs, asha_runs = [], []

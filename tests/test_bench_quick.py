@@ -65,3 +65,17 @@ def test_quick_bench_writes_results_and_doc(ray_cluster, tmp_path):
     assert "QUICK" in doc and "## Targets" in doc and "## 6. Growth" in doc
     assert "## Frontier against the toolkit's recipe" in doc
     assert (tmp_path / "results" / "benchmarks_pareto.png").stat().st_size > 1000
+
+
+def test_the_quick_frontier_case_is_the_quick_sweep_grid_job_so_the_smoke_run_trains_it_once(tmp_path):
+    from bench import common, frontier, sweep
+
+    ctx = common.Context(quick=True, results=tmp_path / "results", scratch=tmp_path / "scratch")
+    (case,) = frontier.QUICK["cases"]
+    ours = frontier.job_document(case["spec"], "frontier-sample", case["full_data"], case["overrides"], ctx)
+    grid = sweep.sweep_document("bench-sweep-grid-0", tmp_path / "runs",
+                                [*sweep.base_overrides(sweep.QUICK), "tune.scheduler=fifo"], sweep.QUICK["pipelines"])
+    assert common.job_key(ours) == common.job_key(grid)
+    # A change that makes them differ is caught, not silently run twice.
+    grid["train"]["epochs"] += 1
+    assert common.job_key(ours) != common.job_key(grid)
