@@ -39,13 +39,10 @@ NAME = "input_pipeline"
 # many TF threads as CPUs, so 1 x 2 and 2 x 1 train on both cores, as the in-process tf.data run does.
 # (1 x 1 trains on one core against tf.data's two, so its ratio says little; its three runs would take
 # the time the repetitions need within the 45-minute budget.)
-# `to_tf_scalings` also run Ray's own `DataIterator.to_tf` in the same loop (the path before
-# `cluster.training.loop.shard_batches`), so the change is measured against it in the same bench run.
 DEFAULT = {"full_data": True, "fraction": 0.5, "measured_epochs": 1, "repetitions": 3, "batch": 256,
-           "scalings": [[1, 2], [2, 1]], "to_tf_scalings": [[1, 2]],
-           "model": {"family": "cnn", "width": 1.0, "depth": 2}}
+           "scalings": [[1, 2], [2, 1]], "model": {"family": "cnn", "width": 1.0, "depth": 2}}
 QUICK = {"full_data": False, "fraction": 0.25, "measured_epochs": 1, "repetitions": 1, "batch": 256,
-         "scalings": [[1, 1]], "to_tf_scalings": [], "model": {"family": "cnn", "width": 0.5, "depth": 2}}
+         "scalings": [[1, 1]], "model": {"family": "cnn", "width": 0.5, "depth": 2}}
 SHUFFLE_ROWS = 2048
 MODES = ("real", "in_memory")
 
@@ -79,16 +76,15 @@ def alternating_loop_per_worker(config: dict) -> None:
 
     from cluster.training import loop
 
-    plan = config["plan"]
-    real = ray_to_tf if config.get("input") == "to_tf" else loop.distributed
+    plan, real = config["plan"], loop.distributed
     shape, num_classes = tuple(config["spec"]["data"]["image_shape"]), config["spec"]["data"]["num_classes"]
     train_epochs = iter(plan)
 
-    def alternating(strategy, shard, image_shape: tuple, batch_size: int, drop_last: bool, shuffle_seed):
+    def alternating(strategy, shard, batch_size: int, drop_last: bool, shuffle_seed):
         # `run_epochs` asks for the train data with drop_last=True and the validation data without;
         # validation always reads the real shard (it is outside the timed `fit`).
         if not drop_last or next(train_epochs) == "real":
-            return real(strategy, shard, image_shape, batch_size, drop_last, shuffle_seed)
+            return real(strategy, shard, batch_size, drop_last, shuffle_seed)
         images, labels = in_memory_tensors(batch_size * 8, shape, num_classes, shuffle_seed or 0)
 
         def dataset_fn(_context):
@@ -100,15 +96,6 @@ def alternating_loop_per_worker(config: dict) -> None:
     loop.train_loop_per_worker(config)
 
 
-def ray_to_tf(strategy, shard, image_shape: tuple, batch_size: int, drop_last: bool, shuffle_seed):
-    """Ray's own `DataIterator.to_tf`, as the loop used it before `shard_batches`: the comparison's "before"."""
-    def dataset_fn(_context):
-        return shard.to_tf("image", "label", batch_size=batch_size, drop_last=drop_last,
-                           local_shuffle_buffer_size=SHUFFLE_ROWS if shuffle_seed is not None else None,
-                           local_shuffle_seed=shuffle_seed)
-    return strategy.distribute_datasets_from_function(dataset_fn)
-
-
 def in_memory_tensors(rows: int, shape: tuple, num_classes: int, seed: int):
     """Decoded-looking pixels (float32 0-255) and labels; speed does not depend on the values."""
     rng = np.random.default_rng(seed)
@@ -116,12 +103,11 @@ def in_memory_tensors(rows: int, shape: tuple, num_classes: int, seed: int):
             rng.integers(0, num_classes, rows).astype(np.int64))
 
 
-def ray_train_sps(job, prepared, plan: list[str], storage: str, run_name: str, input_path: str) -> dict:
+def ray_train_sps(job, prepared, plan: list[str], storage: str, run_name: str) -> dict:
     from cluster.training.trainer import run_training
 
     started = time.perf_counter()
-    config = {"spec": job.model_dump(mode="json"), "plan": plan, "input": input_path}
-    result, _ = run_training(alternating_loop_per_worker, config,
+    result, _ = run_training(alternating_loop_per_worker, {"spec": job.model_dump(mode="json"), "plan": plan},
                              job, prepared, job.train.seed, storage_path=storage, run_name=run_name)
     per_epoch = [float(m["samples_per_second"]) for m in common.ray_train_epochs(result)]
     return by_mode(plan, per_epoch, time.perf_counter() - started)
@@ -201,8 +187,8 @@ def tfdata_probe(payload: dict) -> dict:
 # ---------------------------------------------------------------- the benchmark
 
 
-def scaling_key(workers: int, cpus: int, input_path: str = "shard_batches") -> str:
-    return f"ray_{workers}w" + (f"x{cpus}cpu" if cpus != 1 else "") + ("_to_tf" if input_path == "to_tf" else "")
+def scaling_key(workers: int, cpus: int) -> str:
+    return f"ray_{workers}w" + (f"x{cpus}cpu" if cpus != 1 else "")
 
 
 def rotated(order: list, rep: int) -> list:
@@ -239,8 +225,7 @@ def run(settings: dict, ctx: common.Context) -> dict:
     first = job_for(*settings["scalings"][0])
     prepared = prepare(first.data, first.train.seed)
     augment = [op.model_dump() for op in first.augment]
-    order = ([(*scaling, "shard_batches") for scaling in settings["scalings"]]
-             + [(*scaling, "to_tf") for scaling in settings.get("to_tf_scalings", [])] + ["tfdata"])
+    order = [tuple(scaling) for scaling in settings["scalings"]] + ["tfdata"]
     for rep in range(reps):
         for config in rotated(order, rep):
             common.log(f"input_pipeline: {config}, repetition {rep + 1}/{reps}")
@@ -250,10 +235,9 @@ def run(settings: dict, ctx: common.Context) -> dict:
                     "plan": plan, "model": settings["model"], "threads": os.cpu_count(), "augment": augment})
                 key = "tfdata"
             else:
-                workers, cpus, input_path = config
-                key = scaling_key(workers, cpus, input_path)
-                measured = ray_train_sps(job_for(workers, cpus), prepared, plan, str(storage), f"{key}-{rep}",
-                                         input_path)
+                workers, cpus = config
+                key = scaling_key(workers, cpus)
+                measured = ray_train_sps(job_for(workers, cpus), prepared, plan, str(storage), f"{key}-{rep}")
             for mode in MODES:
                 configs.setdefault(f"{key}_{mode}", []).append(measured[mode])
     medians = {key: common.median(r["samples_per_second"] for r in runs) for key, runs in configs.items()}
@@ -261,20 +245,16 @@ def run(settings: dict, ctx: common.Context) -> dict:
                for key, runs in configs.items()}
     tfdata = medians["tfdata_real"]
     comparisons = {}
-    for config in order[:-1]:
-        workers, cpus, input_path = config
-        key = scaling_key(workers, cpus, input_path)
+    for workers, cpus in settings["scalings"]:
+        key = scaling_key(workers, cpus)
         real = medians[f"{key}_real"]
         comparisons[key] = {
-            "workers": workers, "cpus_per_worker": cpus, "input": input_path,
+            "workers": workers, "cpus_per_worker": cpus,
             "samples_per_second": real, "ratio_vs_tfdata": real / tfdata if tfdata else None,
             "input_wait_fraction": wait_fraction(real, medians[f"{key}_in_memory"])}
     comparisons["tfdata"] = {"samples_per_second": tfdata, "ratio_vs_tfdata": 1.0,
                              "input_wait_fraction": wait_fraction(tfdata, medians["tfdata_in_memory"])}
-    from cluster.training.loop import PREFETCH_BATCHES
-
     return {"settings": settings, "plan": plan, "train_rows": prepared.plan.train_rows,
-            "prefetch_batches": PREFETCH_BATCHES,
             "tfdata_threads": os.cpu_count(), "augment": augment, "runs": configs, "medians": medians,
             "spreads": spreads, "comparisons": comparisons}
 

@@ -44,7 +44,7 @@ def targets(results: dict) -> list[list]:
     pipeline = results.get("input_pipeline")
     if pipeline and "comparisons" in pipeline:
         for key, c in pipeline["comparisons"].items():
-            if key == "tfdata" or c.get("input") == "to_tf":  # the "before" row is not held to the target
+            if key == "tfdata":
                 continue
             rows.append([f"input pipeline: Ray ({_scaling(c)}) vs tf.data ≥ 1.0×",
                          _x(c["ratio_vs_tfdata"]), _mark(c["ratio_vs_tfdata"] is not None
@@ -89,10 +89,6 @@ def input_pipeline(r: dict) -> list[str]:
              + ", ".join(f"`{op['op']}` (p={op['p']:g})" for op in r["augment"]) + ". "
              f"tf.data runs in one process with {r['tfdata_threads']} intra-op threads; a Ray Train worker has "
              "as many threads as CPUs, so 1 worker × 2 CPUs is the like-for-like row on 2 cores.", "",
-             "Batches reach Keras through `cluster/training/loop.py: shard_batches` (Ray Data's numpy batches "
-             f"fetched {r.get('prefetch_batches', 4)} ahead, shuffled in tf.data's buffer, prefetched by tf.data). A "
-             "row marked *`to_tf` (before)* runs the same loop on Ray's own `DataIterator.to_tf` (one batch "
-             "fetched ahead, Ray's local shuffle buffer, no tf.data prefetch), the path before.", "",
              "Input wait: the same training on in-memory tensors of the same shape, in the same run (Ray: the "
              "project's `train_loop_per_worker`, its Ray Data shard replaced in those epochs by a `tf.data` of "
              "in-memory tensors in each worker; tf.data: the same model in the same process), so wait = 1 − step "
@@ -106,8 +102,6 @@ def input_pipeline(r: dict) -> list[str]:
     rows = []
     for key, c in r["comparisons"].items():
         label = "tf.data, in process" if key == "tfdata" else f"Ray Data → Ray Train, {_scaling(c)}"
-        if c.get("input") == "to_tf":
-            label += ", Ray's `to_tf` (before)"
         rows.append([label, with_range(f"{key}_real"), with_range(f"{key}_in_memory"), _x(c["ratio_vs_tfdata"]),
                      _pct(c["input_wait_fraction"])])
     return lines + _table(["path", "samples/s (real input)", "samples/s (in memory)", "ratio vs tf.data",

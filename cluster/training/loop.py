@@ -29,8 +29,6 @@ from cluster.training.batches import batch_split, epoch_steps
 from cluster.training.usage import record as record_usage
 
 SHUFFLE_BUFFER_ROWS = 2048
-# Ray Data batches fetched ahead of the one the generator hands to tf.data.
-PREFETCH_BATCHES = 4
 
 
 def configure_devices(cpus_per_worker: float) -> None:
@@ -56,41 +54,18 @@ def make_strategy() -> tf.distribute.Strategy:
         communication_options=tf.distribute.experimental.CommunicationOptions(implementation=implementation))
 
 
-def shard_batches(shard, image_shape: tuple, batch_size: int, drop_last: bool,
-                  shuffle_seed: int | None) -> tf.data.Dataset:
-    """A worker's Ray Data shard as a tf.data pipeline of (images, labels) batches.
-
-    Not `DataIterator.to_tf`: that converts every batch in Python, asks the shard
-    for its schema each epoch and prefetches one batch on the Ray side only. Here
-    Ray Data's numpy batches are handed over whole, fetched ahead on both sides
-    of the generator, and shuffled in tf.data's C++ buffer (Ray's local shuffle
-    buffer re-slices Arrow tables in Python for every batch).
-    """
-    signature = (tf.TensorSpec((None, *image_shape), tf.float32), tf.TensorSpec((None,), tf.int64))
-    shuffle = shuffle_seed is not None
-
-    def generator():
-        for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=PREFETCH_BATCHES,
-                                        drop_last=drop_last and not shuffle):
-            yield batch["image"], batch["label"]
-
-    dataset = tf.data.Dataset.from_generator(generator, output_signature=signature)
-    if shuffle:
-        # Batched again after the shuffle, so `drop_last` applies to the shuffled batches.
-        dataset = dataset.unbatch().shuffle(SHUFFLE_BUFFER_ROWS, seed=shuffle_seed).batch(
-            batch_size, drop_remainder=drop_last)
-    return dataset.prefetch(tf.data.AUTOTUNE)
-
-
-def distributed(strategy, shard, image_shape: tuple, batch_size: int, drop_last: bool, shuffle_seed: int | None):
-    """A worker's shard as a distributed TF dataset of per-replica batches.
+def distributed(strategy, shard, batch_size: int, drop_last: bool, shuffle_seed: int | None):
+    """A worker's Ray Data shard as a distributed TF dataset of per-replica batches.
 
     Ray Data already split the rows between workers, so the dataset is given
     to the strategy per worker (no further sharding); each replica on the
     worker takes its own batches.
     """
-    return strategy.distribute_datasets_from_function(
-        lambda _context: shard_batches(shard, image_shape, batch_size, drop_last, shuffle_seed))
+    def dataset_fn(_context):
+        return shard.to_tf("image", "label", batch_size=batch_size, drop_last=drop_last,
+                           local_shuffle_buffer_size=SHUFFLE_BUFFER_ROWS if shuffle_seed is not None else None,
+                           local_shuffle_seed=shuffle_seed)
+    return strategy.distribute_datasets_from_function(dataset_fn)
 
 
 @dataclass(frozen=True)
@@ -126,21 +101,19 @@ def run_epochs(strategy, model: keras.Model, optimizer, geometry: Geometry, trai
     history = list(history or [])
     train_shard = ray.train.get_dataset_shard("train")
     validation_shard = ray.train.get_dataset_shard("validation")
-    image_shape = tuple(config["image_shape"])
     for epoch in range(start_epoch, train.epochs):
         if geometry.rank == 0:
             # Ray Data starts this epoch's execution only after every worker asks for it.
             ray.get(config["clock"].set.remote(epoch))
         started = time.perf_counter()
-        train_data = distributed(strategy, train_shard, image_shape, geometry.per_replica_batch, drop_last=True,
+        train_data = distributed(strategy, train_shard, geometry.per_replica_batch, drop_last=True,
                                  shuffle_seed=train.seed * 100_003 + epoch * 101 + geometry.rank)
         fit = model.fit(train_data, epochs=epoch + 1, initial_epoch=epoch, steps_per_epoch=geometry.steps_per_epoch,
                         callbacks=list(callbacks), verbose=0)
         train_seconds = time.perf_counter() - started
         validation = {}
         if geometry.validation_steps:
-            validation_data = distributed(strategy, validation_shard, image_shape, geometry.per_replica_batch,
-                                          drop_last=False,
+            validation_data = distributed(strategy, validation_shard, geometry.per_replica_batch, drop_last=False,
                                           shuffle_seed=None)
             scores = model.evaluate(validation_data, steps=geometry.validation_steps, verbose=0, return_dict=True)
             validation = {"val_loss": float(scores["loss"]), "val_accuracy": float(scores["accuracy"])}

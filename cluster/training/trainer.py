@@ -69,8 +69,7 @@ def run_training(loop, config: dict, job, prepared: PreparedData, seed: int, sto
     datasets = train_datasets(prepared, job.data, [op.model_dump() for op in job.augment], seed, clock)
     config = {**config, "clock": clock, "usage": usage, "run_folder": f"{storage_path.rstrip('/')}/{run_name}",
               "train_rows": prepared.plan.train_rows,
-              "validation_rows": prepared.plan.validation_rows, "num_classes": job.data.num_classes,
-              "image_shape": list(job.data.image_shape)}
+              "validation_rows": prepared.plan.validation_rows, "num_classes": job.data.num_classes}
     trainer = TensorflowTrainer(
         loop,
         train_loop_config=config,
