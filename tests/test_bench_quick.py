@@ -2,8 +2,8 @@
 
 Not a performance check: it only asserts that each benchmark wrote its JSON file
 with real (positive, finite) numbers and that the Markdown report was rendered.
-5 to 6 minutes on 2 idle cores (280-365 s measured): 5 Ray Train runs; the input pipeline alternates real and
-in-memory epochs in one run, and the growth benchmark reuses the compression and sweep
+About 5 minutes on 2 idle cores (283 s on 2026-12-02; 280-378 s before): the input pipeline alternates real and
+in-memory epochs in one run, and the growth and frontier benchmarks reuse the compression and sweep
 benchmarks' jobs (bench.common.run_job).
 """
 
