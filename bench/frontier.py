@@ -46,7 +46,7 @@ FULL_CASE = {"name": "full", "spec": "configs/sweep_full.yaml", "full_data": Tru
 DEFAULT = {"cases": [SAMPLE_CASE, FULL_CASE], "recipe_runs": 3}
 # Quick: the sweep benchmark's quick grid run, spec for spec, so `common.run_job` reuses that job when both run.
 QUICK = {"recipe_runs": 1, "cases": [{**SAMPLE_CASE, "overrides": [
-    *sweep_bench.base_overrides(sweep_bench.QUICK), "tune.scheduler=fifo",
+    *sweep_bench.grid_overrides(sweep_bench.QUICK),
     "search.pipelines=[{name: float, pipeline: []}, {name: int8, pipeline: [{quantize: {mode: int8}}]}]"]}]}
 
 

@@ -109,6 +109,11 @@ def base_overrides(settings: dict) -> list[str]:
     return base
 
 
+def grid_overrides(settings: dict) -> list[str]:
+    """The grid (FIFO) run's overrides; the frontier benchmark's quick case is this run."""
+    return [*base_overrides(settings), "tune.scheduler=fifo"]
+
+
 def run(settings: dict, ctx: common.Context) -> dict:
     base = base_overrides(settings)
     asha = ["tune.scheduler=asha", f"tune.grace_epochs={settings['grace_epochs']}",
@@ -116,7 +121,7 @@ def run(settings: dict, ctx: common.Context) -> dict:
     grid_runs, asha_runs = [], []
     for rep in range(settings["repetitions"]):
         common.log(f"sweep: grid (fifo), repetition {rep + 1}")
-        grid_runs.append(run_sweep_job(ctx, f"bench-sweep-grid-{rep}", base + ["tune.scheduler=fifo"],
+        grid_runs.append(run_sweep_job(ctx, f"bench-sweep-grid-{rep}", grid_overrides(settings),
                                        settings.get("pipelines")))
         common.log(f"sweep: asha, repetition {rep + 1}")
         asha_runs.append(run_sweep_job(ctx, f"bench-sweep-asha-{rep}", base + asha, settings.get("pipelines")))

@@ -74,7 +74,7 @@ def test_the_quick_frontier_case_is_the_quick_sweep_grid_job_so_the_smoke_run_tr
     (case,) = frontier.QUICK["cases"]
     ours = frontier.job_document(case["spec"], "frontier-sample", case["full_data"], case["overrides"], ctx)
     grid = sweep.sweep_document("bench-sweep-grid-0", tmp_path / "runs",
-                                [*sweep.base_overrides(sweep.QUICK), "tune.scheduler=fifo"], sweep.QUICK["pipelines"])
+                                sweep.grid_overrides(sweep.QUICK), sweep.QUICK["pipelines"])
     assert common.job_key(ours) == common.job_key(grid)
     # A change that makes them differ is caught, not silently run twice.
     grid["train"]["epochs"] += 1
