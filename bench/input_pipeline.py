@@ -80,11 +80,11 @@ def alternating_loop_per_worker(config: dict) -> None:
     shape, num_classes = tuple(config["spec"]["data"]["image_shape"]), config["spec"]["data"]["num_classes"]
     train_epochs = iter(plan)
 
-    def alternating(strategy, shard, batch_size: int, drop_last: bool, shuffle_seed):
+    def alternating(strategy, shard, image_shape: tuple, batch_size: int, drop_last: bool, shuffle_seed):
         # `run_epochs` asks for the train data with drop_last=True and the validation data without;
         # validation always reads the real shard (it is outside the timed `fit`).
         if not drop_last or next(train_epochs) == "real":
-            return real(strategy, shard, batch_size, drop_last, shuffle_seed)
+            return real(strategy, shard, image_shape, batch_size, drop_last, shuffle_seed)
         images, labels = in_memory_tensors(batch_size * 8, shape, num_classes, shuffle_seed or 0)
 
         def dataset_fn(_context):

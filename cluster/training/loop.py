@@ -54,17 +54,22 @@ def make_strategy() -> tf.distribute.Strategy:
         communication_options=tf.distribute.experimental.CommunicationOptions(implementation=implementation))
 
 
-def distributed(strategy, shard, batch_size: int, drop_last: bool, shuffle_seed: int | None):
+def distributed(strategy, shard, image_shape: tuple, batch_size: int, drop_last: bool, shuffle_seed: int | None):
     """A worker's Ray Data shard as a distributed TF dataset of per-replica batches.
 
     Ray Data already split the rows between workers, so the dataset is given
     to the strategy per worker (no further sharding); each replica on the
-    worker takes its own batches.
+    worker takes its own batches. The type specs are given because without
+    them `to_tf` asks the shard for its schema, which runs the augmentation
+    stage on a block (about 2 s) before the first epoch.
     """
+    images = tf.TensorSpec((None, *image_shape), tf.float32)
+    labels = tf.TensorSpec((None,), tf.int64)
+
     def dataset_fn(_context):
         return shard.to_tf("image", "label", batch_size=batch_size, drop_last=drop_last,
                            local_shuffle_buffer_size=SHUFFLE_BUFFER_ROWS if shuffle_seed is not None else None,
-                           local_shuffle_seed=shuffle_seed)
+                           local_shuffle_seed=shuffle_seed, feature_type_spec=images, label_type_spec=labels)
     return strategy.distribute_datasets_from_function(dataset_fn)
 
 
@@ -101,20 +106,21 @@ def run_epochs(strategy, model: keras.Model, optimizer, geometry: Geometry, trai
     history = list(history or [])
     train_shard = ray.train.get_dataset_shard("train")
     validation_shard = ray.train.get_dataset_shard("validation")
+    image_shape = tuple(config["image_shape"])
     for epoch in range(start_epoch, train.epochs):
         if geometry.rank == 0:
             # Ray Data starts this epoch's execution only after every worker asks for it.
             ray.get(config["clock"].set.remote(epoch))
         started = time.perf_counter()
-        train_data = distributed(strategy, train_shard, geometry.per_replica_batch, drop_last=True,
+        train_data = distributed(strategy, train_shard, image_shape, geometry.per_replica_batch, drop_last=True,
                                  shuffle_seed=train.seed * 100_003 + epoch * 101 + geometry.rank)
         fit = model.fit(train_data, epochs=epoch + 1, initial_epoch=epoch, steps_per_epoch=geometry.steps_per_epoch,
                         callbacks=list(callbacks), verbose=0)
         train_seconds = time.perf_counter() - started
         validation = {}
         if geometry.validation_steps:
-            validation_data = distributed(strategy, validation_shard, geometry.per_replica_batch, drop_last=False,
-                                          shuffle_seed=None)
+            validation_data = distributed(strategy, validation_shard, image_shape, geometry.per_replica_batch,
+                                          drop_last=False, shuffle_seed=None)
             scores = model.evaluate(validation_data, steps=geometry.validation_steps, verbose=0, return_dict=True)
             validation = {"val_loss": float(scores["loss"]), "val_accuracy": float(scores["accuracy"])}
         metrics = {

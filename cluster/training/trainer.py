@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import ray
 from ray.train import CheckpointConfig, DataConfig, FailureConfig, Result, RunConfig, ScalingConfig
 from ray.train.tensorflow import TensorflowTrainer
@@ -9,6 +11,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cluster import WORKER_ENV
 from cluster.data.augment import EpochClock
+from cluster.training.backend import MultiWorkerConfig
 from cluster.data.pipeline import PreparedData, train_datasets
 from cluster.training.usage import WorkerUsage
 
@@ -17,6 +20,12 @@ from cluster.training.usage import WorkerUsage
 # RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S, 60 s): after a node is lost for good
 # that is a silent hang, so give up after this many tries and say why.
 WORKER_GROUP_START_ATTEMPTS = 3
+
+
+# Ray Train's controller polls its workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s by default), so
+# it sees a run's end up to that late, and every sweep trial and fine-tuning step pays it. Ray passes
+# the driver's value on to the controller and the workers.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 
 
 class TrainingFailed(RuntimeError):
@@ -69,10 +78,12 @@ def run_training(loop, config: dict, job, prepared: PreparedData, seed: int, sto
     datasets = train_datasets(prepared, job.data, [op.model_dump() for op in job.augment], seed, clock)
     config = {**config, "clock": clock, "usage": usage, "run_folder": f"{storage_path.rstrip('/')}/{run_name}",
               "train_rows": prepared.plan.train_rows,
-              "validation_rows": prepared.plan.validation_rows, "num_classes": job.data.num_classes}
+              "validation_rows": prepared.plan.validation_rows, "num_classes": job.data.num_classes,
+              "image_shape": list(job.data.image_shape)}
     trainer = TensorflowTrainer(
         loop,
         train_loop_config=config,
+        tensorflow_config=MultiWorkerConfig(),
         scaling_config=scaling_config(job.scaling),
         datasets=datasets,
         dataset_config=DataConfig(datasets_to_split="all"),
