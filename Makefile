@@ -17,11 +17,16 @@ $(VENV)/.installed: pyproject.toml
 quickstart: install
 	RAY_AUTH_MODE=token $(BIN)/sweetspot quickstart
 
+# Every test: those that need no cluster on both cores (the fast lane below), then the cluster tests in
+# one process (they share one local Ray cluster). Both parts always run; either failing fails the target.
 test: install
-	RAY_AUTH_MODE=token $(BIN)/python -m pytest
+	status=0; \
+	$(BIN)/python -m pytest -m "not cluster" -n 2 || status=1; \
+	RAY_AUTH_MODE=token $(BIN)/python -m pytest -m cluster || status=1; \
+	exit $$status
 
 # The tests that need no Ray cluster (spec, models, compression, evaluation, units): the fast lane,
-# two pytest workers (the cluster tests share one local cluster, so `make test` stays in one process).
+# two pytest workers.
 test-fast: install
 	$(BIN)/python -m pytest -m "not cluster" -n 2
 

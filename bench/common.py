@@ -23,8 +23,9 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-# Every benchmark, in the order they run: inference times the artifacts the compression benchmark made.
-BENCHMARKS = ("input_pipeline", "hardware", "compression", "inference", "sweep", "growth", "frontier")
+# Every benchmark, in the order they run: inference times the artifacts the compression and frontier
+# benchmarks made.
+BENCHMARKS = ("input_pipeline", "hardware", "compression", "sweep", "growth", "frontier", "inference")
 RESULTS = ROOT / "bench" / "results"
 QUICK_RESULTS = RESULTS / "quick"
 DOC = ROOT / "docs" / "benchmarks.md"

@@ -73,6 +73,25 @@ def default_cnn(spec: str, ctx: common.Context) -> dict:
             "size_bytes_gzip": tflite["size_bytes_gzip"], "params": tflite.get("params"), "wall_seconds": wall}
 
 
+def deployed_files(case: dict, ctx: common.Context) -> dict[str, dict]:
+    """The full case's TFLite files in this scratch folder, for the inference benchmark: the default CNN's
+    float file, the user's sweet spot, and the smallest point within RATIO_DROP_PT of the default CNN.
+    Each with the gzip size this benchmark recorded, to check the file is that run's."""
+    runs, name, base = ctx.scratch / "runs", case["case"]["name"], case["default_cnn"]
+    user = json.loads((runs / f"frontier-{name}" / "summary.json").read_text())
+    chosen = next(v for v in user["variants"] if v["name"] == case["sweet_spot"])
+    files = {"default CNN (float)": {"path": runs / "frontier-default-cnn" / "model.tflite",
+                                     "size_bytes_gzip": base["size_bytes_gzip"]},
+             f"sweet spot `{case['sweet_spot']}`": {"path": runs / f"frontier-{name}" / "best.tflite",
+                                                    "size_bytes_gzip": chosen["size_bytes_gzip"]}}
+    close = compression_ratio(case["points"], base)
+    if close:
+        files[f"within {RATIO_DROP_PT} pt `{close['name']}`"] = {
+            "path": runs / f"frontier-{name}-exhaustive" / "variants" / close["name"] / "model.tflite",
+            "size_bytes_gzip": next(p["size_bytes_gzip"] for p in case["points"] if p["name"] == close["name"])}
+    return files
+
+
 def compression_ratio(points: list[dict], base: dict) -> dict | None:
     """The smallest point within RATIO_DROP_PT of the default CNN's TFLite accuracy, with its ratio."""
     close = [p for p in points if drop_pt(base, p) <= RATIO_DROP_PT]

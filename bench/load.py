@@ -50,7 +50,8 @@ def evaluate_document(name: str, artifact: Path, storage: Path) -> dict:
     return {"version": 1, "kind": "evaluate", "name": name,
             "data": {"test": str(SAMPLE / "test.parquet"), "num_classes": 10, "image_shape": [28, 28, 1]},
             "artifacts": [{"name": "tiny", "path": str(artifact)}],
-            "evaluation": {"num_threads": 1, "repetitions": 10, "batch_sizes": [1], "memory": False},
+            "evaluation": {"num_threads": 1, "repetitions": 10, "batch_sizes": [1], "memory": False,
+                           "min_seconds": 0.1},
             "cpus": 1, "output": {"storage": str(storage)}}
 
 
@@ -61,7 +62,8 @@ def train_document(name: str, storage: Path) -> dict:
             "model": {"family": "cnn", "width": 0.25, "depth": 1},
             "train": {"epochs": 1, "global_batch_size": 128},
             "scaling": {"num_workers": 1, "cpus_per_worker": 1, "data_cpus": 1},
-            "evaluation": {"num_threads": 1, "repetitions": 10, "batch_sizes": [1], "memory": False},
+            "evaluation": {"num_threads": 1, "repetitions": 10, "batch_sizes": [1], "memory": False,
+                           "min_seconds": 0.1},
             "output": {"storage": str(storage)}}
 
 

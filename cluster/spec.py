@@ -244,6 +244,9 @@ class EvaluationSpec(Strict):
 
     num_threads: int = Field(default=1, ge=1, le=256, description="Interpreter threads, recorded with the figures")
     repetitions: int = Field(default=300, ge=10, le=100_000, description="Timed batch-1 calls per artifact")
+    min_seconds: float = Field(default=1.0, ge=0.0, le=600.0,
+                               description="Each latency and throughput timing runs at least this long "
+                                           "(more calls, steadier percentiles)")
     batch_sizes: list[int] = Field(default_factory=lambda: [32, 256], min_length=1)
     memory: bool = Field(default=True, description="Measure peak RSS of an inference process")
     price_per_cpu_hour: float | None = Field(default=None, ge=0.0)

@@ -31,6 +31,8 @@ def train_document(**changes) -> dict:
         "model": {"family": "cnn", "width": 0.5, "depth": 2},
         "train": {"epochs": 2, "global_batch_size": 128, "seed": 0},
         "scaling": {"num_workers": 2, "cpus_per_worker": 1},
+        # Short timings: these jobs test the pipeline, not the latency figures (the quickstart keeps the defaults).
+        "evaluation": {"repetitions": 30, "batch_sizes": [32], "memory": False, "min_seconds": 0.1},
         "output": {"storage": "/tmp/sweetspot-tests"},
     }
     document.update(changes)
@@ -135,7 +137,8 @@ def e2e_train_run(ray_cluster, tmp_path_factory):
     storage = tmp_path_factory.mktemp("runs")
     spec = tmp_path_factory.mktemp("specs") / "train.yaml"
     document = train_document(name="e2e", train={**E2E_TRAIN, "epochs": 1}, learning_curve=[0.25])
-    document["evaluation"] = {"repetitions": 50, "batch_sizes": [32, 256], "price_per_cpu_hour": 0.05}
+    document["evaluation"] = {"repetitions": 50, "batch_sizes": [32, 256], "price_per_cpu_hour": 0.05,
+                              "min_seconds": 0.1}
     spec.write_text(yaml.safe_dump(document))
     arguments = ["--set", f"train.epochs={E2E_TRAIN['epochs']}", "--output", str(storage)]
     submit = sweetspot_process("submit", spec, *arguments, "--wait")

@@ -17,3 +17,41 @@ def test_a_point_exactly_half_a_point_below_the_default_cnn_counts():
 def test_no_point_close_enough_gives_no_ratio():
     base = {"accuracy": 0.93, "size_bytes_gzip": 1000}
     assert compression_ratio([{"name": "a", "accuracy": 0.92, "size_bytes_gzip": 10}], base) is None
+
+
+def test_inference_times_the_frontier_runs_own_files_and_skips_files_that_are_not_them(tmp_path):
+    """The inference benchmark finds the full case's files by the frontier run's names, and times them only
+    when each file's gzip size is the one that run recorded."""
+    import json
+
+    from bench import common, inference
+    from cluster.evaluation.compute import gzip_size_bytes
+    from cluster.evaluation.export import export_tflite
+    from cluster.models import ModelShape, build_model
+
+    runs = tmp_path / "scratch" / "runs"
+    files = {"default": runs / "frontier-default-cnn" / "model.tflite", "best": runs / "frontier-full" / "best.tflite",
+             "close": runs / "frontier-full-exhaustive" / "variants" / "m-w0.5" / "model.tflite"}
+    for key, width in (("default", 1.0), ("best", 0.25), ("close", 0.5)):
+        files[key].parent.mkdir(parents=True)
+        export_tflite(build_model("mlp", ModelShape((8, 8, 1), 3), width=width), files[key])
+    size = {key: gzip_size_bytes(path) for key, path in files.items()}
+    (runs / "frontier-full" / "summary.json").write_text(json.dumps(
+        {"variants": [{"name": "m-w0.25", "size_bytes_gzip": size["best"]}]}))
+    case = {"case": {"name": "full"}, "sweet_spot": "m-w0.25",
+            "default_cnn": {"accuracy": 0.93, "size_bytes_gzip": size["default"]},
+            "points": [{"name": "m-w0.25", "accuracy": 0.91, "size_bytes_gzip": size["best"]},
+                       {"name": "m-w0.5", "accuracy": 0.928, "size_bytes_gzip": size["close"]}]}
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "frontier.json").write_text(json.dumps({"started": "then", "cases": [case]}))
+    ctx = common.Context(quick=True, results=results, scratch=tmp_path / "scratch")
+    settings = {"repetitions": 1, "num_threads": [1], "batch_calls": 10, "throughput_batch": 4}
+
+    timed = inference.frontier_comparison(settings, ctx)
+    assert timed["baseline"] == "default CNN (float)"
+    assert set(timed["ratios"]) == {"sweet spot `m-w0.25`", "within 0.5 pt `m-w0.5`"}
+    assert all(r["p50_latency_lower_by"] > 0 for r in timed["ratios"].values())
+
+    export_tflite(build_model("mlp", ModelShape((8, 8, 1), 3), width=0.75), files["close"])  # another file
+    assert inference.frontier_comparison(settings, ctx) is None

@@ -25,7 +25,7 @@ def compress_document(baseline: str, variants: list, **changes) -> dict:
         # One worker with both cores: one TensorFlow start per fine-tuning run, not two (the suite's time);
         # training across workers is test_train_job's and test_faults'.
         "scaling": {"num_workers": 1, "cpus_per_worker": 2},
-        "evaluation": {"repetitions": 30, "batch_sizes": [32], "memory": False},
+        "evaluation": {"repetitions": 30, "batch_sizes": [32], "memory": False, "min_seconds": 0.1},
         "variants": variants, "output": {"storage": "/tmp/sweetspot-tests"},
     }
     document.update(changes)
@@ -53,7 +53,7 @@ def baseline(tmp_path_factory):
     return path
 
 
-# Five fine-tuning Ray Train runs in all: each technique once, two of them chained.
+# Five fine-tuned steps, each technique once, two of them chained: all fitted in one Ray Train run.
 VARIANTS = [
     {"name": "int8", "pipeline": [{"quantize": {"mode": "int8"}}]},
     {"name": "float16", "pipeline": [{"quantize": {"mode": "float16"}}]},
@@ -217,3 +217,29 @@ def test_a_sweeps_folder_is_a_baseline_its_baseline_scale(tmp_path):
         baseline_model_path(str(sweep))
     with pytest.raises(JobFailed, match="neither a train or sweep job's result folder"):
         baseline_model_path(str(tmp_path / "absent"))
+
+
+@pytest.mark.timeout(600)
+def test_all_fine_tuned_steps_are_fitted_in_one_run_and_a_rerun_rebuilds_from_their_weights(compressed):
+    """One worker-group start for the job's five fine-tuned steps; a variant measured again is rebuilt from
+    its stored weights, not fitted again. (Last in this file: it measures `clustered` a second time.)"""
+    run, rows, _ = compressed
+    fine_tuned = {"pruned-int8": ["step1-prune"], "2of4-qat": ["step1-prune", "step2-qat"],
+                  "clustered": ["step1-cluster"], "distilled": ["step1-distill"]}
+    for variant, steps in fine_tuned.items():
+        assert sorted(p.name for p in (run / "variants" / variant).iterdir() if p.name.startswith("step")) == steps
+        assert list(json.loads((run / "variants" / variant / "record.json").read_text())["extra"]
+                    ["fine_tune_history"]) == steps
+    runs = [p for p in (run / "variants").rglob("checkpoint_*") if p.is_dir()]
+    assert {p.parent.name for p in runs} == {"_fine-tuning"}, runs
+
+    (run / "variants" / "clustered" / "record.json").unlink()
+    spec = run.parent / "compress.yaml"
+    done = subprocess.run([sys.executable, "-m", "jobs", str(spec), "--output", str(run.parent)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert [p for p in (run / "variants").rglob("checkpoint_*") if p.is_dir()] == runs, "nothing was fitted"
+    again = {row["name"]: row for row in json.loads((run / "summary.json").read_text())["variants"]}
+    assert list(again) == list(rows)
+    assert again["clustered"]["accuracy"] == rows["clustered"]["accuracy"]
+    assert again["clustered"]["size_bytes"] == rows["clustered"]["size_bytes"]

@@ -34,7 +34,7 @@ def artifacts(tmp_path_factory):
 def document(artifacts: list[dict]) -> dict:
     return {"version": 1, "kind": "evaluate", "name": "test-evaluate",
             "data": {"test": str(SAMPLE / "test.parquet"), "num_classes": 10},
-            "artifacts": artifacts, "evaluation": {"repetitions": 30, "batch_sizes": [32], "memory": False}}
+            "artifacts": artifacts, "evaluation": {"repetitions": 30, "batch_sizes": [32], "memory": False, "min_seconds": 0.1}}
 
 
 def run(tmp_path, spec_document):

@@ -49,3 +49,20 @@ def test_measure_artifact_fills_every_field(tmp_path):
 def test_unknown_fields_are_rejected():
     with pytest.raises(ValueError, match="latency_p50"):
         EvaluationRecord.model_validate({"name": "x", "latency_p50": 1.0})
+
+
+@pytest.mark.timeout(120)
+def test_the_specs_timing_floor_reaches_the_measurement(tmp_path):
+    """`evaluation.min_seconds` decides how long each timing runs: with none, exactly `repetitions` calls."""
+    from cluster.evaluation.measure import measure
+    from cluster.spec import EvaluationSpec
+
+    model = build_model("cnn", SHAPE, width=0.25)
+    path = export_tflite(model, tmp_path / "cnn.tflite")
+    images = np.zeros((8, *SHAPE.image_shape), np.float32)
+    labels = np.zeros(8, np.int64)
+    quick = EvaluationSpec(repetitions=10, batch_sizes=[8], memory=False, min_seconds=0.0)
+    assert measure("m", path, None, images, labels, quick, {}).repetitions == 10
+    # A 0.2 ms model timed for at least 0.3 s makes far more than 10 calls.
+    steady = quick.model_copy(update={"min_seconds": 0.3})
+    assert measure("m", path, None, images, labels, steady, {}).repetitions > 100

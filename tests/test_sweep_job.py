@@ -36,7 +36,7 @@ def sweep_document(**changes) -> dict:
         # One worker with both cores: one TensorFlow start per fine-tuning run, not two (the suite's time);
         # training across workers is test_train_job's and test_faults'.
         "scaling": {"num_workers": 1, "cpus_per_worker": 2},
-        "evaluation": {"repetitions": 30, "batch_sizes": [32], "memory": False},
+        "evaluation": {"repetitions": 30, "batch_sizes": [32], "memory": False, "min_seconds": 0.1},
         "output": {"storage": "/tmp/sweetspot-tests"},
     }
     document.update(changes)

@@ -71,7 +71,8 @@ def measure_keras(name: str, path: str, images, labels, evaluation, trust_code: 
     profile = compute_profile(model)
     latency = measure_latency_in_subprocess(path, num_threads=evaluation.num_threads,
                                             batch_sizes=tuple(evaluation.batch_sizes),
-                                            repetitions=evaluation.repetitions, trust_code=trust_code)
+                                            repetitions=evaluation.repetitions,
+                                            min_seconds=evaluation.min_seconds, trust_code=trust_code)
     files = [p for p in Path(path).rglob("*") if p.is_file()] if Path(path).is_dir() else [Path(path)]
     record = VariantResult(
         name=name, artifact=path, params=profile.params, params_nonzero=profile.params_nonzero,

@@ -13,7 +13,8 @@ def measure(name: str, tflite_path: Path, keras_model, images, labels, evaluatio
     """The evaluation record of a TFLite file, plus the sparsity counted in its Keras model."""
     record = measure_artifact(tflite_path, images, labels, name=name, keras_model=keras_model,
                               num_threads=evaluation.num_threads, batch_sizes=tuple(evaluation.batch_sizes),
-                              repetitions=evaluation.repetitions, measure_memory=evaluation.memory, extra=extra)
+                              repetitions=evaluation.repetitions, min_seconds=evaluation.min_seconds,
+                              measure_memory=evaluation.memory, extra=extra)
     row = VariantResult(**record.model_dump(), technique=extra.get("technique", "float"),
                         unique_values_per_layer=unique_value_counts(tflite_path))
     if keras_model is not None:

@@ -1,12 +1,12 @@
 """`kind: compress`: build each listed variant from a trained baseline, export it, measure the artifact.
 
-Each variant is an ordered pipeline (e.g. distill -> prune -> quantize). A step
-that needs fine-tuning (distill, prune, cluster, qat) runs as its own Ray
-Train run over the same streaming data pipeline and scaling as training,
-starting from the previous step's model; the driver then rebuilds the step's
-model from the run's checkpoint, finalizes it (strips wrappers, takes the
-student) and hands it to the next step. The last model is converted to TFLite
-and every figure in the report is measured on that file.
+Each variant is an ordered pipeline (e.g. distill -> prune -> quantize). The
+steps that need fine-tuning (distill, prune, cluster, qat), of all variants,
+are fitted in turn in one Ray Train run over the same streaming data pipeline
+and scaling as training, each starting from the previous step's model; the
+driver then walks each pipeline again with the fitted weights (strips
+wrappers, takes the student). The last model is converted to TFLite and every
+figure in the report is measured on that file.
 
 Results under `<output.storage>/<name>/`:
     spec.yaml, summary.json, report.md
@@ -14,7 +14,8 @@ Results under `<output.storage>/<name>/`:
     variants/<variant>/model.tflite             the deployable artifact
     variants/<variant>/model.keras              the finalized Keras model (float, where it can be saved)
     variants/<variant>/record.json              its measured row (a rerun skips finished variants)
-    variants/<variant>/step<k>-<technique>/     Ray Train's run folder of each fine-tuned step
+    variants/<variant>/step<k>-<technique>/     the fitted weights of each fine-tuned step
+    variants/_fine-tuning/                      the Ray Train run that fitted them
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from cluster.spec import CompressJob
 from cluster.storage import RunStorage, fetch_local
 from cluster.training.resources import Capacity, check_training_fits
 from cluster.training.batches import steps_per_epoch
-from cluster.training.variants import build_variant
+from cluster.training.variants import build_variants, plan_variant
 from cluster.runs import JobFailed, claim_run_folder, log
 
 
@@ -108,21 +109,24 @@ def run_compress(spec: CompressJob) -> dict:
                       {"technique": "float", "pipeline": []})
         row.artifact = storage.upload(baseline_tflite, "baseline/model.tflite")
         rows.append(row)
+        pending = []
         for variant in spec.variants:
             record = f"variants/{variant.name}/record.json"
-            pipeline = [step.model_dump(mode="json") for step in variant.pipeline]
-            recipe = {"pipeline": pipeline, "fine_tune": spec.fine_tune_of(variant).model_dump(mode="json")}
             if storage.exists(record):
                 measured = VariantResult.model_validate_json(storage.read_text(record))
-                if measured.extra.get("recipe") == recipe:
+                if measured.extra.get("recipe") == recipe_of(spec, variant):
                     log(f"{variant.name}: already measured, skipping")
                     rows.append(measured)
                     continue
                 log(f"{variant.name}: its recipe changed since it was measured; building it again")
-            model, tflite_path, histories = build_variant(
-                spec, spec.fine_tune_of(variant), variant.name, variant.pipeline, baseline_path, prepared,
-                representative, storage, scratch, trust_code=spec.trust_model_code)
-            extra = {"technique": techniques(variant.pipeline), "pipeline": pipeline,
+            pending.append(variant)
+        plans = [plan_variant(spec, spec.fine_tune_of(variant), variant.name, variant.pipeline, prepared)
+                 for variant in pending]
+        built = build_variants(spec, plans, spec.fine_tune.seed, baseline_path, prepared, representative, storage,
+                               scratch, trust_code=spec.trust_model_code)
+        for variant, (_plan, model, tflite_path, histories) in zip(pending, built):
+            recipe = recipe_of(spec, variant)
+            extra = {"technique": techniques(variant.pipeline), "pipeline": recipe["pipeline"],
                      "recipe": recipe, "fine_tune_history": histories}
             row = measure(variant.name, tflite_path, model, images, labels, spec.evaluation, extra)
             row.artifact = storage.upload(tflite_path, f"variants/{variant.name}/model.tflite")
@@ -130,9 +134,12 @@ def run_compress(spec: CompressJob) -> dict:
             if not has_qat(variant.pipeline):
                 save_keras_model(model, keras_path)
                 row.keras_model = storage.upload(keras_path, f"variants/{variant.name}/model.keras")
-            storage.write_text(record, row.model_dump_json(indent=1))
+            storage.write_text(f"variants/{variant.name}/record.json", row.model_dump_json(indent=1))
             rows.append(row)
             log(f"{variant.name}: TFLite accuracy {row.accuracy:.4f}, {row.size_bytes_gzip} B gzip")
+        # Measured in spec order, whichever were measured before.
+        order = {variant.name: position for position, variant in enumerate(spec.variants)}
+        rows[1:] = sorted(rows[1:], key=lambda row: order[row.name])
 
     summary = CompressSummary(name=spec.name, baseline="baseline", baseline_source=spec.baseline,
                               variants=[row.compared_with(rows[0]) for row in rows],
@@ -141,6 +148,12 @@ def run_compress(spec: CompressJob) -> dict:
     storage.write_text("summary.json", summary.model_dump_json(indent=2))
     storage.write_text("report.md", compress_report(summary))
     return summary
+
+
+def recipe_of(spec: CompressJob, variant) -> dict:
+    """What a variant's measured record must match to be reused: its pipeline and fine-tuning recipe."""
+    return {"pipeline": [step.model_dump(mode="json") for step in variant.pipeline],
+            "fine_tune": spec.fine_tune_of(variant).model_dump(mode="json")}
 
 
 def compress_report(summary: CompressSummary) -> str:

@@ -2,8 +2,9 @@
 
 Two entry points share the epoch loop: `train_loop_per_worker` trains a model
 of the spec's family (or fine-tunes one from `init_from`), and
-`finetune_loop_per_worker` fine-tunes one compression step (prune, cluster,
-QAT, distill) of a saved model. Each epoch streams the worker's shard of the
+`finetune_loop_per_worker` fits the fine-tuned compression steps (prune,
+cluster, QAT, distill) of one or more variants of a saved model, in turn, so
+a job starts one worker group for all of them. Each epoch streams the worker's shard of the
 augmented train split from Ray Data, then every rank reports its metrics and
 rank 0 attaches a checkpoint (weights, optimizer state, epoch, history), so a
 restarted worker group resumes from the last finished epoch.
@@ -19,13 +20,13 @@ import ray.train
 import tensorflow as tf
 import tf_keras as keras
 
-from cluster.compression.steps import STEP
-from cluster.models import ModelShape, build_model, compile_classifier, load_keras_model
-from cluster.spec import ScalingSpec, TrainJob, TrainSpec
+from cluster.models import ModelShape, build_model, compile_classifier
+from cluster.spec import ScalingSpec, TrainJob
 from cluster.storage import RunStorage
 from cluster.training import checkpoints
 from cluster.training.optim import build_optimizer
 from cluster.training.batches import batch_split, epoch_steps
+from cluster.training.fine_tuning import VariantPlan, has_record, walk
 from cluster.training.usage import record as record_usage
 
 SHUFFLE_BUFFER_ROWS = 2048
@@ -101,8 +102,9 @@ class Geometry:
 
 
 def run_epochs(strategy, model: keras.Model, optimizer, geometry: Geometry, train, config: dict, meta: dict,
-               callbacks=(), start_epoch: int = 0, history: list | None = None) -> None:
-    """The epoch loop: stream, fit, validate, report; rank 0's report carries the checkpoint."""
+               callbacks=(), start_epoch: int = 0, history: list | None = None) -> list:
+    """The epoch loop: stream, fit, validate, report; rank 0's report carries the checkpoint.
+    Returns every epoch's metrics (the resumed ones included)."""
     history = list(history or [])
     train_shard = ray.train.get_dataset_shard("train")
     validation_shard = ray.train.get_dataset_shard("validation")
@@ -146,16 +148,18 @@ def run_epochs(strategy, model: keras.Model, optimizer, geometry: Geometry, trai
     if start_epoch >= train.epochs:
         # A resumed run that was already complete still reports, so Result has metrics.
         ray.train.report(history[-1] if history else {"epoch": start_epoch})
+    return history
 
 
-def resume_state(model: keras.Model, optimizer, run_folder: str) -> tuple[int, list]:
-    """(start epoch, history) from this run's newest complete checkpoint, or (0, []).
+def resume_state(model: keras.Model, optimizer, run_folder: str, task: dict | None = None) -> tuple[int, list]:
+    """(start epoch, history) from this run's newest complete checkpoint of `task`, or (0, []).
 
     The run folder is read, not only Ray Train's latest checkpoint: Ray Train
     registers a checkpoint once its controller hears of it, and a worker killed
     between writing epoch N's checkpoint and that moment would otherwise resume
     from epoch N-1 and repeat a finished epoch. A checkpoint whose files do not
-    match its meta.json (cut off mid-write) is passed over.
+    match its meta.json (cut off mid-write) is passed over, and so is one of
+    another task (a fine-tuning run fits several steps, each its own task).
     """
     storage = RunStorage(run_folder)
     found = [ray.train.Checkpoint(storage.path(name))
@@ -166,6 +170,8 @@ def resume_state(model: keras.Model, optimizer, run_folder: str) -> tuple[int, l
         optimizer.build(model.trainable_variables)
         try:
             with checkpoint.as_directory() as directory:
+                if checkpoints.read_meta(directory).get("task") != task:
+                    continue
                 meta = checkpoints.restore(directory, model, optimizer)
         except checkpoints.CheckpointError:
             continue
@@ -195,26 +201,50 @@ def train_loop_per_worker(config: dict) -> None:
 
 
 def finetune_loop_per_worker(config: dict) -> None:
-    """Fine-tune one compression step of a saved model.
+    """Fit every fine-tuned step of every planned variant, in turn, in this one worker group.
 
-    `config`: `train` (TrainSpec dump), `scaling`, `step` (the scheduled step's dump),
-    `input_model` (a local .keras path every worker can read), the
-    split sizes, `num_classes` and the EpochClock handle.
+    `config`: `plans` (`VariantPlan` dumps), `input_model` (a local .keras path
+    every worker can read), `records` (the storage folder of the steps' fitted
+    weights), `scaling`, the split sizes, `num_classes` and the EpochClock handle.
+    A step whose weights are stored (an earlier attempt fitted it) is restored,
+    not fitted again; the step in progress resumes from its last epoch's checkpoint.
     """
-    train, scaling = TrainSpec.model_validate(config["train"]), ScalingSpec.model_validate(config["scaling"])
+    scaling = ScalingSpec.model_validate(config["scaling"])
     configure_devices(scaling.cpus_per_worker)
     strategy = make_strategy()
-    geometry = Geometry.of(strategy, train.global_batch_size, config["train_rows"], config["validation_rows"])
-    keras.utils.set_random_seed(train.seed)
+    records = RunStorage(config["records"])
 
-    step = STEP.validate_python(config["step"])  # scheduled by the driver, which knows the run's length
-    with strategy.scope():
-        # own_file: the job wrote it, or its driver checked the user's baseline before any step ran.
-        prepared = step.prepare(load_keras_model(config["input_model"], own_file=True,
-                                                 trust_code=config.get("trust_model_code", False)))
-        model = prepared.model
-        optimizer = build_optimizer(train, geometry.steps_per_epoch)
-        compile_classifier(model, optimizer, config["num_classes"], train.label_smoothing)
-    start_epoch, history = resume_state(model, optimizer, config["run_folder"])
-    run_epochs(strategy, model, optimizer, geometry, train, config, {"step": config["step"]},
-               callbacks=prepared.callbacks, start_epoch=start_epoch, history=history)
+    for plan in map(VariantPlan.load, config["plans"]):
+        def fit(index: int, step, prepared) -> list:
+            train, folder, task = plan.recipes[index], plan.record(index), plan.task(index)
+            stored = stored_history(records, plan, index, prepared.model)
+            if stored is not None:
+                return stored
+            geometry = Geometry.of(strategy, train.global_batch_size, config["train_rows"],
+                                   config["validation_rows"])
+            optimizer = build_optimizer(train, geometry.steps_per_epoch)
+            compile_classifier(prepared.model, optimizer, config["num_classes"], train.label_smoothing)
+            start_epoch, history = resume_state(prepared.model, optimizer, config["run_folder"], task=task)
+            history = run_epochs(strategy, prepared.model, optimizer, geometry, train, config, {"task": task},
+                                 callbacks=prepared.callbacks, start_epoch=start_epoch, history=history)
+            with tempfile.TemporaryDirectory() as directory:
+                # Every worker writes (the save may run collectives); rank 0's copy is the record.
+                checkpoints.save(directory, prepared.model, optimizer,
+                                 {"task": task, "epoch": train.epochs, "history": history})
+                if geometry.rank == 0:
+                    records.upload(directory, folder)
+            return history
+
+        with strategy.scope(), tempfile.TemporaryDirectory() as scratch:
+            walk(plan, config["input_model"], scratch, fit, trust_code=config.get("trust_model_code", False))
+
+
+def stored_history(records: RunStorage, plan: VariantPlan, index: int, model: keras.Model) -> list | None:
+    """The history of a step whose fitted weights are stored whole, with those weights loaded; else None."""
+    if not has_record(records, plan, index):
+        return None
+    try:
+        with ray.train.Checkpoint(records.path(plan.record(index))).as_directory() as directory:
+            return checkpoints.restore(directory, model)["history"]
+    except checkpoints.CheckpointError:  # cut off mid-write: fit it again
+        return None

@@ -65,10 +65,12 @@ def export_and_measure(spec: TrainJob, model, history: list[dict], checkpoint_di
         tflite_path = export_tflite(model, scratch / "model.tflite")
         record = measure_artifact(tflite_path, images, labels, name="tflite-float", keras_model=model,
                                   num_threads=evaluation.num_threads, batch_sizes=tuple(evaluation.batch_sizes),
-                                  repetitions=evaluation.repetitions, measure_memory=evaluation.memory).model_dump()
+                                  repetitions=evaluation.repetitions, min_seconds=evaluation.min_seconds,
+                                  measure_memory=evaluation.memory).model_dump()
         keras_latency = measure_latency_in_subprocess(scratch / "model.keras", num_threads=evaluation.num_threads,
                                                       batch_sizes=tuple(evaluation.batch_sizes),
-                                                      repetitions=evaluation.repetitions)
+                                                      repetitions=evaluation.repetitions,
+                                                      min_seconds=evaluation.min_seconds)
         write_tensorboard(history, scratch / "tensorboard")
         artifacts = {
             "model_keras": storage.upload(scratch / "model.keras", "model.keras"),

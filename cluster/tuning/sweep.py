@@ -46,7 +46,7 @@ from cluster.training.checkpoints import restored_model
 from cluster.training.loop import train_loop_per_worker
 from cluster.training.resources import Capacity
 from cluster.training.trainer import run_training
-from cluster.training.variants import build_variant
+from cluster.training.variants import FINE_TUNING_RUN, build_variants, plan_variant
 from cluster.tuning.asha import NoiseAwareASHA
 from cluster.tuning.budget import plan_concurrency
 from cluster.tuning.pareto import choose, pareto_front
@@ -130,7 +130,7 @@ def export_scale(spec: SweepJob, storage: RunStorage, scale: Scale, checkpoint: 
 
 
 def store_variant(spec: SweepJob, prepared: PreparedData, storage: RunStorage, variant: Variant,
-                  callbacks_factory=lambda: []) -> None:
+                  callbacks=()) -> None:
     """Build one variant from its scale's baseline; store its TFLite file, Keras model and histories.
 
     The histories are written last: a variant that has them was built whole, and
@@ -144,10 +144,11 @@ def store_variant(spec: SweepJob, prepared: PreparedData, storage: RunStorage, v
     if baseline is None:
         raise RuntimeError(f"the baseline of scale {variant.scale.name} is missing (its trial failed or stopped)")
     representative = representative_images(prepared, spec.data, spec.representative_samples)
+    plan = plan_variant(spec, spec.fine_tune, variant.name, list(variant.pipeline), prepared)
     with tempfile.TemporaryDirectory() as scratch:
-        model, tflite_path, histories = build_variant(
-            spec, spec.fine_tune, variant.name, list(variant.pipeline), baseline, prepared, representative, storage,
-            Path(scratch), run_root="trials", callbacks_factory=callbacks_factory)
+        ((_, model, tflite_path, histories),) = build_variants(
+            spec, [plan], spec.fine_tune.seed, baseline, prepared, representative, storage, Path(scratch),
+            run_root="trials", run_name=f"{variant.name}/{FINE_TUNING_RUN}", callbacks=callbacks)
         storage.upload(tflite_path, VARIANT_TFLITE.format(variant=variant.name))
         if not has_qat(variant.pipeline):
             save_keras_model(model, Path(scratch) / "final.keras")
@@ -167,7 +168,7 @@ def variant_trial(config: dict, spec_dump: dict, prepared: PreparedData, storage
         raise RuntimeError(f"injected failure in trial {fail_trial} (SWEETSPOT_FAIL_TRIAL)")
     variant = Variant(Scale(**config["scale"]), config["pipeline_name"], tuple(parse_steps(config["pipeline"])))
     store_variant(SweepJob.model_validate(spec_dump), prepared, RunStorage(storage_uri), variant,
-                  callbacks_factory=lambda: [TuneReportCallback()])
+                  callbacks=[TuneReportCallback()])
     tune.report({"done": 1})
 
 
@@ -214,9 +215,11 @@ def candidate_trial(config: dict, spec_dump: dict, prepared: PreparedData, stora
         else:
             fine_tune = TrainSpec.model_validate({**spec.fine_tune.model_dump(), "epochs": candidate.fine_tune_epochs})
             representative = representative_images(prepared, spec.data, spec.representative_samples)
-            model, tflite_path, histories = build_variant(spec, fine_tune, variant.name, list(variant.pipeline),
-                                                          baseline, prepared, representative, storage, scratch,
-                                                          run_root="trials", distill_train=spec.train)
+            plan = plan_variant(spec, fine_tune, variant.name, list(variant.pipeline), prepared,
+                                distill_train=spec.train)
+            ((_, model, tflite_path, histories),) = build_variants(
+                spec, [plan], fine_tune.seed, baseline, prepared, representative, storage, scratch,
+                run_root="trials", run_name=f"{variant.name}/{FINE_TUNING_RUN}")
             save_keras_model(model, scratch / "final.keras")
             storage.upload(scratch / "final.keras", VARIANT_MODEL.format(variant=variant.name))
             storage.write_text(VARIANT_HISTORY.format(variant=variant.name), json.dumps(histories))
