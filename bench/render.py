@@ -222,7 +222,10 @@ def frontier_inference(r: dict) -> list[str]:
     if frontier_run:
         lines += ["", "### The full-data frontier's files against the default CNN's float file", "",
                   f"From the frontier benchmark run of {frontier_run['frontier_started']} (each file's gzip size "
-                  "checked against that run's record), timed the same way.", ""]
+                  "checked against that run's record), timed the same way: wall time per call from Python (set the "
+                  "input, invoke, read the output). At tens of microseconds that call's own overhead is part of the "
+                  "figure (both small files time alike, and a second thread helps them little), so the batch-256 "
+                  "throughput is the runtime's own speed.", ""]
         rows = []
         for threads, figures in frontier_run["by_threads"].items():
             rows += [[f"{name}, {threads} thread(s)", f"{m['latency_ms_p50']:.4f}", f"{m['latency_ms_p95']:.4f}",
