@@ -49,6 +49,8 @@ class Context:
     # Jobs this bench run has finished, by what they compute (see `job_key`): a benchmark
     # asking for a run another one already made gets that run's results, not a second run.
     finished_jobs: dict = field(default_factory=dict, compare=False, repr=False)
+    # The toolkit recipe's runs this bench run has made, by data folder (`compression.recipe_runs`).
+    recipe_runs: dict = field(default_factory=dict, compare=False, repr=False)
 
     def settings(self, module) -> dict:
         return dict(module.QUICK if self.quick else module.DEFAULT)

@@ -174,6 +174,18 @@ def run_anchor(data_dir: Path) -> dict:
     return {**json.loads(text), "wall_seconds": time.perf_counter() - started}
 
 
+def recipe_runs(data_dir: Path, count: int, ctx: common.Context, who: str) -> list[dict]:
+    """`count` runs of the recipe on `data_dir`; runs another benchmark of this bench run already made on the
+    same data are reused (every figure stays side by side with ours, in the same run), the rest are run now."""
+    runs = ctx.recipe_runs.setdefault(str(data_dir), [])
+    if runs and count:
+        common.log(f"{who}: reusing {min(len(runs), count)} tfmot recipe run(s) this bench run made on {data_dir}")
+    for index in range(len(runs), count):
+        common.log(f"{who}: tfmot recipe run {index + 1}/{count} on {data_dir}")
+        runs.append(run_anchor(data_dir))
+    return runs[:count]
+
+
 def anchor_points(runs: list[dict]) -> dict:
     pick = lambda key: common.median(r[key] for r in runs)  # noqa: E731
     return {
@@ -225,10 +237,7 @@ def sweet_spot(points: list[dict]) -> dict | None:
 def run(settings: dict, ctx: common.Context) -> dict:
     from cluster.tuning.pareto import pareto_front
 
-    anchor_runs, data_dir = [], anchor_data_dir(settings, ctx.scratch)
-    for index in range(settings["anchor_runs"]):
-        common.log(f"compression: tfmot recipe run {index + 1}/{settings['anchor_runs']} on {data_dir}")
-        anchor_runs.append(run_anchor(data_dir))
+    anchor_runs = recipe_runs(anchor_data_dir(settings, ctx.scratch), settings["anchor_runs"], ctx, "compression")
     rows, jobs = cnn_points(settings, ctx)
     base = rows[0]
     points = rows + tiny_points(settings, ctx, base)

@@ -28,7 +28,7 @@ import yaml
 
 from bench import common
 from bench import sweep as sweep_bench
-from bench.compression import anchor_data_dir, anchor_points, run_anchor
+from bench.compression import anchor_data_dir, anchor_points, recipe_runs
 from cluster.spec import apply_overrides
 
 NAME = "frontier"
@@ -159,7 +159,7 @@ def full_data_targets(case: dict, points: list[dict], base: dict | None, saving:
     return targets
 
 
-def run_case(case: dict, recipe_runs: int, ctx: common.Context) -> dict:
+def run_case(case: dict, recipe_count: int, ctx: common.Context) -> dict:
     base = default_cnn(case["default_cnn"], ctx) if case.get("default_cnn") else None
     document = job_document(case["spec"], f"frontier-{case['name']}", case["full_data"], case["overrides"], ctx)
     summary, wall = common.run_job(document, ctx)
@@ -174,11 +174,8 @@ def run_case(case: dict, recipe_runs: int, ctx: common.Context) -> dict:
         replay = replay_run(Path(document["output"]["storage"]) / document["name"])
         # Also where `bench.tables` and the sweep section read the replay from.
         (ctx.results / "asha_replay.json").write_text(json.dumps(replay, indent=2) + "\n")
-    data_dir = anchor_data_dir({"full_data": case["full_data"]}, ctx.scratch)
-    runs = []
-    for index in range(recipe_runs):
-        common.log(f"frontier ({case['name']}): tfmot recipe run {index + 1}/{recipe_runs}")
-        runs.append(run_anchor(data_dir))
+    runs = recipe_runs(anchor_data_dir({"full_data": case["full_data"]}, ctx.scratch), recipe_count, ctx,
+                       f"frontier ({case['name']})")
     recipe = anchor_points(runs)["pruned_quantized"]
     # The frontier drawn and counted is the exhaustive run's where there is one; the user's run must dominate.
     floors = shown.get("size_floors") or {}

@@ -55,3 +55,15 @@ def test_inference_times_the_frontier_runs_own_files_and_skips_files_that_are_no
 
     export_tflite(build_model("mlp", ModelShape((8, 8, 1), 3), width=0.75), files["close"])  # another file
     assert inference.frontier_comparison(settings, ctx) is None
+
+
+def test_recipe_runs_on_the_same_data_are_made_once_per_bench_run(tmp_path, monkeypatch):
+    from bench import common, compression
+
+    made = []
+    monkeypatch.setattr(compression, "run_anchor", lambda data_dir: made.append(data_dir) or {"run": len(made)})
+    ctx = common.Context(quick=True, results=tmp_path, scratch=tmp_path)
+    assert compression.recipe_runs(tmp_path / "sample", 1, ctx, "compression") == [{"run": 1}]
+    assert compression.recipe_runs(tmp_path / "sample", 3, ctx, "frontier") == [{"run": 1}, {"run": 2}, {"run": 3}]
+    assert compression.recipe_runs(tmp_path / "full", 1, ctx, "frontier") == [{"run": 4}]
+    assert made == [tmp_path / "sample"] * 3 + [tmp_path / "full"]
