@@ -11,7 +11,7 @@ from cluster.models import compile_classifier, save_keras_model
 from cluster.spec import TrainSpec
 from cluster.storage import RunStorage
 from cluster.training import checkpoints
-from cluster.training.fine_tuning import VariantPlan, has_record, walk
+from cluster.training.fine_tuning import VariantPlan, has_record, restore_record, walk
 from tests.compression_helpers import random_data, tiny_cnn
 
 RECIPE = TrainSpec(epochs=1, global_batch_size=32, seed=3)
@@ -46,8 +46,11 @@ def folder(tmp_path, name) -> str:
 
 
 def restore_from(records: RunStorage, plan: VariantPlan):
+    """What the driver does: every fine-tuned step's stored weights, which must be there."""
     def restore(index, step, prepared):
-        return checkpoints.restore(records.path(plan.record(index)), prepared.model)["history"]
+        history = restore_record(records, plan, index, prepared.model)
+        assert history is not None
+        return history
     return restore
 
 
@@ -105,6 +108,7 @@ def test_weights_fitted_for_another_recipe_or_step_are_not_taken(tmp_path, basel
     meta = tmp_path / "records" / plan.record(0) / checkpoints.META_FILE
     meta.write_text(meta.read_text()[:40])
     assert not has_record(records, plan, 0)
+    assert restore_record(records, plan, 0, tiny_cnn()) is None
 
 
 def test_a_plan_travels_to_the_workers_whole():

@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import ray.train
 import tf_keras as keras
 
 from cluster.compression.prepared import Prepared
@@ -33,10 +34,6 @@ class VariantPlan:
     name: str
     steps: tuple[StepBase, ...]
     recipes: tuple[TrainSpec | None, ...]
-
-    @property
-    def fine_tuned(self) -> bool:
-        return any(step.fine_tuned for step in self.steps)
 
     def record(self, index: int) -> str:
         """Where step `index`'s fitted weights are stored, relative to the run's records folder."""
@@ -67,6 +64,18 @@ def has_record(records: RunStorage, plan: VariantPlan, index: int) -> bool:
         return json.loads(records.read_text(meta)).get("task") == plan.task(index)
     except json.JSONDecodeError:  # cut off mid-write: fit it again
         return False
+
+
+def restore_record(records: RunStorage, plan: VariantPlan, index: int, model: keras.Model) -> list | None:
+    """Load step `index`'s stored weights into `model` and return its history; None when there is no
+    whole record of exactly this step and recipe."""
+    if not has_record(records, plan, index):
+        return None
+    try:
+        with ray.train.Checkpoint(records.path(plan.record(index))).as_directory() as directory:
+            return checkpoints.restore(directory, model)["history"]
+    except checkpoints.CheckpointError:  # cut off mid-write: fit it again
+        return None
 
 
 # fit(index, step, prepared) fits a fine-tuned step's prepared model (or restores its stored weights)

@@ -26,7 +26,7 @@ from cluster.storage import RunStorage
 from cluster.training import checkpoints
 from cluster.training.optim import build_optimizer
 from cluster.training.batches import batch_split, epoch_steps
-from cluster.training.fine_tuning import VariantPlan, has_record, walk
+from cluster.training.fine_tuning import VariantPlan, restore_record, walk
 from cluster.training.usage import record as record_usage
 
 SHUFFLE_BUFFER_ROWS = 2048
@@ -217,7 +217,7 @@ def finetune_loop_per_worker(config: dict) -> None:
     for plan in map(VariantPlan.load, config["plans"]):
         def fit(index: int, step, prepared) -> list:
             train, folder, task = plan.recipes[index], plan.record(index), plan.task(index)
-            stored = stored_history(records, plan, index, prepared.model)
+            stored = restore_record(records, plan, index, prepared.model)
             if stored is not None:
                 return stored
             geometry = Geometry.of(strategy, train.global_batch_size, config["train_rows"],
@@ -237,14 +237,3 @@ def finetune_loop_per_worker(config: dict) -> None:
 
         with strategy.scope(), tempfile.TemporaryDirectory() as scratch:
             walk(plan, config["input_model"], scratch, fit, trust_code=config.get("trust_model_code", False))
-
-
-def stored_history(records: RunStorage, plan: VariantPlan, index: int, model: keras.Model) -> list | None:
-    """The history of a step whose fitted weights are stored whole, with those weights loaded; else None."""
-    if not has_record(records, plan, index):
-        return None
-    try:
-        with ray.train.Checkpoint(records.path(plan.record(index))).as_directory() as directory:
-            return checkpoints.restore(directory, model)["history"]
-    except checkpoints.CheckpointError:  # cut off mid-write: fit it again
-        return None

@@ -11,8 +11,8 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cluster import WORKER_ENV
 from cluster.data.augment import EpochClock
-from cluster.training.backend import MultiWorkerConfig
 from cluster.data.pipeline import PreparedData, train_datasets
+from cluster.training.backend import MultiWorkerConfig
 from cluster.training.usage import WorkerUsage
 
 

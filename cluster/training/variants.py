@@ -16,14 +16,11 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import ray
-
 from cluster.compression.pipeline import convert
 from cluster.compression.steps import DistillStep, StepBase
 from cluster.storage import RunStorage
-from cluster.training import checkpoints
 from cluster.training.batches import steps_per_epoch
-from cluster.training.fine_tuning import VariantPlan, has_record, walk
+from cluster.training.fine_tuning import VariantPlan, has_record, restore_record, walk
 from cluster.training.loop import finetune_loop_per_worker
 from cluster.training.trainer import run_training
 
@@ -72,8 +69,11 @@ def build_variants(job, plans: list[VariantPlan], seed: int, baseline_path: str,
 
     for plan in plans:
         def restore(index: int, _step, prepared_step) -> list:
-            with ray.train.Checkpoint(records.path(plan.record(index))).as_directory() as directory:
-                return checkpoints.restore(directory, prepared_step.model)["history"]
+            history = restore_record(records, plan, index, prepared_step.model)
+            if history is None:
+                raise RuntimeError(f"{records.path(plan.record(index))}: the fine-tuning run left no whole record "
+                                   "of this step")
+            return history
 
         with tempfile.TemporaryDirectory(dir=scratch) as steps_scratch:
             model, histories = walk(plan, baseline_path, steps_scratch, restore, trust_code=trust_code)
