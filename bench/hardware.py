@@ -10,8 +10,10 @@ MFU = achieved training FLOP/s / peak matmul FLOP/s, both measured in this run:
   x samples/s of training.
 * samples/s two ways: (a) in-process Keras `fit` on in-memory tensors in the
   same probe process and threads as the peak (what the CPU can do on this
-  model, no input, no distribution); (b) the project's Ray Train path, 2
-  workers x 1 CPU with the Ray Data pipeline (median of the epochs after the first).
+  model, no input, no distribution); (b) the project's Ray Train path with the
+  Ray Data pipeline, per `ray_scalings` ([workers, CPUs per worker]; 1 x 2 has
+  the in-process run's threads on one process, 2 x 1 splits them over two
+  workers that all-reduce every step), the median of the epochs after the first.
 """
 
 from __future__ import annotations
@@ -21,14 +23,17 @@ import time
 from bench import common
 
 NAME = "hardware"
+# Ray Train runs on half of full Fashion-MNIST (105 steps an epoch), as the input-pipeline benchmark: on
+# the 4,860-row sample an epoch is 19 steps and the stream's per-epoch start weighs on the figure.
 DEFAULT = {"matmul_n": 2048, "matmul_seconds": 3.0, "fit_rows": 16384, "fit_epochs": 3, "batch": 256,
-           "ray_full_data": False, "ray_fraction": 1.0, "ray_epochs": 3, "repetitions": 2, "ray_train": True,
-           "ray_repetitions": 1,
+           "ray_full_data": True, "ray_fraction": 0.5, "ray_epochs": 3, "repetitions": 2, "ray_train": True,
+           "ray_repetitions": 1, "ray_scalings": [[1, 2], [2, 1]],
            "models": {"mlp": {"family": "mlp", "width": 1.0, "depth": 2},
                       "cnn": {"family": "cnn", "width": 1.0, "depth": 2}}}
 # Quick: no Ray Train runs (their start-up dominates a smoke run); MFU in process only.
 QUICK = {**DEFAULT, "matmul_n": 1024, "matmul_seconds": 1.0, "fit_rows": 4096, "fit_epochs": 2,
-         "ray_full_data": False, "ray_fraction": 0.5, "ray_epochs": 2, "repetitions": 1, "ray_train": False}
+         "ray_full_data": False, "ray_fraction": 0.5, "ray_epochs": 2, "repetitions": 1, "ray_train": False,
+         "ray_scalings": []}
 
 
 def peak_matmul(n: int, seconds: float) -> dict:
@@ -93,44 +98,55 @@ def run(settings: dict, ctx: common.Context) -> dict:
     import os
     import sys
 
-    from bench.input_pipeline import ray_train_sps
+    from bench.input_pipeline import ray_train_sps, scaling_key
     from cluster.data.pipeline import prepare
     from cluster.spec import validate_document
 
     common.connect(sys.modules[__name__])
     payload = {key: settings[key] for key in ("matmul_n", "matmul_seconds", "fit_rows", "fit_epochs", "batch",
                                               "models")}
-    probes, ray_runs = [], {name: [] for name in settings["models"]}
+    scalings = [tuple(scaling) for scaling in settings["ray_scalings"]]
+    probes, ray_runs = [], {name: {scaling_key(*s): [] for s in scalings} for name in settings["models"]}
     storage = ctx.fresh("hardware")
     data = common.data_section(settings["ray_full_data"], settings["ray_fraction"])
     prepared = None
     for rep in range(settings["repetitions"]):
         common.log(f"hardware: peak matmul and in-process fit, repetition {rep + 1}")
         probes.append(common.run_probe(__name__, {**payload, "threads": os.cpu_count()}))
-        ray_models = settings["models"].items() if settings["ray_train"] and rep < settings["ray_repetitions"] else ()
-        for name, shape in ray_models:
-            common.log(f"hardware: Ray Train {name}, repetition {rep + 1}")
-            job = validate_document(common.train_document(
-                f"bench-hw-{name}", data, shape, {"epochs": settings["ray_epochs"],
-                                                  "global_batch_size": settings["batch"]}, storage))
-            prepared = prepared or prepare(job.data, job.train.seed)
-            # Every epoch on real input: the project's loop unchanged; the figure is the epochs after the first.
-            plan = ["real"] * settings["ray_epochs"]
-            ray_runs[name].append(ray_train_sps(job, prepared, plan, str(storage), f"{name}-{rep}")["real"])
+        if not settings["ray_train"] or rep >= settings["ray_repetitions"]:
+            continue
+        for name, shape in settings["models"].items():
+            for workers, cpus in scalings:
+                key = scaling_key(workers, cpus)
+                common.log(f"hardware: Ray Train {name} {key}, repetition {rep + 1}")
+                job = validate_document(common.train_document(
+                    f"bench-hw-{name}", data, shape, {"epochs": settings["ray_epochs"],
+                                                      "global_batch_size": settings["batch"]}, storage,
+                    scaling={"num_workers": workers, "cpus_per_worker": cpus}))
+                prepared = prepared or prepare(job.data, job.train.seed)
+                # Every epoch on real input: the project's loop unchanged; the figure is the epochs after the first.
+                plan = ["real"] * settings["ray_epochs"]
+                ray_runs[name][key].append(
+                    ray_train_sps(job, prepared, plan, str(storage), f"{name}-{key}-{rep}", "shard_batches")["real"])
     peak = common.median(p["peak"]["peak_flops"] for p in probes)
     models = {}
     for name in settings["models"]:
         macs = probes[0]["models"][name]["macs_per_sample"]
         local_sps = common.median(p["models"][name]["samples_per_second"] for p in probes)
-        ray_sps = common.median(r["samples_per_second"] for r in ray_runs[name])
-        ray_flops = training_flops(macs, ray_sps) if ray_sps else None
+        in_process_mfu = training_flops(macs, local_sps) / peak
+        ray_train = {}
+        for (workers, cpus), (key, runs) in zip(scalings, ray_runs[name].items()):
+            sps = common.median(r["samples_per_second"] for r in runs)
+            mfu = training_flops(macs, sps) / peak if sps else None
+            ray_train[key] = {"workers": workers, "cpus_per_worker": cpus, "samples_per_second": sps,
+                              "flops": sps and training_flops(macs, sps), "mfu": mfu,
+                              "mfu_vs_in_process": mfu and mfu / in_process_mfu,
+                              "step_ms": sps and 1e3 * settings["batch"] / sps}
         models[name] = {
             "macs_per_sample": macs, "params": probes[0]["models"][name]["params"],
             "in_process_sps": local_sps, "in_process_flops": training_flops(macs, local_sps),
-            "in_process_mfu": training_flops(macs, local_sps) / peak,
-            "ray_train_sps": ray_sps, "ray_train_flops": ray_flops, "ray_train_mfu": ray_flops and ray_flops / peak,
+            "in_process_mfu": in_process_mfu, "ray_train": ray_train,
             "step_ms_in_process": 1e3 * settings["batch"] / local_sps,
-            "step_ms_ray_train": ray_sps and 1e3 * settings["batch"] / ray_sps,
             "matmul_seconds_per_step_at_peak": training_flops(macs, 1.0) * settings["batch"] / peak,
         }
     return {"settings": settings, "threads": os.cpu_count(), "peak_flops": peak,

@@ -23,6 +23,7 @@ both from the same run, minutes apart.
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
@@ -39,10 +40,14 @@ NAME = "input_pipeline"
 # many TF threads as CPUs, so 1 x 2 and 2 x 1 train on both cores, as the in-process tf.data run does.
 # (1 x 1 trains on one core against tf.data's two, so its ratio says little; its three runs would take
 # the time the repetitions need within the 45-minute budget.)
+# `to_tf_scalings` also run the path before `cluster.training.loop.shard_batches` and
+# `cluster.data.pipeline.augment_batch_rows` (Ray's own `DataIterator.to_tf`, the augmentation on
+# Ray Data's default batches) in the same loop, so the change is measured against it in the same bench run.
 DEFAULT = {"full_data": True, "fraction": 0.5, "measured_epochs": 1, "repetitions": 3, "batch": 256,
-           "scalings": [[1, 2], [2, 1]], "model": {"family": "cnn", "width": 1.0, "depth": 2}}
+           "scalings": [[1, 2], [2, 1]], "to_tf_scalings": [[1, 2]],
+           "model": {"family": "cnn", "width": 1.0, "depth": 2}}
 QUICK = {"full_data": False, "fraction": 0.25, "measured_epochs": 1, "repetitions": 1, "batch": 256,
-         "scalings": [[1, 1]], "model": {"family": "cnn", "width": 0.5, "depth": 2}}
+         "scalings": [[1, 1]], "to_tf_scalings": [], "model": {"family": "cnn", "width": 0.5, "depth": 2}}
 SHUFFLE_ROWS = 2048
 MODES = ("real", "in_memory")
 
@@ -76,7 +81,8 @@ def alternating_loop_per_worker(config: dict) -> None:
 
     from cluster.training import loop
 
-    plan, real = config["plan"], loop.distributed
+    plan = config["plan"]
+    real = ray_to_tf if config.get("input") == "to_tf" else loop.distributed
     shape, num_classes = tuple(config["spec"]["data"]["image_shape"]), config["spec"]["data"]["num_classes"]
     train_epochs = iter(plan)
 
@@ -96,6 +102,19 @@ def alternating_loop_per_worker(config: dict) -> None:
     loop.train_loop_per_worker(config)
 
 
+def ray_to_tf(strategy, shard, image_shape: tuple, batch_size: int, drop_last: bool, shuffle_seed):
+    """Ray's own `DataIterator.to_tf`, as the loop used it before `shard_batches`: the comparison's "before"."""
+    import tensorflow as tf
+
+    images, labels = tf.TensorSpec((None, *image_shape), tf.float32), tf.TensorSpec((None,), tf.int64)
+
+    def dataset_fn(_context):
+        return shard.to_tf("image", "label", batch_size=batch_size, drop_last=drop_last,
+                           local_shuffle_buffer_size=SHUFFLE_ROWS if shuffle_seed is not None else None,
+                           local_shuffle_seed=shuffle_seed, feature_type_spec=images, label_type_spec=labels)
+    return strategy.distribute_datasets_from_function(dataset_fn)
+
+
 def in_memory_tensors(rows: int, shape: tuple, num_classes: int, seed: int):
     """Decoded-looking pixels (float32 0-255) and labels; speed does not depend on the values."""
     rng = np.random.default_rng(seed)
@@ -103,12 +122,20 @@ def in_memory_tensors(rows: int, shape: tuple, num_classes: int, seed: int):
             rng.integers(0, num_classes, rows).astype(np.int64))
 
 
-def ray_train_sps(job, prepared, plan: list[str], storage: str, run_name: str) -> dict:
+def ray_train_sps(job, prepared, plan: list[str], storage: str, run_name: str, input_path: str) -> dict:
+    from unittest import mock
+
+    from cluster.data import pipeline
     from cluster.training.trainer import run_training
 
     started = time.perf_counter()
-    result, _ = run_training(alternating_loop_per_worker, {"spec": job.model_dump(mode="json"), "plan": plan},
-                             job, prepared, job.train.seed, storage_path=storage, run_name=run_name)
+    config = {"spec": job.model_dump(mode="json"), "plan": plan, "input": input_path}
+    # The "before" path entire: Ray's `to_tf`, and the augmentation stage on Ray Data's default batches
+    # (a block each) instead of `augment_batch_rows`. The datasets are built here, in the driver.
+    before = mock.patch.object(pipeline, "augment_batch_rows", lambda _shape: None) if input_path == "to_tf" else None
+    with before or contextlib.nullcontext():
+        result, _ = run_training(alternating_loop_per_worker, config,
+                                 job, prepared, job.train.seed, storage_path=storage, run_name=run_name)
     per_epoch = [float(m["samples_per_second"]) for m in common.ray_train_epochs(result)]
     return by_mode(plan, per_epoch, time.perf_counter() - started)
 
@@ -187,8 +214,8 @@ def tfdata_probe(payload: dict) -> dict:
 # ---------------------------------------------------------------- the benchmark
 
 
-def scaling_key(workers: int, cpus: int) -> str:
-    return f"ray_{workers}w" + (f"x{cpus}cpu" if cpus != 1 else "")
+def scaling_key(workers: int, cpus: int, input_path: str = "shard_batches") -> str:
+    return f"ray_{workers}w" + (f"x{cpus}cpu" if cpus != 1 else "") + ("_to_tf" if input_path == "to_tf" else "")
 
 
 def rotated(order: list, rep: int) -> list:
@@ -225,7 +252,8 @@ def run(settings: dict, ctx: common.Context) -> dict:
     first = job_for(*settings["scalings"][0])
     prepared = prepare(first.data, first.train.seed)
     augment = [op.model_dump() for op in first.augment]
-    order = [tuple(scaling) for scaling in settings["scalings"]] + ["tfdata"]
+    order = ([(*scaling, "shard_batches") for scaling in settings["scalings"]]
+             + [(*scaling, "to_tf") for scaling in settings.get("to_tf_scalings", [])] + ["tfdata"])
     for rep in range(reps):
         for config in rotated(order, rep):
             common.log(f"input_pipeline: {config}, repetition {rep + 1}/{reps}")
@@ -235,9 +263,10 @@ def run(settings: dict, ctx: common.Context) -> dict:
                     "plan": plan, "model": settings["model"], "threads": os.cpu_count(), "augment": augment})
                 key = "tfdata"
             else:
-                workers, cpus = config
-                key = scaling_key(workers, cpus)
-                measured = ray_train_sps(job_for(workers, cpus), prepared, plan, str(storage), f"{key}-{rep}")
+                workers, cpus, input_path = config
+                key = scaling_key(workers, cpus, input_path)
+                measured = ray_train_sps(job_for(workers, cpus), prepared, plan, str(storage), f"{key}-{rep}",
+                                         input_path)
             for mode in MODES:
                 configs.setdefault(f"{key}_{mode}", []).append(measured[mode])
     medians = {key: common.median(r["samples_per_second"] for r in runs) for key, runs in configs.items()}
@@ -245,16 +274,21 @@ def run(settings: dict, ctx: common.Context) -> dict:
                for key, runs in configs.items()}
     tfdata = medians["tfdata_real"]
     comparisons = {}
-    for workers, cpus in settings["scalings"]:
-        key = scaling_key(workers, cpus)
+    for config in order[:-1]:
+        workers, cpus, input_path = config
+        key = scaling_key(workers, cpus, input_path)
         real = medians[f"{key}_real"]
         comparisons[key] = {
-            "workers": workers, "cpus_per_worker": cpus,
+            "workers": workers, "cpus_per_worker": cpus, "input": input_path,
             "samples_per_second": real, "ratio_vs_tfdata": real / tfdata if tfdata else None,
             "input_wait_fraction": wait_fraction(real, medians[f"{key}_in_memory"])}
     comparisons["tfdata"] = {"samples_per_second": tfdata, "ratio_vs_tfdata": 1.0,
                              "input_wait_fraction": wait_fraction(tfdata, medians["tfdata_in_memory"])}
+    from cluster.data.pipeline import augment_batch_rows
+    from cluster.training.loop import PREFETCH_BATCHES
+
     return {"settings": settings, "plan": plan, "train_rows": prepared.plan.train_rows,
+            "prefetch_batches": PREFETCH_BATCHES, "augment_batch_rows": augment_batch_rows(tuple(first.data.image_shape)),
             "tfdata_threads": os.cpu_count(), "augment": augment, "runs": configs, "medians": medians,
             "spreads": spreads, "comparisons": comparisons}
 

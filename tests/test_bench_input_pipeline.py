@@ -33,3 +33,26 @@ def test_wait_is_the_step_time_lost_to_input():
     assert wait_fraction(900.0, 1000.0) == pytest.approx(0.1)
     assert wait_fraction(1100.0, 1000.0) == 0.0  # faster than in memory: no wait, not negative
     assert wait_fraction(None, 1000.0) is None
+
+
+def test_the_to_tf_row_is_shown_as_the_before_and_not_held_to_the_target():
+    from bench.input_pipeline import scaling_key
+    from bench.render import input_pipeline, targets
+
+    assert scaling_key(1, 2) == "ray_1wx2cpu" and scaling_key(1, 2, "to_tf") == "ray_1wx2cpu_to_tf"
+    row = {"workers": 1, "cpus_per_worker": 2, "samples_per_second": 4000.0, "input_wait_fraction": 0.02}
+    result = {"settings": {"full_data": True, "fraction": 0.5, "model": {"family": "cnn", "width": 1.0},
+                           "batch": 256, "measured_epochs": 1, "repetitions": 3},
+              "train_rows": 27000, "plan": epoch_plan(1), "augment": [], "tfdata_threads": 2, "prefetch_batches": 4,
+              "medians": {"ray_1wx2cpu_real": 4000.0, "ray_1wx2cpu_in_memory": 4100.0, "ray_1wx2cpu_to_tf_real": 2000.0,
+                          "ray_1wx2cpu_to_tf_in_memory": 4100.0, "tfdata_real": 3900.0, "tfdata_in_memory": 4000.0},
+              "comparisons": {"ray_1wx2cpu": {**row, "input": "shard_batches", "ratio_vs_tfdata": 1.03},
+                              "ray_1wx2cpu_to_tf": {**row, "input": "to_tf", "ratio_vs_tfdata": 0.51,
+                                                    "input_wait_fraction": 0.5},
+                              "tfdata": {"samples_per_second": 3900.0, "ratio_vs_tfdata": 1.0,
+                                         "input_wait_fraction": 0.025}}}
+    rows = targets({"input_pipeline": result})
+    assert [r[0] for r in rows] == ["input pipeline: Ray (1 worker × 2 CPU) vs tf.data ≥ 1.0×",
+                                   "input wait, Ray 1 worker × 2 CPU < 5 % of step time"], rows
+    table = "\n".join(input_pipeline(result))
+    assert "`to_tf` (before)" in table and "0.51" in table

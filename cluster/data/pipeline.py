@@ -16,6 +16,11 @@ from cluster.data.sources import Source, resolve
 from cluster.data.splits import SplitPlan, plan_splits
 
 DECODE_BATCH_ROWS = 512
+# The augmentation stage's batches, by their float32 pixels' size. Ray Data's default batch (here a
+# decoded block, about 460 rows) made each epoch of 27,000 Fashion-MNIST rows cost 1.1 CPU-s, 0.15 of
+# it augmenting and the rest tasks and transfers, on the cores the trainers use; 2,048-4,096-row
+# batches cost 0.5 CPU-s, and the consumer's 90th-percentile wait per 256-row batch fell from 26 to 2 ms.
+AUGMENT_BATCH_BYTES = 8 * 2**20
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,11 @@ def read_decoded(source: Source, data) -> ray.data.Dataset:
                        image_shape=tuple(data.image_shape)))
 
 
+def augment_batch_rows(image_shape: tuple) -> int:
+    """Rows per augmentation batch: `AUGMENT_BATCH_BYTES` of float32 pixels (2,674 Fashion-MNIST images)."""
+    return max(1, AUGMENT_BATCH_BYTES // (4 * int(np.prod(image_shape))))
+
+
 def train_datasets(prepared: PreparedData, data, augment: list[dict], seed: int,
                    clock) -> dict[str, ray.data.Dataset]:
     """`train` (augmented, fresh every epoch) and `validation` (never augmented) datasets."""
@@ -110,7 +120,8 @@ def train_datasets(prepared: PreparedData, data, augment: list[dict], seed: int,
         # whole decoded source is released when `decoded` goes out of scope.
         train, validation = train.materialize(), validation.materialize()
     train = train.randomize_block_order(seed=seed).map_batches(
-        augment_batch, fn_kwargs=dict(ops=augment, seed=seed, clock=clock), batch_format="numpy")
+        augment_batch, fn_kwargs=dict(ops=augment, seed=seed, clock=clock), batch_format="numpy",
+        batch_size=augment_batch_rows(tuple(data.image_shape)))
     return {"train": train, "validation": validation}
 
 

@@ -12,7 +12,9 @@ restarted worker group resumes from the last finished epoch.
 
 from __future__ import annotations
 
+import queue
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 
@@ -30,6 +32,8 @@ from cluster.training.fine_tuning import VariantPlan, restore_record, walk
 from cluster.training.usage import record as record_usage
 
 SHUFFLE_BUFFER_ROWS = 2048
+# Ray Data batches fetched ahead of the one the generator hands to tf.data.
+PREFETCH_BATCHES = 4
 
 
 def configure_devices(cpus_per_worker: float) -> None:
@@ -55,23 +59,91 @@ def make_strategy() -> tf.distribute.Strategy:
         communication_options=tf.distribute.experimental.CommunicationOptions(implementation=implementation))
 
 
+def shard_batches(shard, image_shape: tuple, batch_size: int, drop_last: bool,
+                  shuffle_seed: int | None) -> tf.data.Dataset:
+    """A worker's Ray Data shard as a tf.data pipeline of (images, labels) batches, one epoch of it.
+
+    Not `DataIterator.to_tf`: that converts every batch in Python, prefetches one
+    batch on the Ray side only, and shuffles in Ray's local buffer, which
+    re-slices Arrow tables in Python for every batch. Here a thread of our own
+    reads the epoch's numpy batches from Ray Data (fetched ahead) into a small
+    queue, the generator hands them to tf.data whole, and tf.data shuffles rows
+    in its C++ buffer and prefetches. The thread always reads the epoch to its
+    end, also when Keras stops before the generator does (`steps_per_epoch`
+    reached), so no epoch of the stream is left half-read when the next starts.
+    """
+    signature = (tf.TensorSpec((None, *image_shape), tf.float32), tf.TensorSpec((None,), tf.int64))
+    shuffle = shuffle_seed is not None
+
+    def generator():
+        feed = EpochFeed(shard.iter_batches(batch_size=batch_size, batch_format="numpy",
+                                            prefetch_batches=PREFETCH_BATCHES, drop_last=drop_last and not shuffle))
+        try:
+            yield from feed
+        finally:
+            feed.finish()
+
+    dataset = tf.data.Dataset.from_generator(generator, output_signature=signature)
+    if shuffle:
+        # Batched again after the shuffle, so `drop_last` applies to the shuffled batches.
+        dataset = dataset.unbatch().shuffle(SHUFFLE_BUFFER_ROWS, seed=shuffle_seed).batch(
+            batch_size, drop_remainder=drop_last)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+class EpochFeed:
+    """One epoch of numpy batches read on a thread of its own into a bounded queue.
+
+    Iterating yields (images, labels) until the epoch ends; `finish` reads what
+    the consumer left (discarding it) and waits for the thread, so Ray Data's
+    iterator always runs to its end.
+    """
+
+    _END = object()
+
+    def __init__(self, batches):
+        self._queue: queue.Queue = queue.Queue(maxsize=PREFETCH_BATCHES)
+        self._discard = threading.Event()
+        self._thread = threading.Thread(target=self._read, args=(batches,), name="epoch-feed", daemon=True)
+        self._thread.start()
+
+    def _read(self, batches) -> None:
+        try:
+            for batch in batches:
+                if not self._discard.is_set():
+                    self._put((batch["image"], batch["label"]))
+            self._put(self._END)
+        except BaseException as error:  # handed to the consumer, raised there
+            self._put(error)
+
+    def _put(self, item) -> None:
+        while not self._discard.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def __iter__(self):
+        while (item := self._queue.get()) is not self._END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def finish(self) -> None:
+        self._discard.set()
+        self._thread.join()
+
+
 def distributed(strategy, shard, image_shape: tuple, batch_size: int, drop_last: bool, shuffle_seed: int | None):
-    """A worker's Ray Data shard as a distributed TF dataset of per-replica batches.
+    """A worker's shard as a distributed TF dataset of per-replica batches.
 
     Ray Data already split the rows between workers, so the dataset is given
     to the strategy per worker (no further sharding); each replica on the
-    worker takes its own batches. The type specs are given because without
-    them `to_tf` asks the shard for its schema, which runs the augmentation
-    stage on a block (about 2 s) before the first epoch.
+    worker takes its own batches.
     """
-    images = tf.TensorSpec((None, *image_shape), tf.float32)
-    labels = tf.TensorSpec((None,), tf.int64)
-
-    def dataset_fn(_context):
-        return shard.to_tf("image", "label", batch_size=batch_size, drop_last=drop_last,
-                           local_shuffle_buffer_size=SHUFFLE_BUFFER_ROWS if shuffle_seed is not None else None,
-                           local_shuffle_seed=shuffle_seed, feature_type_spec=images, label_type_spec=labels)
-    return strategy.distribute_datasets_from_function(dataset_fn)
+    return strategy.distribute_datasets_from_function(
+        lambda _context: shard_batches(shard, image_shape, batch_size, drop_last, shuffle_seed))
 
 
 @dataclass(frozen=True)

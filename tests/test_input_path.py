@@ -1,0 +1,128 @@
+"""How a Ray Train worker's Ray Data shard becomes Keras's input (`cluster.training.loop.shard_batches`).
+
+The unit tests hand it a stand-in shard (only our shuffling, batching and
+dropping are under test); the cluster test runs the real augmentation stage
+through a real streaming split for many epochs, since ray-project/ray #62352
+reports Ray's TF iterator deadlocking after many epochs from leaked threads.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import cluster  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+from cluster.training.loop import PREFETCH_BATCHES, EpochFeed, shard_batches
+
+ROWS, BATCH, SHAPE = 1000, 64, (4, 4, 1)
+
+
+class ListShard:
+    """Ray's `DataIterator.iter_batches` over in-memory rows, in order; records the arguments it was given."""
+
+    def __init__(self, rows: int = ROWS):
+        self.images = np.arange(rows, dtype=np.float32)[:, None, None, None] * np.ones(SHAPE, np.float32)
+        self.labels = np.arange(rows, dtype=np.int64)
+        self.calls = []
+
+    def iter_batches(self, *, batch_size, batch_format, drop_last, prefetch_batches):
+        self.calls.append({"batch_size": batch_size, "batch_format": batch_format, "drop_last": drop_last,
+                           "prefetch_batches": prefetch_batches})
+        stop = len(self.labels) - len(self.labels) % batch_size if drop_last else len(self.labels)
+        for start in range(0, stop, batch_size):
+            yield {"image": self.images[start:start + batch_size], "label": self.labels[start:start + batch_size],
+                   "key": self.labels[start:start + batch_size].astype(np.uint64)}
+
+
+def batches(dataset) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [(images.numpy(), labels.numpy()) for images, labels in dataset]
+
+
+def test_training_batches_are_full_shuffled_and_keep_each_label_with_its_image():
+    shard = ListShard()
+    got = batches(shard_batches(shard, SHAPE, BATCH, drop_last=True, shuffle_seed=7))
+    assert [len(labels) for _, labels in got] == [BATCH] * (ROWS // BATCH)
+    labels = np.concatenate([labels for _, labels in got])
+    assert len(set(labels.tolist())) == len(labels), "a row came twice"
+    assert not np.array_equal(labels, np.sort(labels)), "the rows kept the shard's order"
+    for images, labels in got:
+        np.testing.assert_array_equal(images[:, 0, 0, 0], labels.astype(np.float32))
+    # Ray Data hands over whole numpy batches, fetched ahead; the shuffle happens after, in tf.data.
+    assert shard.calls == [{"batch_size": BATCH, "batch_format": "numpy", "drop_last": False,
+                            "prefetch_batches": PREFETCH_BATCHES}]
+
+
+def test_the_same_seed_repeats_the_order_and_another_seed_changes_it():
+    def order(seed):
+        return np.concatenate([labels for _, labels in batches(
+            shard_batches(ListShard(), SHAPE, BATCH, drop_last=True, shuffle_seed=seed))])
+
+    np.testing.assert_array_equal(order(3), order(3))
+    assert not np.array_equal(order(3), order(4))
+
+
+def test_validation_batches_keep_every_row_in_order():
+    shard = ListShard()
+    got = batches(shard_batches(shard, SHAPE, BATCH, drop_last=False, shuffle_seed=None))
+    np.testing.assert_array_equal(np.concatenate([labels for _, labels in got]), np.arange(ROWS))
+    assert len(got[-1][1]) == ROWS % BATCH
+    assert shard.calls[0]["drop_last"] is False
+
+
+def test_an_unshuffled_run_that_drops_the_last_batch_asks_ray_to_drop_it():
+    shard = ListShard()
+    got = batches(shard_batches(shard, SHAPE, BATCH, drop_last=True, shuffle_seed=None))
+    assert shard.calls[0]["drop_last"] is True and len(got) == ROWS // BATCH
+
+
+def test_a_feed_left_early_still_reads_its_epoch_to_the_end():
+    read = []
+
+    def source():
+        for i in range(50):
+            read.append(i)
+            yield {"image": np.full((2, *SHAPE), i, np.float32), "label": np.array([i, i])}
+
+    feed = EpochFeed(source())
+    first = [int(labels[0]) for _, (_, labels) in zip(range(3), feed)]
+    feed.finish()
+    assert first == [0, 1, 2]
+    # The rest of the epoch was read (and dropped), so Ray Data's iterator ends its epoch.
+    assert read == list(range(50)) and not feed._thread.is_alive()
+
+
+def test_a_failing_source_raises_in_the_consumer():
+    def source():
+        yield {"image": np.zeros((1, *SHAPE), np.float32), "label": np.zeros(1, np.int64)}
+        raise RuntimeError("block lost")
+
+    feed = EpochFeed(source())
+    with pytest.raises(RuntimeError, match="block lost"):
+        list(feed)
+    feed.finish()
+
+
+@pytest.mark.timeout(600)
+def test_many_epochs_of_the_real_stage_neither_hang_nor_leak_threads(ray_client):
+    from cluster.data.augment import EpochClock
+    from cluster.data.pipeline import prepare, train_datasets
+    from cluster.spec import DataSpec
+    from tests.conftest import SAMPLE
+
+    ray = ray_client
+    data = DataSpec(train=str(SAMPLE / "train.parquet"), test=str(SAMPLE / "test.parquet"), num_classes=10,
+                    validation_fraction=0.1, train_fraction=0.05)
+    prepared = prepare(data, seed=0)
+    clock = EpochClock.remote()
+    train = train_datasets(prepared, data, [{"op": "flip_left_right", "p": 0.5}], seed=0, clock=clock)["train"]
+    (shard,) = train.streaming_split(1, equal=True)
+    rows, threads = prepared.plan.train_rows, []
+    for epoch in range(30):
+        ray.get(clock.set.remote(epoch))
+        got = batches(shard_batches(shard, (28, 28, 1), 32, drop_last=True, shuffle_seed=epoch))
+        assert [len(labels) for _, labels in got] == [32] * (rows // 32), epoch
+        threads.append(threading.active_count())
+    # Threads started for an epoch end with it: the count settles instead of growing with the epochs.
+    assert threads[-1] <= threads[4] + 2, threads
