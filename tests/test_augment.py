@@ -74,16 +74,11 @@ def test_epochs_and_seeds_differ():
 @pytest.mark.timeout(300)
 def test_ray_data_stage_streams_fresh_epochs_and_leaves_validation_alone(ray_client):
     """The real pipeline on the cluster: labels stay with images, epochs differ, validation is raw."""
-    from cluster.data.augment import EpochClock
-    from cluster.data.pipeline import load_arrays, prepare, train_datasets
-    from cluster.spec import DataSpec
-    from tests.conftest import SAMPLE
+    from cluster.data.pipeline import load_arrays, train_datasets
+    from tests.conftest import sample_pipeline
 
     ray = ray_client
-    data = DataSpec(train=str(SAMPLE / "train.parquet"), test=str(SAMPLE / "test.parquet"), num_classes=10,
-                    validation_fraction=0.1, train_fraction=0.1)
-    prepared = prepare(data, seed=0)
-    clock = EpochClock.remote()
+    data, prepared, clock = sample_pipeline(train_fraction=0.1)
     ops = [{"op": "flip_left_right", "p": 1.0}]
     datasets = train_datasets(prepared, data, ops, seed=0, clock=clock)
 

@@ -106,16 +106,11 @@ def test_a_failing_source_raises_in_the_consumer():
 
 @pytest.mark.timeout(600)
 def test_many_epochs_of_the_real_stage_neither_hang_nor_leak_threads(ray_client):
-    from cluster.data.augment import EpochClock
-    from cluster.data.pipeline import prepare, train_datasets
-    from cluster.spec import DataSpec
-    from tests.conftest import SAMPLE
+    from cluster.data.pipeline import train_datasets
+    from tests.conftest import sample_pipeline
 
     ray = ray_client
-    data = DataSpec(train=str(SAMPLE / "train.parquet"), test=str(SAMPLE / "test.parquet"), num_classes=10,
-                    validation_fraction=0.1, train_fraction=0.05)
-    prepared = prepare(data, seed=0)
-    clock = EpochClock.remote()
+    data, prepared, clock = sample_pipeline(train_fraction=0.05)
     train = train_datasets(prepared, data, [{"op": "flip_left_right", "p": 0.5}], seed=0, clock=clock)["train"]
     (shard,) = train.streaming_split(1, equal=True)
     rows, threads = prepared.plan.train_rows, []
