@@ -135,8 +135,9 @@ def run(settings: dict, ctx: common.Context) -> dict:
         local_sps = common.median(p["models"][name]["samples_per_second"] for p in probes)
         in_process_mfu = training_flops(macs, local_sps) / peak
         ray_train = {}
-        for (workers, cpus), (key, runs) in zip(scalings, ray_runs[name].items()):
-            sps = common.median(r["samples_per_second"] for r in runs)
+        for workers, cpus in scalings:
+            key = scaling_key(workers, cpus)
+            sps = common.median(r["samples_per_second"] for r in ray_runs[name][key])
             mfu = training_flops(macs, sps) / peak if sps else None
             ray_train[key] = {"workers": workers, "cpus_per_worker": cpus, "samples_per_second": sps,
                               "flops": sps and training_flops(macs, sps), "mfu": mfu,
