@@ -95,7 +95,8 @@ def alternating_loop_per_worker(config: dict) -> None:
 
         def dataset_fn(_context):
             return (tf.data.Dataset.from_tensor_slices((images, labels)).repeat()
-                    .batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+                    .batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+                    .with_options(loop.epoch_options()))
         return strategy.distribute_datasets_from_function(dataset_fn)
 
     loop.distributed = alternating

@@ -88,7 +88,22 @@ def shard_batches(shard, image_shape: tuple, batch_size: int, drop_last: bool,
         # Batched again after the shuffle, so `drop_last` applies to the shuffled batches.
         dataset = dataset.unbatch().shuffle(SHUFFLE_BUFFER_ROWS, seed=shuffle_seed).batch(
             batch_size, drop_remainder=drop_last)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE).with_options(epoch_options())
+
+
+def epoch_options() -> tf.data.Options:
+    """Options for a dataset that lives one epoch: no autotuning model thread.
+
+    A new iterator every epoch means a new autotuning thread every epoch, and
+    the iterator's destructor waits for it. In Ray's processes that wait often
+    ran to the thread's next optimisation period instead of ending at once:
+    4-5 s of an idle machine after an epoch of ~5 s (gdb: the main thread in
+    `~RootDataset::Iterator`, joining `Model::OptimizeLoop`). The prefetch
+    buffer still sizes itself without the model.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return options
 
 
 class EpochFeed:
