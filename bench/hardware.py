@@ -63,7 +63,7 @@ def probe(payload: dict) -> dict:
     from cluster.evaluation.compute import compute_profile
     from cluster.models import ModelShape, build_model
     from cluster.spec import TrainSpec
-    from cluster.training.loop import compile_classifier
+    from cluster.training.loop import compile_classifier, epoch_options
     from cluster.training.optim import build_optimizer
 
     threads = payload["threads"]
@@ -77,7 +77,9 @@ def probe(payload: dict) -> dict:
         model = build_model(shape["family"], ModelShape((28, 28, 1), 10), shape["width"], shape["depth"])
         steps = rows // batch
         compile_classifier(model, build_optimizer(TrainSpec(epochs=epochs, global_batch_size=batch), steps), 10)
-        data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch, drop_remainder=True).repeat()
+        # The options Ray Train's loop uses, so neither side pays tf.data's autotuning join per `fit`.
+        data = (tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch, drop_remainder=True).repeat()
+                .with_options(epoch_options()))
         per_epoch = []
         for epoch in range(epochs):
             start = time.perf_counter()

@@ -158,7 +158,22 @@ def distributed(strategy, shard, image_shape: tuple, batch_size: int, drop_last:
     worker takes its own batches.
     """
     return strategy.distribute_datasets_from_function(
-        lambda _context: shard_batches(shard, image_shape, batch_size, drop_last, shuffle_seed))
+        lambda _context: shard_batches(shard, image_shape, batch_size, drop_last, shuffle_seed),
+        input_options(strategy))
+
+
+def input_options(strategy: tf.distribute.Strategy) -> tf.distribute.InputOptions | None:
+    """With one replica per worker (CPU workers), the strategy iterates the dataset itself.
+
+    Otherwise it iterates through a MultiDeviceIterator, whose per-device
+    datasets run tf.data's autotuning thread, whose join stalls every epoch's
+    end as `epoch_options` explains. Several replicas on a worker (GPUs) keep
+    that iterator, since one Ray shard cannot feed a dataset per replica.
+    """
+    if strategy.num_replicas_in_sync != ray.train.get_context().get_world_size():
+        return None
+    return tf.distribute.InputOptions(experimental_replication_mode=tf.distribute.InputReplicationMode.PER_REPLICA,
+                                      experimental_fetch_to_device=False)
 
 
 @dataclass(frozen=True)
