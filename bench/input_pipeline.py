@@ -19,7 +19,7 @@ in samples/s of `fit`:
 
 Every per-epoch dataset on both sides (real and in memory) runs with the loop's
 `epoch_options` (no tf.data autotuning thread, whose join at an iterator's end
-idled a process for seconds), and Ray Train iterates it through `input_options`.
+idled a process for seconds).
 
 Input wait = 1 - (step time in memory / step time real) = 1 - real sps / in-memory sps,
 both from the same run, minutes apart.
@@ -101,7 +101,7 @@ def alternating_loop_per_worker(config: dict) -> None:
             return (tf.data.Dataset.from_tensor_slices((images, labels)).repeat()
                     .batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
                     .with_options(loop.epoch_options()))
-        return strategy.distribute_datasets_from_function(dataset_fn, loop.input_options(strategy))
+        return strategy.distribute_datasets_from_function(dataset_fn)
 
     loop.distributed = alternating
     loop.train_loop_per_worker(config)

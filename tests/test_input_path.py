@@ -8,12 +8,14 @@ reports Ray's TF iterator deadlocking after many epochs from leaked threads.
 
 from __future__ import annotations
 
+import inspect
 import threading
 
 import numpy as np
 import pytest
 
 import cluster  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+from cluster.training import loop
 from cluster.training.loop import PREFETCH_BATCHES, EpochFeed, shard_batches
 
 ROWS, BATCH, SHAPE = 1000, 64, (4, 4, 1)
@@ -102,6 +104,29 @@ def test_a_failing_source_raises_in_the_consumer():
     with pytest.raises(RuntimeError, match="block lost"):
         list(feed)
     feed.finish()
+
+
+@pytest.mark.parametrize("shuffle_seed", [None, 3])
+def test_each_epochs_dataset_runs_without_tf_datas_autotuning_thread(shuffle_seed):
+    # Its join at the end of every epoch's iterator idled Ray's processes for seconds (loop.epoch_options).
+    dataset = shard_batches(ListShard(), SHAPE, BATCH, drop_last=True, shuffle_seed=shuffle_seed)
+    assert dataset.options().autotune.enabled is False
+
+
+def test_the_strategies_per_device_datasets_run_without_it_too():
+    # MultiWorkerMirroredStrategy's iterator builds a dataset per device through this private function.
+    from tensorflow.python.data.ops import multi_device_iterator_ops
+
+    assert list(inspect.signature(multi_device_iterator_ops._create_device_dataset).parameters) == [
+        "prototype_ds", "incarnation_id", "prefetch_buffer_size", "experimental_slack"]
+    loop.quiet_device_datasets()
+    loop.quiet_device_datasets()  # a second call must not wrap it twice
+    iterator = multi_device_iterator_ops.OwnedMultiDeviceIterator(
+        shard_batches(ListShard(), SHAPE, BATCH, drop_last=False, shuffle_seed=None), ["/cpu:0"])
+    (device_iterator,) = iterator._device_iterators
+    assert device_iterator._dataset.options().autotune.enabled is False
+    # One element per device: a list of one (images, labels) pair here.
+    assert np.concatenate([labels.numpy() for ((_, labels),) in iterator]).tolist() == list(range(ROWS))
 
 
 @pytest.mark.timeout(600)

@@ -12,6 +12,7 @@ restarted worker group resumes from the last finished epoch.
 
 from __future__ import annotations
 
+import functools
 import queue
 import tempfile
 import threading
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 import ray.train
 import tensorflow as tf
 import tf_keras as keras
+from tensorflow.python.data.ops import multi_device_iterator_ops
 
 from cluster.models import ModelShape, build_model, compile_classifier
 from cluster.spec import ScalingSpec, TrainJob
@@ -51,6 +53,7 @@ def make_strategy() -> tf.distribute.Strategy:
     MirroredStrategy over its GPUs, or TensorFlow's default strategy (one device, no collectives:
     a one-worker MultiWorkerMirroredStrategy measured 1.3-1.5x slower on a small CNN, one noisy run each)."""
     gpus = tf.config.list_physical_devices("GPU")
+    quiet_device_datasets()
     if ray.train.get_context().get_world_size() == 1:
         return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
     implementation = (tf.distribute.experimental.CommunicationImplementation.NCCL if gpus
@@ -158,22 +161,30 @@ def distributed(strategy, shard, image_shape: tuple, batch_size: int, drop_last:
     worker takes its own batches.
     """
     return strategy.distribute_datasets_from_function(
-        lambda _context: shard_batches(shard, image_shape, batch_size, drop_last, shuffle_seed),
-        input_options(strategy))
+        lambda _context: shard_batches(shard, image_shape, batch_size, drop_last, shuffle_seed))
 
 
-def input_options(strategy: tf.distribute.Strategy) -> tf.distribute.InputOptions | None:
-    """With one replica per worker (CPU workers), the strategy iterates the dataset itself.
+def quiet_device_datasets() -> None:
+    """Give the per-device datasets of tf.distribute's MultiDeviceIterator the `epoch_options` too.
 
-    Otherwise it iterates through a MultiDeviceIterator, whose per-device
-    datasets run tf.data's autotuning thread, whose join stalls every epoch's
-    end as `epoch_options` explains. Several replicas on a worker (GPUs) keep
-    that iterator, since one Ray shard cannot feed a dataset per replica.
+    MultiWorkerMirroredStrategy and MirroredStrategy feed their replicas
+    through that iterator, which builds one more dataset per device with
+    default options, so tf.data's autotuning join (see `epoch_options`) stalled
+    each epoch's end there as well: 2 workers x 1 CPU ran at 0.63x of in-process
+    tf.data after the fix of our own dataset. TensorFlow has no public option
+    for those datasets; `_create_device_dataset` is pinned by
+    tests/test_input_path.py.
     """
-    if strategy.num_replicas_in_sync != ray.train.get_context().get_world_size():
-        return None
-    return tf.distribute.InputOptions(experimental_replication_mode=tf.distribute.InputReplicationMode.PER_REPLICA,
-                                      experimental_fetch_to_device=False)
+    if getattr(multi_device_iterator_ops._create_device_dataset, "quiet", False):
+        return
+    create = multi_device_iterator_ops._create_device_dataset
+
+    @functools.wraps(create)
+    def create_quiet(*args, **kwargs):
+        return create(*args, **kwargs).with_options(epoch_options())
+
+    create_quiet.quiet = True
+    multi_device_iterator_ops._create_device_dataset = create_quiet
 
 
 @dataclass(frozen=True)
