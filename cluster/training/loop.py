@@ -98,11 +98,13 @@ def epoch_options() -> tf.data.Options:
     """Options for a dataset that lives one epoch: no autotuning model thread.
 
     A new iterator every epoch means a new autotuning thread every epoch, and
-    the iterator's destructor waits for it. In Ray's processes that wait often
-    ran to the thread's next optimisation period instead of ending at once:
-    4-5 s of an idle machine after an epoch of ~5 s (gdb: the main thread in
-    `~RootDataset::Iterator`, joining `Model::OptimizeLoop`). The prefetch
-    buffer still sizes itself without the model.
+    the iterator's destructor joins it. TensorFlow's cancellation wakes that
+    thread before it marks itself cancelled (`CancellationManager` runs the
+    callbacks first), so the thread often sees "not cancelled" and sleeps to
+    its next optimisation, whose period doubles from 10 ms: the join then ends
+    near 10 ms x 2^k, up to an epoch's length later (epochs of 5.1 s took 10.26 s;
+    gdb: the main thread in `~RootDataset::Iterator`, the thread in
+    `Model::OptimizeLoop`). The prefetch buffer still sizes itself without it.
     """
     options = tf.data.Options()
     options.autotune.enabled = False
