@@ -63,7 +63,8 @@ def probe(payload: dict) -> dict:
     from cluster.evaluation.compute import compute_profile
     from cluster.models import ModelShape, build_model
     from cluster.spec import TrainSpec
-    from cluster.training.loop import compile_classifier, epoch_options
+    from cluster.tf_datasets import epoch_options
+    from cluster.training.loop import compile_classifier
     from cluster.training.optim import build_optimizer
 
     threads = payload["threads"]

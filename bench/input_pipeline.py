@@ -18,7 +18,7 @@ in samples/s of `fit`:
   in-memory tensors.
 
 Every per-epoch dataset on both sides (real and in memory) runs with the loop's
-`epoch_options` (no tf.data autotuning thread, whose join at an iterator's end
+`cluster/tf_datasets.py: epoch_options` (no tf.data autotuning thread, whose join at an iterator's end
 idled a process for seconds).
 
 Input wait = 1 - (step time in memory / step time real) = 1 - real sps / in-memory sps,
@@ -83,6 +83,7 @@ def alternating_loop_per_worker(config: dict) -> None:
     """
     import tensorflow as tf
 
+    from cluster.tf_datasets import epoch_options
     from cluster.training import loop
 
     plan = config["plan"]
@@ -100,7 +101,7 @@ def alternating_loop_per_worker(config: dict) -> None:
         def dataset_fn(_context):
             return (tf.data.Dataset.from_tensor_slices((images, labels)).repeat()
                     .batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-                    .with_options(loop.epoch_options()))
+                    .with_options(epoch_options()))
         return strategy.distribute_datasets_from_function(dataset_fn)
 
     loop.distributed = alternating
@@ -159,7 +160,8 @@ def tfdata_probe(payload: dict) -> dict:
     from cluster.data.sources import resolve
     from cluster.models import ModelShape, build_model
     from cluster.spec import TrainSpec
-    from cluster.training.loop import compile_classifier, epoch_options
+    from cluster.tf_datasets import epoch_options
+    from cluster.training.loop import compile_classifier
     from cluster.training.optim import build_optimizer
 
     threads = payload["threads"]

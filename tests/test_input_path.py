@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import cluster  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+from cluster.tf_datasets import in_memory_batches
 from cluster.training import loop
 from cluster.training.loop import PREFETCH_BATCHES, EpochFeed, shard_batches
 
@@ -108,9 +109,16 @@ def test_a_failing_source_raises_in_the_consumer():
 
 @pytest.mark.parametrize("shuffle_seed", [None, 3])
 def test_each_epochs_dataset_runs_without_tf_datas_autotuning_thread(shuffle_seed):
-    # Its join at the end of every epoch's iterator idled Ray's processes for seconds (loop.epoch_options).
+    # Its join at the end of every epoch's iterator idled Ray's processes for seconds (cluster/tf_datasets.py: epoch_options).
     dataset = shard_batches(ListShard(), SHAPE, BATCH, drop_last=True, shuffle_seed=shuffle_seed)
     assert dataset.options().autotune.enabled is False
+
+
+def test_in_memory_test_batches_keep_every_row_in_order_without_it():
+    images, labels = ListShard().images, ListShard().labels
+    dataset = in_memory_batches(images, labels, BATCH)
+    assert dataset.options().autotune.enabled is False
+    assert np.concatenate([batch_labels for _, batch_labels in batches(dataset)]).tolist() == list(range(ROWS))
 
 
 def test_the_strategies_per_device_datasets_run_without_it_too():

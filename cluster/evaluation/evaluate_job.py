@@ -65,6 +65,7 @@ def measure_keras(name: str, path: str, images, labels, evaluation, trust_code: 
     from cluster.evaluation.latency import measure_latency_in_subprocess
     from cluster.evaluation.memory import measure_peak_rss
     from cluster.models import compile_classifier, load_keras_model
+    from cluster.tf_datasets import in_memory_batches
 
     model = load_keras_model(path, trust_code=trust_code)
     compile_classifier(model, "adam", model.output_shape[-1])
@@ -80,7 +81,7 @@ def measure_keras(name: str, path: str, images, labels, evaluation, trust_code: 
         size_bytes_gzip=sum(gzip_size_bytes(f) for f in files),
         latency_ms_p50=latency.latency_ms_p50, latency_ms_p95=latency.latency_ms_p95,
         latency_ms_p99=latency.latency_ms_p99, throughput_sps={str(b): v for b, v in latency.throughput_sps.items()},
-        num_threads=latency.num_threads, accuracy=float(model.evaluate(images, labels, verbose=0)[1]),
+        num_threads=latency.num_threads, accuracy=float(model.evaluate(in_memory_batches(images, labels, 512), verbose=0)[1]),
         num_test_samples=len(labels), batch_sizes=list(latency.batch_sizes), repetitions=latency.repetitions,
         extra={"format": "keras"})
     if evaluation.memory:

@@ -27,6 +27,7 @@ from tensorflow.python.data.ops import multi_device_iterator_ops
 from cluster.models import ModelShape, build_model, compile_classifier
 from cluster.spec import ScalingSpec, TrainJob
 from cluster.storage import RunStorage
+from cluster.tf_datasets import epoch_options
 from cluster.training import checkpoints
 from cluster.training.optim import build_optimizer
 from cluster.training.batches import batch_split, epoch_steps
@@ -94,23 +95,6 @@ def shard_batches(shard, image_shape: tuple, batch_size: int, drop_last: bool,
     return dataset.prefetch(tf.data.AUTOTUNE).with_options(epoch_options())
 
 
-def epoch_options() -> tf.data.Options:
-    """Options for a dataset that lives one epoch: no autotuning model thread.
-
-    A new iterator every epoch means a new autotuning thread every epoch, and
-    the iterator's destructor joins it. TensorFlow's cancellation wakes that
-    thread before it marks itself cancelled (`CancellationManager` runs the
-    callbacks first), so the thread often sees "not cancelled" and sleeps to
-    its next optimisation, whose period doubles from 10 ms: the join then ends
-    near 10 ms x 2^k, up to an epoch's length later (epochs of 5.1 s took 10.26 s;
-    gdb: the main thread in `~RootDataset::Iterator`, the thread in
-    `Model::OptimizeLoop`). The prefetch buffer still sizes itself without it.
-    """
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    return options
-
-
 class EpochFeed:
     """One epoch of numpy batches read on a thread of its own into a bounded queue.
 
@@ -171,7 +155,7 @@ def quiet_device_datasets() -> None:
 
     MultiWorkerMirroredStrategy and MirroredStrategy feed their replicas
     through that iterator, which builds one more dataset per device with
-    default options, so tf.data's autotuning join (see `epoch_options`) stalled
+    default options, so tf.data's autotuning join (`cluster/tf_datasets.py`) stalled
     each epoch's end there as well: 2 workers x 1 CPU ran at 0.63x of in-process
     tf.data after the fix of our own dataset. TensorFlow has no public option
     for those datasets; `_create_device_dataset` is pinned by

@@ -31,6 +31,7 @@ from cluster.results import (DataEfficiency, EvaluationRecord, FileFigures, Kera
                              Resources, TrainedModels, TrainSummary)
 from cluster.spec import TrainJob
 from cluster.storage import RunStorage
+from cluster.tf_datasets import in_memory_batches
 from cluster.training import checkpoints
 from cluster.training.loop import train_loop_per_worker
 from cluster.training.resources import Capacity, check_training_fits
@@ -57,7 +58,7 @@ def export_and_measure(spec: TrainJob, model, history: list[dict], checkpoint_di
                        storage: RunStorage) -> dict:
     """Export the Keras model and its float TFLite file, measure both, upload everything."""
 
-    test_loss, test_accuracy = model.evaluate(images, labels, batch_size=512, verbose=0)
+    test_loss, test_accuracy = model.evaluate(in_memory_batches(images, labels, 512), verbose=0)
     evaluation = spec.evaluation
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
@@ -113,7 +114,7 @@ def learning_curve(spec: TrainJob, storage: RunStorage, images, labels, test_acc
             model, meta = checkpoints.restored_model(partial.model, partial.data, directory)
         points.append(LearningCurvePoint(
             fraction=fraction, train_rows=prepared.plan.train_rows, samples_seen=meta["history"][-1]["samples_seen"],
-            test_accuracy=float(model.evaluate(images, labels, batch_size=512, verbose=0)[1])))
+            test_accuracy=float(model.evaluate(in_memory_batches(images, labels, 512), verbose=0)[1])))
     points.append(LearningCurvePoint(fraction=spec.data.train_fraction, train_rows=train_rows,
                                      samples_seen=samples_seen, test_accuracy=test_accuracy))
     return points
