@@ -31,16 +31,16 @@ def run(settings: dict, ctx: common.Context) -> dict:
         raise RuntimeError("inference needs the compression or the frontier benchmark's artifacts: run one first "
                            "(python -m bench --only compression,inference)")
     threads, targets = settings["num_threads"][0], []
+
+    def p50_target(requirement: str, ratios: dict) -> dict:
+        lower = ratios["p50_latency_lower_by"]
+        return {"name": "p50", "requirement": requirement, "met": lower >= 3.0,
+                "figure": f"{lower:.2f}× lower p50 at {threads} thread(s)"}
+
     if compressed:
-        lower = compressed["ratios"]["p50_latency_lower_by"]
-        targets.append({"name": "p50", "requirement": "compression: ≥ 3× lower p50 latency than its float baseline",
-                        "met": lower >= 3.0, "figure": f"{lower:.2f}× lower p50 at {threads} thread(s)"})
-    if frontier:
-        for name, ratios in frontier["ratios"].items():
-            lower = ratios["p50_latency_lower_by"]
-            targets.append({"name": "p50", "requirement": f"frontier: {name} ≥ 3× lower p50 latency than the "
-                                                          "default CNN's float file",
-                            "met": lower >= 3.0, "figure": f"{lower:.2f}× lower p50 at {threads} thread(s)"})
+        targets.append(p50_target("compression: ≥ 3× lower p50 latency than its float baseline", compressed["ratios"]))
+    for name, ratios in (frontier["ratios"] if frontier else {}).items():
+        targets.append(p50_target(f"frontier: {name} ≥ 3× lower p50 latency than the default CNN's float file", ratios))
     return {"settings": settings, **(compressed or {}), "frontier": frontier, "targets": targets}
 
 

@@ -91,6 +91,7 @@ def test_a_distilled_student_starts_from_the_recipes_seed(tmp_path, baseline):
     walk(plan, baseline, folder(tmp_path, "a"), keep(first))
     keras.utils.set_random_seed(99)  # whatever ran before, the student is the same
     walk(plan, baseline, folder(tmp_path, "b"), keep(second))
+    assert first and len(first) == len(second)
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a, b)
 

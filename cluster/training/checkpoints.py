@@ -70,6 +70,12 @@ def read_meta(directory: str | os.PathLike) -> dict:
 def restore(directory: str | os.PathLike, model: keras.Model, optimizer=None) -> dict:
     """Load weights (and optimizer state when given) into built objects; returns the meta."""
     meta = read_meta(directory)
+    load_state(directory, model, optimizer)
+    return meta
+
+
+def load_state(directory: str | os.PathLike, model: keras.Model, optimizer=None) -> None:
+    """Load weights (and optimizer state when given) from a checkpoint whose meta was already read."""
     parts = {"model": model} if optimizer is None else {"model": model, "optimizer": optimizer}
     try:
         status = tf.train.Checkpoint(**parts).read(os.path.join(directory, STATE_PREFIX))
@@ -78,7 +84,6 @@ def restore(directory: str | os.PathLike, model: keras.Model, optimizer=None) ->
             status.assert_existing_objects_matched()
     except (tf.errors.OpError, AssertionError, ValueError) as error:
         raise CheckpointError(f"{directory}: weights do not fit the model {model.name!r} ({error})") from None
-    return meta
 
 
 def restored_model(model_spec, data, directory: str | os.PathLike) -> tuple[keras.Model, dict]:

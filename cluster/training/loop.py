@@ -269,9 +269,10 @@ def resume_state(model: keras.Model, optimizer, run_folder: str, task: dict | No
         optimizer.build(model.trainable_variables)
         try:
             with checkpoint.as_directory() as directory:
-                if checkpoints.read_meta(directory).get("task") != task:
+                meta = checkpoints.read_meta(directory)
+                if meta.get("task") != task:
                     continue
-                meta = checkpoints.restore(directory, model, optimizer)
+                checkpoints.load_state(directory, model, optimizer)
         except checkpoints.CheckpointError:
             continue
         return meta["epoch"], meta["history"]
