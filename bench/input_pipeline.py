@@ -91,11 +91,13 @@ def alternating_loop_per_worker(config: dict) -> None:
     shape, num_classes = tuple(config["spec"]["data"]["image_shape"]), config["spec"]["data"]["num_classes"]
     train_epochs = iter(plan)
 
-    def alternating(strategy, shard, image_shape: tuple, batch_size: int, drop_last: bool, shuffle_seed):
+    def alternating(strategy, shard, image_shape: tuple, batch_size: int, drop_last: bool, shuffle_seed,
+                    feeds=None):
         # `run_epochs` asks for the train data with drop_last=True and the validation data without;
-        # validation always reads the real shard (it is outside the timed `fit`).
+        # validation always reads the real shard (it is outside the timed `fit`). An in-memory epoch
+        # starts no stream: the shard sits that epoch out.
         if not drop_last or next(train_epochs) == "real":
-            return real(strategy, shard, image_shape, batch_size, drop_last, shuffle_seed)
+            return real(strategy, shard, image_shape, batch_size, drop_last, shuffle_seed, feeds)
         images, labels = in_memory_tensors(batch_size * 8, shape, num_classes, shuffle_seed or 0)
 
         def dataset_fn(_context):
@@ -108,8 +110,9 @@ def alternating_loop_per_worker(config: dict) -> None:
     loop.train_loop_per_worker(config)
 
 
-def ray_to_tf(strategy, shard, image_shape: tuple, batch_size: int, drop_last: bool, shuffle_seed):
-    """Ray's own `DataIterator.to_tf`, as the loop used it before `shard_batches`: the comparison's "before"."""
+def ray_to_tf(strategy, shard, image_shape: tuple, batch_size: int, drop_last: bool, shuffle_seed, feeds=None):
+    """Ray's own `DataIterator.to_tf`, as the loop used it before `shard_batches`: the comparison's "before"
+    (its stream starts at the dataset's first use; `feeds` stays empty)."""
     import tensorflow as tf
 
     images, labels = tf.TensorSpec((None, *image_shape), tf.float32), tf.TensorSpec((None,), tf.int64)

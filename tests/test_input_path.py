@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -107,11 +108,48 @@ def test_a_failing_source_raises_in_the_consumer():
     feed.finish()
 
 
+def test_finishing_a_feed_releases_a_consumer_still_waiting_on_it():
+    """The loop ends an epoch's feed right after `fit`, while tf.data's prefetch thread may still wait
+    on it for a batch; that wait must end (with the epoch), not last forever."""
+    more = threading.Event()
+
+    def source():
+        yield {"image": np.zeros((1, *SHAPE), np.float32), "label": np.zeros(1, np.int64)}
+        more.wait(timeout=10)  # Ray Data slow to hand over the next block
+        yield {"image": np.ones((1, *SHAPE), np.float32), "label": np.ones(1, np.int64)}
+
+    feed, got = EpochFeed(source()), []
+    consumer = threading.Thread(target=lambda: got.extend(feed), daemon=True)
+    consumer.start()
+    deadline = time.monotonic() + 10
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.01)
+    threading.Timer(0.2, more.set).start()
+    feed.finish()
+    consumer.join(timeout=10)
+    assert not consumer.is_alive(), "the consumer still waits on a finished feed"
+    assert [int(labels[0]) for _, labels in got] == [0]  # what was read after the end is dropped
+    with pytest.raises(RuntimeError, match="one epoch"):
+        list(feed)
+
+
+def test_an_epoch_streams_from_its_datasets_construction_and_hands_back_its_feed():
+    shard, feeds = ListShard(), []
+    dataset = shard_batches(shard, SHAPE, BATCH, drop_last=False, shuffle_seed=None, feeds=feeds)
+    # Ray Data was asked before the dataset's first use: the loop builds the next epoch's dataset
+    # while it validates and checkpoints this one.
+    assert len(shard.calls) == 1 and len(feeds) == 1
+    assert np.concatenate([labels for _, labels in batches(dataset)]).tolist() == list(range(ROWS))
+    loop.finish(feeds)
+
+
 @pytest.mark.parametrize("shuffle_seed", [None, 3])
 def test_each_epochs_dataset_runs_without_tf_datas_autotuning_thread(shuffle_seed):
     # Its join at the end of every epoch's iterator idled Ray's processes for seconds (cluster/tf_datasets.py: epoch_options).
-    dataset = shard_batches(ListShard(), SHAPE, BATCH, drop_last=True, shuffle_seed=shuffle_seed)
+    feeds = []
+    dataset = shard_batches(ListShard(), SHAPE, BATCH, drop_last=True, shuffle_seed=shuffle_seed, feeds=feeds)
     assert dataset.options().autotune.enabled is False
+    loop.finish(feeds)
 
 
 def test_in_memory_test_batches_keep_every_row_in_order_without_it():
@@ -146,11 +184,26 @@ def test_many_epochs_of_the_real_stage_neither_hang_nor_leak_threads(ray_client)
     data, prepared, clock = sample_pipeline(train_fraction=0.05)
     train = train_datasets(prepared, data, [{"op": "flip_left_right", "p": 0.5}], seed=0, clock=clock)["train"]
     (shard,) = train.streaming_split(1, equal=True)
-    rows, threads = prepared.plan.train_rows, []
-    for epoch in range(30):
+    rows, threads, feeds = prepared.plan.train_rows, [], []
+
+    def open_epoch(epoch: int):
         ray.get(clock.set.remote(epoch))
-        got = batches(shard_batches(shard, (28, 28, 1), 32, drop_last=True, shuffle_seed=epoch))
-        assert [len(labels) for _, labels in got] == [32] * (rows // 32), epoch
+        return shard_batches(shard, (28, 28, 1), 32, drop_last=True, shuffle_seed=epoch, feeds=feeds)
+
+    # As the loop runs them: each epoch's stream starts once the previous one is finished, before it is
+    # used; odd epochs stop early, as Keras does at `steps_per_epoch`, and the feed reads the rest.
+    upcoming = open_epoch(0)
+    for epoch in range(30):
+        if epoch % 2:
+            for taken, _ in enumerate(upcoming, start=1):
+                if taken == 2:
+                    break
+        else:
+            got = batches(upcoming)
+            assert [len(labels) for _, labels in got] == [32] * (rows // 32), epoch
+        loop.finish(feeds)
+        feeds.clear()
+        upcoming = open_epoch(epoch + 1) if epoch < 29 else None
         threads.append(threading.active_count())
     # Threads started for an epoch end with it: the count settles instead of growing with the epochs.
     assert threads[-1] <= threads[4] + 2, threads

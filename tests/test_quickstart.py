@@ -14,6 +14,7 @@ import sys
 
 import pytest
 
+from cluster.training.variants import FINE_TUNING_RUN
 from tests.conftest import ROOT, SAMPLE, sweetspot
 
 RECIPE = ROOT.parent / "shared" / "anchors" / "tfmot_recipe.py"
@@ -86,6 +87,18 @@ def test_quickstart_console_is_short_and_ends_with_the_verdict(quickstart):
     assert " ".join(printed[table_end + 1:]).startswith(f"Sweet spot: `{summary['sweet_spot']}`")
     storage = Path(done.args[done.args.index("--output") + 1])
     assert "Started training worker group" in (storage / "quickstart" / "job.log").read_text()  # the full log
+
+
+def test_the_fine_tuned_variants_of_both_scales_share_one_ray_train_run(quickstart):
+    """Both pruned variants (one per trained scale) fit in one trial's one worker group, in turn."""
+    summary, done = quickstart
+    run = Path(done.args[done.args.index("--output") + 1]) / "quickstart"
+    pruned = sorted(v["name"] for v in summary["variants"] if "prune" in v["technique"])
+    assert pruned == ["bncnn-w0.25-d3-pruned50-int8", "bncnn-w0.5-d3-pruned50-int8"]
+    assert [p.parent.name for p in (run / "trials").glob(f"*/{FINE_TUNING_RUN}")] == [pruned[0]]
+    for name in pruned:  # each variant's fitted step is its own record
+        assert (run / "trials" / name / "step1-prune" / "meta.json").is_file()
+    assert f"building {', '.join(pruned)} (fine-tuned in turn in one Ray Train run)" in done.stdout
 
 
 def test_results_table_of_the_quickstart_is_narrow_and_names_the_sweet_spot(quickstart):

@@ -24,8 +24,8 @@ _SCALE = float(2**64)
 class EpochClock:
     """The epoch the train workers are on, read by the augmentation stage.
 
-    It outlives worker restarts (the driver owns it), so its log of epoch
-    starts shows what a failure cost: an epoch started twice was repeated.
+    It outlives worker restarts (the driver owns it), so its log of epochs
+    begun shows what a failure cost: an epoch begun twice was repeated.
     """
 
     def __init__(self) -> None:
@@ -33,7 +33,12 @@ class EpochClock:
         self.started: list[int] = []
 
     def set(self, epoch: int) -> None:
+        """The epoch the augmentation draws for; set before that epoch's stream starts, which can be
+        ahead of its training (the loop starts an epoch's stream while the previous one validates)."""
         self.epoch = epoch
+
+    def begin(self, epoch: int) -> None:
+        """Training of `epoch` began (logged once per time it begins)."""
         self.started.append(epoch)
 
     def get(self) -> int:

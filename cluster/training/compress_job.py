@@ -122,8 +122,8 @@ def run_compress(spec: CompressJob) -> dict:
             pending.append(variant)
         plans = [plan_variant(spec, spec.fine_tune_of(variant), variant.name, variant.pipeline, prepared)
                  for variant in pending]
-        built = build_variants(spec, plans, spec.fine_tune.seed, baseline_path, prepared, representative, storage,
-                               scratch, trust_code=spec.trust_model_code)
+        built = build_variants(spec, plans, spec.fine_tune.seed, {plan.name: baseline_path for plan in plans},
+                               prepared, representative, storage, scratch, trust_code=spec.trust_model_code)
         for variant, (_plan, model, tflite_path, histories) in zip(pending, built):
             recipe = recipe_of(spec, variant)
             extra = {"technique": techniques(variant.pipeline), "pipeline": recipe["pipeline"],

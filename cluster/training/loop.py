@@ -12,6 +12,7 @@ restarted worker group resumes from the last finished epoch.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import queue
 import tempfile
@@ -20,6 +21,7 @@ import time
 from dataclasses import dataclass
 
 import ray.train
+import ray.train.collective
 import tensorflow as tf
 import tf_keras as keras
 from tensorflow.python.data.ops import multi_device_iterator_ops
@@ -49,6 +51,15 @@ def configure_devices(cpus_per_worker: float) -> None:
         tf.config.experimental.set_memory_growth(gpu, True)
 
 
+def open_shards() -> None:
+    """Ask for this worker's train and validation shards now, before the model is built: Ray Data starts
+    each split's coordinator (an actor process of its own) on the first request, so it starts while
+    the model builds instead of at the first epoch. Nothing streams yet: an epoch starts when every
+    worker iterates its shard."""
+    ray.train.get_dataset_shard("train")
+    ray.train.get_dataset_shard("validation")
+
+
 def make_strategy() -> tf.distribute.Strategy:
     """MultiWorkerMirroredStrategy across workers (NCCL between GPUs, ring on CPU); on a lone worker,
     MirroredStrategy over its GPUs, or TensorFlow's default strategy (one device, no collectives:
@@ -64,8 +75,13 @@ def make_strategy() -> tf.distribute.Strategy:
 
 
 def shard_batches(shard, image_shape: tuple, batch_size: int, drop_last: bool,
-                  shuffle_seed: int | None) -> tf.data.Dataset:
+                  shuffle_seed: int | None, feeds: list | None = None) -> tf.data.Dataset:
     """A worker's Ray Data shard as a tf.data pipeline of (images, labels) batches, one epoch of it.
+
+    The epoch starts streaming now, not at the dataset's first use, so a caller
+    can build the next epoch's dataset while it does other work (the loop
+    validates and checkpoints meanwhile). Its `EpochFeed` goes on `feeds`, for the
+    caller to `finish` when it is done with the epoch.
 
     Not `DataIterator.to_tf`: that converts every batch in Python, prefetches one
     batch on the Ray side only, and shuffles in Ray's local buffer, which
@@ -79,9 +95,12 @@ def shard_batches(shard, image_shape: tuple, batch_size: int, drop_last: bool,
     signature = (tf.TensorSpec((None, *image_shape), tf.float32), tf.TensorSpec((None,), tf.int64))
     shuffle = shuffle_seed is not None
 
+    feed = EpochFeed(shard.iter_batches(batch_size=batch_size, batch_format="numpy",
+                                        prefetch_batches=PREFETCH_BATCHES, drop_last=drop_last and not shuffle))
+    if feeds is not None:
+        feeds.append(feed)
+
     def generator():
-        feed = EpochFeed(shard.iter_batches(batch_size=batch_size, batch_format="numpy",
-                                            prefetch_batches=PREFETCH_BATCHES, drop_last=drop_last and not shuffle))
         try:
             yield from feed
         finally:
@@ -108,6 +127,7 @@ class EpochFeed:
     def __init__(self, batches):
         self._queue: queue.Queue = queue.Queue(maxsize=PREFETCH_BATCHES)
         self._discard = threading.Event()
+        self._iterated = False
         self._thread = threading.Thread(target=self._read, args=(batches,), name="epoch-feed", daemon=True)
         self._thread.start()
 
@@ -129,6 +149,9 @@ class EpochFeed:
                 continue
 
     def __iter__(self):
+        if self._iterated:  # a second pass would wait forever on the emptied queue
+            raise RuntimeError("an EpochFeed is one epoch: it was iterated already")
+        self._iterated = True
         while (item := self._queue.get()) is not self._END:
             if isinstance(item, BaseException):
                 raise item
@@ -137,17 +160,33 @@ class EpochFeed:
     def finish(self) -> None:
         self._discard.set()
         self._thread.join()
+        # A consumer still waiting (tf.data's prefetch thread, when the caller ends the epoch before
+        # the dataset's iterator is gone) gets the end, not a wait forever on the emptied queue.
+        while True:
+            try:
+                self._queue.put_nowait(self._END)
+                return
+            except queue.Full:
+                with contextlib.suppress(queue.Empty):
+                    self._queue.get_nowait()
 
 
-def distributed(strategy, shard, image_shape: tuple, batch_size: int, drop_last: bool, shuffle_seed: int | None):
-    """A worker's shard as a distributed TF dataset of per-replica batches.
+def distributed(strategy, shard, image_shape: tuple, batch_size: int, drop_last: bool, shuffle_seed: int | None,
+                feeds: list | None = None):
+    """A worker's shard as a distributed TF dataset of per-replica batches; its epoch starts streaming now.
 
     Ray Data already split the rows between workers, so the dataset is given
     to the strategy per worker (no further sharding); each replica on the
-    worker takes its own batches.
+    worker takes its own batches. (tf.distribute calls the function at once.)
     """
     return strategy.distribute_datasets_from_function(
-        lambda _context: shard_batches(shard, image_shape, batch_size, drop_last, shuffle_seed))
+        lambda _context: shard_batches(shard, image_shape, batch_size, drop_last, shuffle_seed, feeds))
+
+
+def finish(feeds: list) -> None:
+    """End each feed's epoch: read what the consumer left, and wait for its thread."""
+    for feed in feeds:
+        feed.finish()
 
 
 def quiet_device_datasets() -> None:
@@ -208,21 +247,38 @@ def run_epochs(strategy, model: keras.Model, optimizer, geometry: Geometry, trai
     train_shard = ray.train.get_dataset_shard("train")
     validation_shard = ray.train.get_dataset_shard("validation")
     image_shape = tuple(config["image_shape"])
-    for epoch in range(start_epoch, train.epochs):
+
+    def open_epoch(epoch: int) -> tuple[object, list]:
+        """Epoch `epoch`'s train data, streaming from now on, and its feeds."""
+        # Every worker has read the previous epoch to its end before the clock moves: the augmentation
+        # stage reads the clock, so a worker still reading that epoch would get this one's draws.
+        ray.train.collective.barrier()
         if geometry.rank == 0:
             # Ray Data starts this epoch's execution only after every worker asks for it.
             ray.get(config["clock"].set.remote(epoch))
+        feeds = []
+        return distributed(strategy, train_shard, image_shape, geometry.per_replica_batch, drop_last=True,
+                           shuffle_seed=train.seed * 100_003 + epoch * 101 + geometry.rank, feeds=feeds), feeds
+
+    upcoming = open_epoch(start_epoch) if start_epoch < train.epochs else None
+    for epoch in range(start_epoch, train.epochs):
+        if geometry.rank == 0:
+            ray.get(config["clock"].begin.remote(epoch))
         started = time.perf_counter()
-        train_data = distributed(strategy, train_shard, image_shape, geometry.per_replica_batch, drop_last=True,
-                                 shuffle_seed=train.seed * 100_003 + epoch * 101 + geometry.rank)
+        train_data, feeds = upcoming
         fit = model.fit(train_data, epochs=epoch + 1, initial_epoch=epoch, steps_per_epoch=geometry.steps_per_epoch,
                         callbacks=list(callbacks), verbose=0)
         train_seconds = time.perf_counter() - started
+        finish(feeds)  # what Keras left of the epoch (its last partial batches)
+        # The next epoch streams while this one validates and checkpoints.
+        upcoming = open_epoch(epoch + 1) if epoch + 1 < train.epochs else None
         validation = {}
         if geometry.validation_steps:
+            feeds = []
             validation_data = distributed(strategy, validation_shard, image_shape, geometry.per_replica_batch,
-                                          drop_last=False, shuffle_seed=None)
+                                          drop_last=False, shuffle_seed=None, feeds=feeds)
             scores = model.evaluate(validation_data, steps=geometry.validation_steps, verbose=0, return_dict=True)
+            finish(feeds)
             validation = {"val_loss": float(scores["loss"]), "val_accuracy": float(scores["accuracy"])}
         metrics = {
             "epoch": epoch + 1,
@@ -282,6 +338,7 @@ def resume_state(model: keras.Model, optimizer, run_folder: str, task: dict | No
 def train_loop_per_worker(config: dict) -> None:
     """Train the spec's model. `config`: the TrainJob dump, split sizes, and the EpochClock handle."""
     spec = TrainJob.model_validate(config["spec"])
+    open_shards()
     configure_devices(spec.scaling.cpus_per_worker)
     strategy = make_strategy()
     geometry = Geometry.of(strategy, spec.train.global_batch_size, config["train_rows"], config["validation_rows"])
@@ -303,13 +360,14 @@ def train_loop_per_worker(config: dict) -> None:
 def finetune_loop_per_worker(config: dict) -> None:
     """Fit every fine-tuned step of every planned variant, in turn, in this one worker group.
 
-    `config`: `plans` (`VariantPlan` dumps), `input_model` (a local .keras path
-    every worker can read), `records` (the storage folder of the steps' fitted
+    `config`: `plans` (`VariantPlan` dumps), `input_models` (each plan's name to
+    the local .keras path its steps start from, which every worker can read), `records` (the storage folder of the steps' fitted
     weights), `scaling`, the split sizes, `num_classes` and the EpochClock handle.
     A step whose weights are stored (an earlier attempt fitted it) is restored,
     not fitted again; the step in progress resumes from its last epoch's checkpoint.
     """
     scaling = ScalingSpec.model_validate(config["scaling"])
+    open_shards()
     configure_devices(scaling.cpus_per_worker)
     strategy = make_strategy()
     records = RunStorage(config["records"])
@@ -336,4 +394,4 @@ def finetune_loop_per_worker(config: dict) -> None:
             return history
 
         with strategy.scope(), tempfile.TemporaryDirectory() as scratch:
-            walk(plan, config["input_model"], scratch, fit, trust_code=config.get("trust_model_code", False))
+            walk(plan, config["input_models"][plan.name], scratch, fit, trust_code=config.get("trust_model_code", False))

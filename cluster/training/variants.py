@@ -2,8 +2,9 @@
 
 A step that needs fine-tuning (distill, prune, cluster, qat) trains over the
 streaming data pipeline. One Ray Train run (`finetune_loop_per_worker`) fits
-the steps of all the variants asked for, in turn, so a job pays one
-worker-group start, not one per step. The fitted weights of each step are
+the steps of all the variants asked for, in turn, each from its own baseline
+file (a sweep's variants of several scales share a run), so a job pays one
+worker-group start, not one per step or variant. The fitted weights of each step are
 stored at `<run_root>/<variant>/step<k>-<technique>/`; the caller's process
 then walks each pipeline again from the baseline file with those weights
 (`cluster.training.fine_tuning.walk`) and converts the last model to TFLite.
@@ -13,7 +14,7 @@ A rerun fits only the steps with no stored weights.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from cluster.compression.pipeline import convert
@@ -45,13 +46,14 @@ def plan_variant(job, fine_tune, name: str, steps: list[StepBase], prepared, dis
     return VariantPlan(name, tuple(scheduled), tuple(recipes))
 
 
-def build_variants(job, plans: list[VariantPlan], seed: int, baseline_path: str, prepared, representative,
+def build_variants(job, plans: list[VariantPlan], seed: int, baselines: Mapping[str, str], prepared, representative,
                    storage: RunStorage, scratch: Path, run_root: str = "variants", run_name: str = FINE_TUNING_RUN,
                    callbacks=(), trust_code: bool = False) -> Iterator[tuple[VariantPlan, object, Path, dict]]:
     """Fit every plan's fine-tuned steps in one Ray Train run, then yield each variant as
     (plan, final Keras model, TFLite path, per-step histories), in plan order.
 
-    `job` supplies data, augment and scaling; `seed` the data pipeline's. The
+    `baselines` maps each plan's name to the local .keras file its steps start
+    from. `job` supplies data, augment and scaling; `seed` the data pipeline's. The
     run is `<run_root>/<run_name>` (a rerun resumes it); the steps' weights go
     to `<run_root>/<variant>/step<k>-<technique>/`. `trust_code`: the
     baseline came from a user who trusts its code (Lambda layers load only with
@@ -61,7 +63,8 @@ def build_variants(job, plans: list[VariantPlan], seed: int, baseline_path: str,
     pending = [plan for plan in plans if any(step.fine_tuned and not has_record(records, plan, index)
                                              for index, step in enumerate(plan.steps))]
     if pending:
-        config = {"plans": [plan.dump() for plan in pending], "input_model": baseline_path,
+        config = {"plans": [plan.dump() for plan in pending],
+                  "input_models": {plan.name: baselines[plan.name] for plan in pending},
                   "records": records.path(), "scaling": job.scaling.model_dump(mode="json"),
                   "trust_model_code": trust_code}
         run_training(finetune_loop_per_worker, config, job, prepared, seed, storage_path=records.path(),
@@ -76,7 +79,7 @@ def build_variants(job, plans: list[VariantPlan], seed: int, baseline_path: str,
             return history
 
         with tempfile.TemporaryDirectory(dir=scratch) as steps_scratch:
-            model, histories = walk(plan, baseline_path, steps_scratch, restore, trust_code=trust_code)
+            model, histories = walk(plan, baselines[plan.name], steps_scratch, restore, trust_code=trust_code)
         tflite_path = scratch / f"{plan.name}.tflite"
         tflite_path.write_bytes(convert(list(plan.steps), model, representative))
         yield plan, model, tflite_path, histories

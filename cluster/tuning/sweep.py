@@ -3,8 +3,10 @@
 Two Tune experiments, each trial running Ray Train inside it:
   1. scales: one trial per (width, depth) trains the float baseline; ASHA (optional)
      stops weak scales early on validation accuracy.
-  2. variants: one trial per (scale, compression pipeline) fine-tunes from that
-     scale's baseline checkpoint (a distillation step uses it as teacher).
+  2. variants: the (scale, compression pipeline) pairs with fine-tuning steps, a
+     batch per concurrent trial; each trial's one Ray Train run fine-tunes its
+     variants in turn from their scales' baselines (a distillation step uses the
+     baseline as teacher). Post-training variants are built in the driver.
 Then every artifact is measured here, in one process on one node, so the
 ratios are fair; the Pareto frontiers and the sweet spot follow, the sweet
 spot's file is copied to `best.tflite`, and the report is written.
@@ -129,47 +131,91 @@ def export_scale(spec: SweepJob, storage: RunStorage, scale: Scale, checkpoint: 
     storage.write_text(SCALE_HISTORY.format(scale=scale.name), json.dumps(meta["history"]))
 
 
-def store_variant(spec: SweepJob, prepared: PreparedData, storage: RunStorage, variant: Variant,
-                  callbacks=()) -> None:
-    """Build one variant from its scale's baseline; store its TFLite file, Keras model and histories.
+def store_variants(spec: SweepJob, prepared: PreparedData, storage: RunStorage, variants: list[Variant],
+                   callbacks=()) -> None:
+    """Build variants from their scales' baselines, fine-tuning them all in one Ray Train run; store each
+    one's TFLite file, Keras model and histories.
 
     The histories are written last: a variant that has them was built whole, and
     is not built again (a driver that died after it, or a resubmitted sweep).
     """
-    if storage.exists(VARIANT_HISTORY.format(variant=variant.name)):
+    variants = [v for v in variants if not storage.exists(VARIANT_HISTORY.format(variant=v.name))]
+    if not variants:
         return
-    log(f"building {variant.name} from {variant.scale.name}")
+    names = ", ".join(v.name for v in variants)
+    log(f"building {names}" + (" (fine-tuned in turn in one Ray Train run)" if len(variants) > 1 else
+                               f" from {variants[0].scale.name}"))
     started = time.monotonic()
-    baseline = fetch_local(storage.path(SCALE_MODEL.format(scale=variant.scale.name)))
-    if baseline is None:
-        raise RuntimeError(f"the baseline of scale {variant.scale.name} is missing (its trial failed or stopped)")
+    baselines = {}
+    for variant in variants:
+        baselines[variant.name] = fetch_local(storage.path(SCALE_MODEL.format(scale=variant.scale.name)))
+        if baselines[variant.name] is None:
+            raise RuntimeError(f"the baseline of scale {variant.scale.name} is missing (its trial failed or stopped)")
     representative = representative_images(prepared, spec.data, spec.representative_samples)
-    plan = plan_variant(spec, spec.fine_tune, variant.name, list(variant.pipeline), prepared)
+    plans = [plan_variant(spec, spec.fine_tune, v.name, list(v.pipeline), prepared) for v in variants]
     with tempfile.TemporaryDirectory() as scratch:
-        ((_, model, tflite_path, histories),) = build_variants(
-            spec, [plan], spec.fine_tune.seed, baseline, prepared, representative, storage, Path(scratch),
-            run_root="trials", run_name=f"{variant.name}/{FINE_TUNING_RUN}", callbacks=callbacks)
-        storage.upload(tflite_path, VARIANT_TFLITE.format(variant=variant.name))
-        if not has_qat(variant.pipeline):
-            save_keras_model(model, Path(scratch) / "final.keras")
-            storage.upload(Path(scratch) / "final.keras", VARIANT_MODEL.format(variant=variant.name))
-    storage.write_text(VARIANT_HISTORY.format(variant=variant.name), json.dumps(histories))
-    log(f"built {variant.name} in {time.monotonic() - started:.0f} s")
+        built = build_variants(spec, plans, spec.fine_tune.seed, baselines, prepared, representative, storage,
+                               Path(scratch), run_root="trials", run_name=f"{variants[0].name}/{FINE_TUNING_RUN}",
+                               callbacks=callbacks)
+        for variant, (_, model, tflite_path, histories) in zip(variants, built):
+            storage.upload(tflite_path, VARIANT_TFLITE.format(variant=variant.name))
+            if not has_qat(variant.pipeline):
+                save_keras_model(model, Path(scratch) / "final.keras")
+                storage.upload(Path(scratch) / "final.keras", VARIANT_MODEL.format(variant=variant.name))
+            storage.write_text(VARIANT_HISTORY.format(variant=variant.name), json.dumps(histories))
+    log(f"built {names} in {time.monotonic() - started:.0f} s")
+
+
+def variant_batches(variants: list[Variant], concurrency: int) -> list[list[Variant]]:
+    """The fine-tuned variants split into one batch per trial that runs at once (round robin, in order):
+    each trial fine-tunes its batch in turn in one Ray Train run, so a sweep pays one worker-group start
+    per concurrent trial instead of one per variant."""
+    count = max(1, min(concurrency, len(variants)))
+    return [variants[first::count] for first in range(count)]
+
+
+def batch_config(batch: list[Variant]) -> dict:
+    """A variant trial's config: its variants, named after them (a lone variant's trial is its name)."""
+    name = batch[0].name if len(batch) == 1 else f"{batch[0].name}+{len(batch) - 1}"
+    return {"name": name, "variants": [{"name": v.name, "scale": vars(v.scale), "pipeline_name": v.pipeline_name,
+                                        "pipeline": [step.model_dump(mode="json") for step in v.pipeline]}
+                                       for v in batch]}
 
 
 def variant_trial(config: dict, spec_dump: dict, prepared: PreparedData, storage_uri: str,
                   fail_trial: str | None = None) -> None:
-    """A variant with fine-tuning steps, as a Tune trial; each of its fine-tuning steps is a Ray Train run.
+    """A batch of variants with fine-tuning steps, as a Tune trial: one Ray Train run fits them in turn.
 
-    `fail_trial` names a variant that raises at once: the fault-injection hook
+    `fail_trial` names a variant whose trial raises at once: the fault-injection hook
     the reliability tests use (set by SWEETSPOT_FAIL_TRIAL in the driver).
     """
-    if fail_trial == config["name"]:
+    variants = [Variant(Scale(**v["scale"]), v["pipeline_name"], tuple(parse_steps(v["pipeline"])))
+                for v in config["variants"]]
+    if fail_trial in {v.name for v in variants}:
         raise RuntimeError(f"injected failure in trial {fail_trial} (SWEETSPOT_FAIL_TRIAL)")
-    variant = Variant(Scale(**config["scale"]), config["pipeline_name"], tuple(parse_steps(config["pipeline"])))
-    store_variant(SweepJob.model_validate(spec_dump), prepared, RunStorage(storage_uri), variant,
-                  callbacks=[TuneReportCallback()])
+    store_variants(SweepJob.model_validate(spec_dump), prepared, RunStorage(storage_uri), variants,
+                   callbacks=[TuneReportCallback()])
     tune.report({"done": 1})
+
+
+def fine_tune_variants(spec: SweepJob, prepared, storage: RunStorage, variants: list[Variant],
+                       concurrency: int) -> dict[str, str]:
+    """Build the fine-tuned variants as Tune trials, a batch per concurrent trial; variant name -> error.
+
+    A batch that failed runs again one variant per trial, so only the variant at
+    fault is reported failed; its batch-mates' finished steps are not fitted again.
+    """
+    batches = variant_batches(variants, concurrency)
+    errors = trial_errors(run_grid(variant_trial, [batch_config(b) for b in batches], spec, prepared, storage,
+                                   "variants", concurrency))
+    alone = [v for b in batches if len(b) > 1 and batch_config(b)["name"] in errors for v in b
+             if not storage.exists(VARIANT_HISTORY.format(variant=v.name))]
+    errors = {name: error for name, error in errors.items() if any(v.name == name for v in variants)}
+    if alone:
+        log(f"a batch of fine-tuned variants failed; building its {len(alone)} unfinished variant(s) one per trial")
+        errors.update(trial_errors(run_grid(variant_trial, [batch_config([v]) for v in alone], spec, prepared,
+                                            storage, "variants", concurrency)))
+    return errors
 
 
 def candidate_trial(config: dict, spec_dump: dict, prepared: PreparedData, storage_uri: str,
@@ -218,7 +264,7 @@ def candidate_trial(config: dict, spec_dump: dict, prepared: PreparedData, stora
             plan = plan_variant(spec, fine_tune, variant.name, list(variant.pipeline), prepared,
                                 distill_train=spec.train)
             ((_, model, tflite_path, histories),) = build_variants(
-                spec, [plan], fine_tune.seed, baseline, prepared, representative, storage, scratch,
+                spec, [plan], fine_tune.seed, {plan.name: baseline}, prepared, representative, storage, scratch,
                 run_root="trials", run_name=f"{variant.name}/{FINE_TUNING_RUN}")
             save_keras_model(model, scratch / "final.keras")
             storage.upload(scratch / "final.keras", VARIANT_MODEL.format(variant=variant.name))
@@ -438,16 +484,13 @@ def grid_search(spec: SweepJob, prepared, storage: RunStorage, concurrency: int,
     for variant in compressed:
         if variant not in fine_tuned and variant.name not in failed:
             try:
-                store_variant(spec, prepared, storage, variant)
+                store_variants(spec, prepared, storage, [variant])
             except Exception as error:  # reported with the variant, like a failed trial; the sweep goes on
                 record_failures(storage, {variant.name: f"{type(error).__name__}: {error}"[:500]})
     fine_tuned = [v for v in fine_tuned
                   if not storage.exists(VARIANT_HISTORY.format(variant=v.name)) and v.name not in failed]
     if fine_tuned:
-        variant_configs = [{"name": v.name, "scale": vars(v.scale), "pipeline_name": v.pipeline_name,
-                            "pipeline": [step.model_dump(mode="json") for step in v.pipeline]} for v in fine_tuned]
-        record_failures(storage, trial_errors(run_grid(variant_trial, variant_configs, spec, prepared, storage,
-                                                       "variants", concurrency)))
+        record_failures(storage, fine_tune_variants(spec, prepared, storage, fine_tuned, concurrency))
     errors = recorded_failures(storage)
     return Searched(all_scales, [v for v in variants if v.scale in trained], errors, stopped, {
         "scale_trial_epochs": epochs, "scale_trial_epochs_used": sum(epochs.values()),
