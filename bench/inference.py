@@ -66,7 +66,7 @@ def compression_comparison(settings: dict, ctx: common.Context) -> dict | None:
 
 def frontier_comparison(settings: dict, ctx: common.Context) -> dict | None:
     """The full-data frontier run's files, timed alternately; None when that run or its files are not here."""
-    from cluster.evaluation.compute import gzip_size_bytes
+    from cluster.evaluation.files import gzip_size_bytes
     from bench.frontier import deployed_files
 
     result = common.read_result(ctx.results, "frontier")

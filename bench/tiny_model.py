@@ -35,7 +35,7 @@ import tf_keras as keras
 
 from cluster.compression import pipeline as compression
 from cluster.data.decode import decode_column
-from cluster.evaluation.compute import gzip_size_bytes
+from cluster.evaluation.files import gzip_size_bytes
 from cluster.evaluation.tflite import TFLiteModel, write_bytes
 from cluster.models import ModelShape, build_model, save_keras_model
 

@@ -25,7 +25,7 @@ def test_inference_times_the_frontier_runs_own_files_and_skips_files_that_are_no
     import json
 
     from bench import common, inference
-    from cluster.evaluation.compute import gzip_size_bytes
+    from cluster.evaluation.files import gzip_size_bytes
     from cluster.evaluation.export import export_tflite
     from cluster.models import ModelShape, build_model
 

@@ -9,7 +9,7 @@ import pytest
 import cluster  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import tf_keras as keras
 
-from cluster.evaluation import compute
+from cluster.evaluation import compute, files
 from cluster.evaluation.errors import ArtifactError
 
 
@@ -152,8 +152,8 @@ def test_sizes_match_python_gzip_and_gzip_command(tmp_path):
     # A real artifact: what the metric is for.
     path = export_tflite(build_model("cnn", ModelShape((28, 28, 1), 10), width=0.25), tmp_path / "m.tflite")
     data = path.read_bytes()
-    assert compute.size_bytes(path) == len(data)
-    size = compute.gzip_size_bytes(path, chunk_size=4096)  # streamed in chunks
+    assert files.size_bytes(path) == len(data)
+    size = files.gzip_size_bytes(path, chunk_size=4096)  # streamed in chunks
     assert size == len(gzip.compress(data, compresslevel=9, mtime=0))
 
     gnu = subprocess.run(f"gzip -9 -n -c '{path}' | wc -c", shell=True, check=True,
@@ -167,6 +167,6 @@ def test_sizes_match_python_gzip_and_gzip_command(tmp_path):
 def test_missing_file_names_it(tmp_path):
     missing = tmp_path / "nope.tflite"
     with pytest.raises(ArtifactError, match="nope.tflite"):
-        compute.size_bytes(missing)
+        files.size_bytes(missing)
     with pytest.raises(ArtifactError, match="nope.tflite"):
-        compute.gzip_size_bytes(missing)
+        files.gzip_size_bytes(missing)

@@ -153,3 +153,33 @@ def test_input_shape_mismatch_raises_named_error(float_path):
     with pytest.raises(InputShapeError, match="model.tflite"):
         runner.predict(np.zeros((5, 28, 28, 1), np.float32))
     assert issubclass(InputShapeError, ArtifactError)
+
+
+@pytest.mark.timeout(120)
+def test_a_tflite_file_is_measured_without_importing_tensorflow(int8_path, tmp_path):
+    """An evaluate job's measuring task and the sweep's measuring need only LiteRT for a TFLite file:
+    TensorFlow's import (about 3 CPU-seconds) is not paid there."""
+    import json
+    import subprocess
+    import sys
+
+    np.save(tmp_path / "images.npy", pixels(64))
+    np.save(tmp_path / "labels.npy", np.arange(64) % 4)
+    script = f"""
+import json, sys
+import numpy as np
+import cluster
+from cluster.evaluation.measure import measure
+from cluster.spec import EvaluationSpec
+images, labels = np.load({str(tmp_path / "images.npy")!r}), np.load({str(tmp_path / "labels.npy")!r})
+row = measure("int8", {str(int8_path)!r}, None, images, labels,
+              EvaluationSpec(repetitions=10, batch_sizes=[8], min_seconds=0.0, memory=True), {{}})
+print(json.dumps({{"tensorflow": "tensorflow" in sys.modules, "accuracy": row.accuracy,
+                  "gzip": row.size_bytes_gzip, "dtypes": row.weight_dtypes, "rss": row.peak_rss_bytes}}))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=110)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["tensorflow"] is False
+    assert 0.0 <= got["accuracy"] <= 1.0 and got["gzip"] > 0 and got["rss"] > 0
+    assert got["dtypes"].get("int8", 0) > 0  # the flatbuffer was read (LiteRT's schema)

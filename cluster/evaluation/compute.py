@@ -28,17 +28,13 @@ Conventions (the same for every model, so variants compare fairly):
 
 from __future__ import annotations
 
-import gzip
 import math
-import os
-import shutil
 from dataclasses import dataclass, field
 
 import numpy as np
 
 import tf_keras as keras
 
-from cluster.evaluation.errors import ArtifactError
 
 # Layers whose cost by convention is zero MACs even though they hold weights.
 ZERO_MAC_LAYERS = (
@@ -234,47 +230,3 @@ def _spatial_size(shape: tuple, data_format: str) -> int:
     if any(d is None for d in axes):
         raise ValueError(f"FLOPs need static shapes; got {shape}")
     return math.prod(axes)
-
-
-# File sizes -----------------------------------------------------------------
-
-
-def size_bytes(path: str | os.PathLike) -> int:
-    """Size of the artifact file on disk."""
-    try:
-        return os.path.getsize(path)
-    except OSError as exc:
-        raise ArtifactError(path, f"cannot stat artifact: {exc.strerror or exc}") from exc
-
-
-class _CountingSink:
-    """A write-only file object that only counts bytes, so big files stream."""
-
-    def __init__(self):
-        self.count = 0
-
-    def write(self, data) -> int:
-        self.count += len(data)
-        return len(data)
-
-    def flush(self):
-        pass
-
-
-def gzip_size_bytes(path: str | os.PathLike, chunk_size: int = 1 << 20) -> int:
-    """Size of the file gzipped at level 9: how well it would ship compressed.
-
-    The stream is what Python's `gzip.compress(data, 9, mtime=0)` writes: no
-    file name and a zero timestamp in the header, so the number is
-    reproducible. It uses zlib's deflate; GNU `gzip -9 -n` uses its own
-    deflate and lands within a fraction of a percent of it, not on the byte.
-    """
-    sink = _CountingSink()
-    try:
-        with open(path, "rb") as src, gzip.GzipFile(filename="", mode="wb", compresslevel=9,
-                                                     fileobj=sink, mtime=0) as gz:
-            shutil.copyfileobj(src, gz, chunk_size)
-    except OSError as exc:
-        raise ArtifactError(path, f"cannot read artifact: {exc.strerror or exc}") from exc
-    return sink.count
-

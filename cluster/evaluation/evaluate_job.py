@@ -61,7 +61,8 @@ def check_artifact(name: str, path: str, image_shape: tuple, num_classes: int, t
 
 
 def measure_keras(name: str, path: str, images, labels, evaluation, trust_code: bool = False) -> VariantResult:
-    from cluster.evaluation.compute import compute_profile, gzip_size_bytes, size_bytes
+    from cluster.evaluation.compute import compute_profile
+    from cluster.evaluation.files import gzip_size_bytes, size_bytes
     from cluster.evaluation.latency import measure_latency_in_subprocess
     from cluster.evaluation.memory import measure_peak_rss
     from cluster.models import compile_classifier, load_keras_model

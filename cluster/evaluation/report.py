@@ -25,7 +25,7 @@ import os
 
 import numpy as np
 
-from cluster.evaluation import compute
+from cluster.evaluation.files import gzip_size_bytes, size_bytes
 from cluster.evaluation.interpreter import DEFAULT_NUM_THREADS
 from cluster.evaluation.latency import (
     DEFAULT_BATCH_SIZES,
@@ -63,15 +63,19 @@ def measure_artifact(tflite_path: str | os.PathLike, images: np.ndarray, labels:
     path = os.fspath(tflite_path)
     record = EvaluationRecord(name=name or os.path.splitext(os.path.basename(path))[0], artifact=path,
                               num_threads=num_threads, extra=dict(extra or {}))
-    record.size_bytes = compute.size_bytes(path)
-    record.size_bytes_gzip = compute.gzip_size_bytes(path)
+    record.size_bytes = size_bytes(path)
+    record.size_bytes_gzip = gzip_size_bytes(path)
     record.weight_dtypes = weight_dtypes(path)
 
     record.accuracy = TFLiteModel(path, num_threads=num_threads).accuracy(images, labels)
     record.num_test_samples = int(len(images))
 
     if keras_model is not None:
-        profile = compute.compute_profile(keras_model)
+        # Deferred: counting a Keras model needs TensorFlow, and a TFLite file alone is measured without it
+        # (an evaluate job's measuring task, the probes).
+        from cluster.evaluation.compute import compute_profile
+
+        profile = compute_profile(keras_model)
         record.params, record.params_nonzero = profile.params, profile.params_nonzero
         record.flops, record.flops_sparse = profile.flops, profile.flops_sparse
 

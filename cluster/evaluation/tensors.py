@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tensorflow.lite.python import schema_py_generated as schema
-from tensorflow.lite.tools import flatbuffer_utils
+# LiteRT's copy of the TFLite flatbuffer schema: reading a file's tensors needs no TensorFlow.
+from ai_edge_litert import schema_py_generated as schema
 
 from cluster.evaluation.errors import ArtifactError
 from cluster.evaluation.interpreter import open_interpreter, read_tflite
@@ -70,7 +70,7 @@ def constant_tensors(path: str | os.PathLike) -> list[ConstantTensor]:
     # corrupt buffer could read garbage instead of failing.
     open_interpreter(path, data, num_threads=1)
     try:
-        model = flatbuffer_utils.read_model_from_bytearray(bytearray(data))
+        model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytearray(data), 0))
     except Exception as exc:  # the generated parser raises assorted types
         raise ArtifactError(path, f"cannot parse TFLite flatbuffer: {exc}") from exc
 

@@ -34,7 +34,8 @@ from ray.tune.search.optuna import OptunaSearch
 
 from cluster.compression.steps import has_qat, parse_steps, techniques
 from cluster.data.pipeline import PreparedData, load_arrays, prepare, representative_images, validation_arrays
-from cluster.evaluation.compute import compute_profile, gzip_size_bytes
+from cluster.evaluation.compute import compute_profile
+from cluster.evaluation.files import gzip_size_bytes
 from cluster.evaluation.measure import measure
 from cluster.evaluation.export import export_tflite
 from cluster.evaluation.tflite import TFLiteModel
