@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import tensorflow as tf
 import tf_keras as keras
 
+from cluster.errors import ModelBuilderError, ModelFileError
+
 # Base sizes at width 1.0. The default CNN (width 1.0, depth 2) reaches
 # >= 0.91 test accuracy on Fashion-MNIST.
 CNN_BASE_FILTERS = 32
@@ -176,10 +178,6 @@ def compile_classifier(model: keras.Model, optimizer, num_classes: int, label_sm
 FAMILIES = {"cnn": build_cnn, "bncnn": build_bncnn, "mlp": build_mlp, "dscnn": build_dscnn}
 
 
-class ModelBuilderError(ValueError):
-    """A user's model builder (module:function) that cannot be imported or builds no usable model."""
-
-
 def build_custom(family: str, shape: ModelShape, width: float, depth: int) -> keras.Model:
     """`module:function` from the job's working dir, called as function(input_shape, num_classes, width, depth)."""
     module_name, function_name = family.split(":")
@@ -211,10 +209,6 @@ def build_model(family: str, shape: ModelShape, width: float = 1.0, depth: int =
     if head_units is not None:
         kwargs["head_units"] = head_units
     return FAMILIES[family](shape, width=width, depth=depth, **kwargs)
-
-
-class ModelFileError(ValueError):
-    """A model file that cannot be loaded safely; the message names the file."""
 
 
 def save_keras_model(model: keras.Model, path: str | os.PathLike) -> str:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import sys
 
+from cluster.compression.errors import CompressionError
 from cluster.data import DataError
+from cluster.errors import CheckpointError, ModelBuilderError, TrainingFailed
+from cluster.evaluation.errors import ArtifactError
+from cluster.runs import JobFailed
+from cluster.storage import StorageError, StorageFull
+from cluster.training.resources import ResourceError
+from cluster.tuning.space import UnreachableConstraint
 
 
 def check_data(spec) -> None:
@@ -57,6 +64,22 @@ def check_builders(spec) -> None:
             build_model(family, shape, width, depth)
 
 
+def job_of_kind(kind: str):
+    """The function that runs a job of `kind`, with only its own imports: train, compress and sweep load
+    TensorFlow; an evaluate job loads it only in its measuring task, and only for a Keras artifact."""
+    if kind == "train":
+        from cluster.training.train_job import run_train
+        return run_train
+    if kind == "compress":
+        from cluster.training.compress_job import run_compress
+        return run_compress
+    if kind == "sweep":
+        from cluster.tuning.sweep import run_sweep
+        return run_sweep
+    from cluster.evaluation.evaluate_job import run_evaluate
+    return run_evaluate
+
+
 def run(spec) -> int:
     """0 on success; 2 for bad input (nothing trained); 1 when training itself failed."""
     try:
@@ -64,25 +87,9 @@ def run(spec) -> int:
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    # The jobs load TensorFlow: imported only once the input is known to be good.
-    from cluster.compression.errors import CompressionError
-    from cluster.evaluation.errors import ArtifactError
-    from cluster.evaluation.evaluate_job import run_evaluate
-    from cluster.models import ModelBuilderError
-    from cluster.runs import JobFailed
-    from cluster.storage import StorageError, StorageFull
-    from cluster.training.checkpoints import CheckpointError
-    from cluster.training.compress_job import run_compress
-    from cluster.training.resources import ResourceError
-    from cluster.training.train_job import run_train
-    from cluster.training.trainer import TrainingFailed
-    from cluster.tuning.space import UnreachableConstraint
-    from cluster.tuning.sweep import run_sweep
-
-    kinds = {"train": run_train, "compress": run_compress, "sweep": run_sweep, "evaluate": run_evaluate}
     try:
         check_builders(spec)
-        kinds[spec.kind](spec)
+        job_of_kind(spec.kind)(spec)
     except (DataError, ResourceError, CheckpointError, StorageError, CompressionError, UnreachableConstraint,
             ArtifactError, JobFailed, ModelBuilderError) as error:
         print(f"error: {error}", file=sys.stderr)

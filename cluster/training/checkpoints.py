@@ -23,14 +23,11 @@ from pathlib import Path
 import tensorflow as tf
 import tf_keras as keras
 
-from cluster.models import ModelFileError, ModelShape, build_model, compile_classifier, load_keras_model
+from cluster.errors import CheckpointError, ModelFileError
+from cluster.models import ModelShape, build_model, compile_classifier, load_keras_model
 
 STATE_PREFIX = "state"
 META_FILE = "meta.json"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint or saved model that cannot be used; names the path."""
 
 
 def _state_digests(directory: str | os.PathLike) -> dict[str, str]:

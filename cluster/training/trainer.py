@@ -12,6 +12,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from cluster import WORKER_ENV
 from cluster.data.augment import EpochClock
 from cluster.data.pipeline import PreparedData, train_datasets
+from cluster.errors import TrainingFailed
 from cluster.training.backend import MultiWorkerConfig
 from cluster.training.usage import WorkerUsage
 
@@ -26,10 +27,6 @@ WORKER_GROUP_START_ATTEMPTS = 3
 # it sees a run's end up to that late, and every sweep trial and fine-tuning step pays it. Ray passes
 # the driver's value on to the controller and the workers.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
-
-
-class TrainingFailed(RuntimeError):
-    """A Ray Train run that ended in error after its retries; names the run."""
 
 
 def failure_message(error: BaseException, scaling) -> str:
