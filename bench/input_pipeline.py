@@ -84,7 +84,7 @@ def alternating_loop_per_worker(config: dict) -> None:
     import tensorflow as tf
 
     from cluster.tf_datasets import epoch_options
-    from cluster.training import loop
+    from cluster.training import entry, loop
 
     plan = config["plan"]
     real = ray_to_tf if config.get("input") == "to_tf" else loop.distributed
@@ -107,7 +107,7 @@ def alternating_loop_per_worker(config: dict) -> None:
         return strategy.distribute_datasets_from_function(dataset_fn)
 
     loop.distributed = alternating
-    loop.train_loop_per_worker(config)
+    entry.train_loop_per_worker(config)
 
 
 def ray_to_tf(strategy, shard, image_shape: tuple, batch_size: int, drop_last: bool, shuffle_seed, feeds=None):

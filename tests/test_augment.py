@@ -72,13 +72,15 @@ def test_epochs_and_seeds_differ():
 
 
 @pytest.mark.timeout(300)
-def test_ray_data_stage_streams_fresh_epochs_and_leaves_validation_alone(ray_client):
-    """The real pipeline on the cluster: labels stay with images, epochs differ, validation is raw."""
+@pytest.mark.parametrize("cache", [True, False], ids=["cached", "streamed"])
+def test_ray_data_stage_streams_fresh_epochs_and_leaves_validation_alone(ray_client, cache):
+    """The real pipeline on the cluster: labels stay with images, epochs differ, validation is raw; the same
+    whether the splits are decoded once into the object store or read from Parquet every epoch."""
     from cluster.data.pipeline import load_arrays, train_datasets
     from tests.conftest import sample_pipeline
 
     ray = ray_client
-    data, prepared, clock = sample_pipeline(train_fraction=0.1)
+    data, prepared, clock = sample_pipeline(train_fraction=0.1, cache=cache)
     ops = [{"op": "flip_left_right", "p": 1.0}]
     datasets = train_datasets(prepared, data, ops, seed=0, clock=clock)
 
@@ -116,3 +118,24 @@ def test_ray_data_stage_streams_fresh_epochs_and_leaves_validation_alone(ray_cli
         original, label = by_key[int(row_keys(row["image"][None])[0])]
         np.testing.assert_array_equal(row["image"], original)
         assert row["label"] == label
+
+
+def test_cached_and_streamed_splits_give_the_same_rows_and_the_same_draws(ray_client):
+    """Decoding once into the object store changes where the rows come from, never which rows an epoch
+    holds nor how they are augmented."""
+    from cluster.data.pipeline import train_datasets
+    from tests.conftest import sample_pipeline
+
+    ray = ray_client
+    data, prepared, clock = sample_pipeline(train_fraction=0.1)
+    ops = [{"op": "random_translate", "p": 1.0, "max_pixels": 3}, {"op": "flip_left_right", "p": 0.5}]
+    cached = train_datasets(prepared, data, ops, seed=0, clock=clock)
+    streamed = train_datasets(prepared, data.model_copy(update={"cache": False}), ops, seed=0, clock=clock)
+    ray.get(clock.set.remote(2))
+
+    def rows(dataset):
+        return sorted((int(row["label"]), row["image"].dtype.str, row["image"].tobytes())
+                      for row in dataset.take_all())
+
+    for split in ("train", "validation"):
+        assert rows(cached[split]) == rows(streamed[split]), split

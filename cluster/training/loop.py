@@ -1,8 +1,9 @@
 """What every Ray Train worker runs: Keras `fit` under MultiWorkerMirroredStrategy, an epoch at a time.
 
-Two entry points share the epoch loop: `train_loop_per_worker` trains a model
+Two entry points share the epoch loop (`cluster.training.entry` calls them once
+the worker's data shards are asked for): `train_model` trains a model
 of the spec's family (or fine-tunes one from `init_from`), and
-`finetune_loop_per_worker` fits the fine-tuned compression steps (prune,
+`fit_variants` fits the fine-tuned compression steps (prune,
 cluster, QAT, distill) of one or more variants of a saved model, in turn, so
 a job starts one worker group for all of them. Each epoch streams the worker's shard of the
 augmented train split from Ray Data, then every rank reports its metrics and
@@ -49,15 +50,6 @@ def configure_devices(cpus_per_worker: float) -> None:
     tf.config.threading.set_inter_op_parallelism_threads(threads)
     for gpu in tf.config.list_physical_devices("GPU"):
         tf.config.experimental.set_memory_growth(gpu, True)
-
-
-def open_shards() -> None:
-    """Ask for this worker's train and validation shards now, before the model is built: Ray Data starts
-    each split's coordinator (an actor process of its own) on the first request, so it starts while
-    the model builds instead of at the first epoch. Nothing streams yet: an epoch starts when every
-    worker iterates its shard."""
-    ray.train.get_dataset_shard("train")
-    ray.train.get_dataset_shard("validation")
 
 
 def make_strategy() -> tf.distribute.Strategy:
@@ -335,10 +327,9 @@ def resume_state(model: keras.Model, optimizer, run_folder: str, task: dict | No
     return 0, []
 
 
-def train_loop_per_worker(config: dict) -> None:
+def train_model(config: dict) -> None:
     """Train the spec's model. `config`: the TrainJob dump, split sizes, and the EpochClock handle."""
     spec = TrainJob.model_validate(config["spec"])
-    open_shards()
     configure_devices(spec.scaling.cpus_per_worker)
     strategy = make_strategy()
     geometry = Geometry.of(strategy, spec.train.global_batch_size, config["train_rows"], config["validation_rows"])
@@ -357,7 +348,7 @@ def train_loop_per_worker(config: dict) -> None:
                start_epoch=start_epoch, history=history)
 
 
-def finetune_loop_per_worker(config: dict) -> None:
+def fit_variants(config: dict) -> None:
     """Fit every fine-tuned step of every planned variant, in turn, in this one worker group.
 
     `config`: `plans` (`VariantPlan` dumps), `input_models` (each plan's name to
@@ -367,7 +358,6 @@ def finetune_loop_per_worker(config: dict) -> None:
     not fitted again; the step in progress resumes from its last epoch's checkpoint.
     """
     scaling = ScalingSpec.model_validate(config["scaling"])
-    open_shards()
     configure_devices(scaling.cpus_per_worker)
     strategy = make_strategy()
     records = RunStorage(config["records"])

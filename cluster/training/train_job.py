@@ -33,7 +33,7 @@ from cluster.spec import TrainJob
 from cluster.storage import RunStorage
 from cluster.tf_datasets import in_memory_batches
 from cluster.training import checkpoints
-from cluster.training.loop import train_loop_per_worker
+from cluster.training.entry import train_loop_per_worker
 from cluster.training.resources import Capacity, check_training_fits
 from cluster.training.batches import steps_per_epoch
 from cluster.training.trainer import run_training

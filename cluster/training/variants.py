@@ -22,7 +22,7 @@ from cluster.compression.steps import DistillStep, StepBase
 from cluster.storage import RunStorage
 from cluster.training.batches import steps_per_epoch
 from cluster.training.fine_tuning import VariantPlan, has_record, restore_record, walk
-from cluster.training.loop import finetune_loop_per_worker
+from cluster.training.entry import finetune_loop_per_worker
 from cluster.training.trainer import run_training
 
 FINE_TUNING_RUN = "_fine-tuning"  # no variant name starts with "_", so it never meets a variant's folder

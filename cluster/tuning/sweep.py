@@ -46,7 +46,7 @@ from cluster.runs import claim_run_folder, log
 from cluster.spec import ModelSpec, SweepJob, TrainJob, TrainSpec, run_dir
 from cluster.storage import RunStorage, fetch_local
 from cluster.training.checkpoints import restored_model
-from cluster.training.loop import train_loop_per_worker
+from cluster.training.entry import train_loop_per_worker
 from cluster.training.resources import Capacity
 from cluster.training.trainer import run_training
 from cluster.training.variants import FINE_TUNING_RUN, build_variants, plan_variant
