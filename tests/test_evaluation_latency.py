@@ -90,3 +90,49 @@ def test_timing_a_tflite_file_never_imports_tensorflow(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "False"
+
+
+KERAS_TIMING = """
+import json, sys
+import cluster
+from cluster.evaluation import keras_latency
+from cluster.models import load_keras_model
+
+def no_subprocess(*args, **kwargs):
+    print(json.dumps({"fresh_process": True}))
+    sys.exit(0)
+
+keras_latency.measure_latency_in_subprocess = no_subprocess
+if sys.argv[2] == "op first":
+    import tensorflow as tf
+    tf.constant(1.0) + 1.0  # the pools are now fixed at TensorFlow's defaults
+threads_set = keras_latency.runs_on_threads(1)
+model = load_keras_model(sys.argv[1])
+result = keras_latency.measure_keras_model(model, sys.argv[1], num_threads=1, batch_sizes=(4,), repetitions=10,
+                                           min_seconds=0.0)
+import tensorflow as tf
+print(json.dumps({"fresh_process": False, "threads_set": threads_set, "num_threads": result.num_threads,
+                  "pools": [tf.config.threading.get_intra_op_parallelism_threads(),
+                            tf.config.threading.get_inter_op_parallelism_threads()]}))
+"""
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("order", ["threads first", "op first"])
+def test_a_keras_model_is_timed_in_process_when_its_pools_were_set_first(model, tmp_path, order):
+    """A process that set TensorFlow's pools to the measured count before its first op (a train job's driver)
+    times the model itself; one whose pools are already fixed otherwise hands it to a fresh process."""
+    import json
+    import subprocess
+    import sys
+
+    path = tmp_path / "m.keras"
+    model.save(path)
+    done = subprocess.run([sys.executable, "-c", KERAS_TIMING, str(path), order], capture_output=True, text=True,
+                          timeout=100)
+    assert done.returncode == 0, done.stderr[-2000:]
+    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    if order == "threads first":
+        assert outcome == {"fresh_process": False, "threads_set": True, "num_threads": 1, "pools": [1, 1]}
+    else:
+        assert outcome == {"fresh_process": True}

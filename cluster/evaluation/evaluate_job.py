@@ -63,18 +63,18 @@ def check_artifact(name: str, path: str, image_shape: tuple, num_classes: int, t
 def measure_keras(name: str, path: str, images, labels, evaluation, trust_code: bool = False) -> VariantResult:
     from cluster.evaluation.compute import compute_profile
     from cluster.evaluation.files import gzip_size_bytes, size_bytes
-    from cluster.evaluation.latency import measure_latency_in_subprocess
+    from cluster.evaluation.keras_latency import measure_keras_model, runs_on_threads
     from cluster.evaluation.memory import measure_peak_rss
     from cluster.models import compile_classifier, load_keras_model
     from cluster.tf_datasets import in_memory_batches
 
+    runs_on_threads(evaluation.num_threads)  # before loading the model runs an op: then it is timed here
     model = load_keras_model(path, trust_code=trust_code)
     compile_classifier(model, "adam", model.output_shape[-1])
     profile = compute_profile(model)
-    latency = measure_latency_in_subprocess(path, num_threads=evaluation.num_threads,
-                                            batch_sizes=tuple(evaluation.batch_sizes),
-                                            repetitions=evaluation.repetitions,
-                                            min_seconds=evaluation.min_seconds, trust_code=trust_code)
+    latency = measure_keras_model(model, path, num_threads=evaluation.num_threads,
+                                  batch_sizes=tuple(evaluation.batch_sizes), repetitions=evaluation.repetitions,
+                                  min_seconds=evaluation.min_seconds, trust_code=trust_code)
     files = [p for p in Path(path).rglob("*") if p.is_file()] if Path(path).is_dir() else [Path(path)]
     record = VariantResult(
         name=name, artifact=path, params=profile.params, params_nonzero=profile.params_nonzero,

@@ -1,7 +1,11 @@
-"""Timing a float tf_keras model in this process: the child side of a Keras latency probe.
+"""Timing a float tf_keras model in this process.
 
-TensorFlow fixes its thread pools when it first runs an op, so this runs in
-a fresh process (`latency.measure_latency_in_subprocess`) that sets them first.
+TensorFlow fixes its thread pools when it first runs an op, so a model is
+timed here only in a process whose pools were set to the measured thread
+count before that (a train job's driver sets them at its start, the probe's
+child process at its); any other process times it in a fresh one
+(`latency.measure_latency_in_subprocess`), which pays TensorFlow's import and
+the model's load again (about 5 s on 2 cores).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from cluster.evaluation.latency import (
     DEFAULT_WARMUP,
     LatencyResult,
     measure_calls,
+    measure_latency_in_subprocess,
     random_pixels,
 )
 
@@ -65,3 +70,24 @@ def measure_keras_latency(model, num_threads: int = DEFAULT_NUM_THREADS, batch_s
 
     return measure_calls("keras", make_call, num_threads, batch_sizes, repetitions, warmup, throughput_repetitions,
                     min_seconds)
+
+
+def runs_on_threads(num_threads: int) -> bool:
+    """Whether this process's TensorFlow runs (or is now set to run) `num_threads` intra-op threads and one
+    inter-op thread: set them if no op has run yet."""
+    try:
+        configure_tf_threads(num_threads)
+    except MeasurementError:
+        return False
+    return True
+
+
+def measure_keras_model(model, path, num_threads: int, batch_sizes, repetitions: int, min_seconds: float,
+                        trust_code: bool = False) -> LatencyResult:
+    """Time `model` (saved at `path`) in this process when its thread pools can be as asked, else in a fresh
+    process that loads `path`."""
+    if runs_on_threads(num_threads):
+        return measure_keras_latency(model, num_threads=num_threads, batch_sizes=batch_sizes,
+                                     repetitions=repetitions, min_seconds=min_seconds)
+    return measure_latency_in_subprocess(path, num_threads=num_threads, batch_sizes=batch_sizes,
+                                         repetitions=repetitions, min_seconds=min_seconds, trust_code=trust_code)

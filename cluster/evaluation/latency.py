@@ -12,7 +12,8 @@ Thread counts are fixed and recorded:
 * TFLite takes `num_threads` per interpreter, so it can be measured in any
   process.
 * TensorFlow fixes its thread pools when it first runs an op and cannot change
-  them afterwards, so a Keras model is timed by `keras_latency` in a fresh
+  them afterwards, so `keras_latency` times a Keras model in a process whose
+  pools were set to the measured count before that, or else in a fresh
   process: `measure_latency_in_subprocess` starts one; it works the same from
   a driver, a job or inside a Ray task.
 

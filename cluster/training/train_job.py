@@ -24,7 +24,7 @@ import ray
 from cluster.data.pipeline import load_arrays, prepare
 from cluster.evaluation.efficiency import resource_summary
 from cluster.evaluation.report import measure_artifact
-from cluster.evaluation.latency import measure_latency_in_subprocess
+from cluster.evaluation.keras_latency import measure_keras_model, runs_on_threads
 from cluster.evaluation.export import export_tflite
 from cluster.models import save_keras_model
 from cluster.results import (DataEfficiency, EvaluationRecord, FileFigures, KerasFigures, LearningCurvePoint,
@@ -68,10 +68,9 @@ def export_and_measure(spec: TrainJob, model, history: list[dict], checkpoint_di
                                   num_threads=evaluation.num_threads, batch_sizes=tuple(evaluation.batch_sizes),
                                   repetitions=evaluation.repetitions, min_seconds=evaluation.min_seconds,
                                   measure_memory=evaluation.memory).model_dump()
-        keras_latency = measure_latency_in_subprocess(scratch / "model.keras", num_threads=evaluation.num_threads,
-                                                      batch_sizes=tuple(evaluation.batch_sizes),
-                                                      repetitions=evaluation.repetitions,
-                                                      min_seconds=evaluation.min_seconds)
+        keras_latency = measure_keras_model(model, scratch / "model.keras", num_threads=evaluation.num_threads,
+                                            batch_sizes=tuple(evaluation.batch_sizes),
+                                            repetitions=evaluation.repetitions, min_seconds=evaluation.min_seconds)
         write_tensorboard(history, scratch / "tensorboard")
         artifacts = {
             "model_keras": storage.upload(scratch / "model.keras", "model.keras"),
@@ -121,6 +120,10 @@ def learning_curve(spec: TrainJob, storage: RunStorage, images, labels, test_acc
 
 
 def run_train(spec: TrainJob) -> TrainSummary:
+    # This process's own TensorFlow work is light (restore, evaluate, convert). On the measured thread
+    # count, set before its first op, it also times the Keras model: no second process loads TensorFlow
+    # for that. (A user's model builder, checked before this, has run ops already: then a fresh one does.)
+    runs_on_threads(spec.evaluation.num_threads)
     storage = RunStorage(f"{spec.output.storage.rstrip('/')}/{spec.name}")
     log(f"checking data: {spec.data.train} and {spec.data.test}")
     prepared = prepare(spec.data, spec.train.seed)
