@@ -58,3 +58,19 @@ def test_the_ray_loggers_the_client_quiets_still_exist(name):
     assert importlib.util.find_spec(name) is not None
     importlib.import_module(name)
     assert name in logging.Logger.manager.loggerDict
+
+
+def test_ray_trains_tensorflow_trainer_is_defined_in_a_module_that_loads_no_tensorflow():
+    """training/trainer.py imports `TensorflowTrainer` from its defining module: `ray.train.tensorflow`'s
+    import loads TensorFlow, which a sweep's scale-trial actor (cluster/tuning/scale_trial.py) never needs."""
+    import subprocess
+    import sys
+
+    code = ("import sys, cluster; from ray.train.v2.tensorflow.tensorflow_trainer import TensorflowTrainer as ours\n"
+            "import cluster.tuning.scale_trial\n"
+            "clean = 'tensorflow' not in sys.modules\n"
+            "from ray.train.tensorflow import TensorflowTrainer as exported\n"
+            "print(clean, ours is exported)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True", "True"]

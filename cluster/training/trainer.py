@@ -6,7 +6,9 @@ import os
 
 import ray
 from ray.train import CheckpointConfig, DataConfig, FailureConfig, Result, RunConfig, ScalingConfig
-from ray.train.tensorflow import TensorflowTrainer
+# The class `ray.train.tensorflow` exports, from the module that defines it: that package's import loads
+# TensorFlow, which a process that only starts a run (a sweep's scale trial) never needs.
+from ray.train.v2.tensorflow.tensorflow_trainer import TensorflowTrainer
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cluster import WORKER_ENV

@@ -43,7 +43,7 @@ from cluster.models import ModelShape, build_model, load_keras_model, save_keras
 from cluster.reporting import html_page, markdown, verdict
 from cluster.results import SCALE_MODEL, FailedTrial, ReferencePoint, SweepSummary, VariantResult
 from cluster.runs import claim_run_folder, log
-from cluster.spec import ModelSpec, SweepJob, TrainJob, TrainSpec, run_dir
+from cluster.spec import SweepJob, TrainSpec, run_dir
 from cluster.storage import RunStorage, fetch_local
 from cluster.training.checkpoints import restored_model
 from cluster.training.entry import train_loop_per_worker
@@ -53,6 +53,7 @@ from cluster.training.variants import FINE_TUNING_RUN, build_variants, plan_vari
 from cluster.tuning.asha import NoiseAwareASHA
 from cluster.tuning.budget import plan_concurrency
 from cluster.tuning.pareto import choose, pareto_front
+from cluster.tuning.scale_trial import scale_train_job, scale_trial
 from cluster.tuning.search import STUDY_NAME, DefineSpace, candidate_of, seed_points, study_storage
 from cluster.tuning.size_probe import SizePlan, plan_by_size, size_floor
 from cluster.tuning.space import Scale, UnreachableConstraint, Variant, check_reachable, expand
@@ -66,37 +67,6 @@ RECORD = "records/{variant}.json"
 SCORE = "scores/{variant}.json"
 SKIPPED = "skipped/{variant}.json"  # a candidate judged too large for max_size_kb before training
 FAILED = "failed/{trial}.json"  # a trial's error: a resubmit reports it again instead of rerunning it
-
-
-def scale_train_job(spec: SweepJob, scale: Scale) -> TrainJob:
-    return TrainJob(kind="train", name=f"{spec.name}-{scale.name}", data=spec.data, augment=spec.augment,
-                    scaling=spec.scaling, evaluation=spec.evaluation, train=spec.train, output=spec.output,
-                    model=ModelSpec(family=scale.family, width=scale.width, depth=scale.depth,
-                                    dropout=spec.search.dropout))
-
-
-# ---------------------------------------------------------------- trials (run in Tune's trial actors)
-
-
-def scale_trial(config: dict, spec_dump: dict, prepared: PreparedData, storage_uri: str,
-                fail_trial: str | None = None) -> None:
-    """Train one scale's float baseline with Ray Train; every epoch reaches Tune (and ASHA) with its checkpoint.
-
-    The model is exported by the driver from the last checkpoint: ASHA stops a
-    trial the moment it reports its final epoch, so nothing after `fit` is sure to run.
-    """
-    if fail_trial == config["name"]:
-        raise RuntimeError(f"injected failure in trial {fail_trial} (SWEETSPOT_FAIL_TRIAL)")
-    spec, scale = SweepJob.model_validate(spec_dump), Scale(**config["scale"])
-    log(f"training {scale.name} ({spec.train.epochs} epochs)")
-    started = time.monotonic()
-    job = scale_train_job(spec, scale)
-    result, _ = run_training(train_loop_per_worker, {"spec": job.model_dump(mode="json")}, job, prepared,
-                             spec.train.seed, storage_path=RunStorage(storage_uri).path("trials"),
-                             run_name=scale.name, callbacks=[TuneReportCallback()])
-    accuracy = result.metrics.get("val_accuracy")
-    shown = "-" if accuracy is None else f"{accuracy:.4f}"
-    log(f"trained {scale.name}: validation accuracy {shown} in {time.monotonic() - started:.0f} s")
 
 
 def final_checkpoint(spec: SweepJob, storage: RunStorage, scale: Scale) -> Checkpoint | None:
