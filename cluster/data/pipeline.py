@@ -126,11 +126,11 @@ def cached_splits(prepared: PreparedData, data) -> tuple[ray.data.Dataset, ray.d
     """Both splits decoded in this process and put in the object store as they will stay there: the train
     rows as uint8 pixels (only augmentation streams every epoch), the validation rows as float32.
 
-    The preflight has already decoded every row in this process, so this costs the same again; reading
-    through Ray Data tasks instead cost each Ray Train run 1.5-2 s of task start-up before its workers
-    started (on the bundled sample: 2.6 s against 0.4-0.9 s), and the blocks it made lived wherever
-    the tasks ran. `DECODE_BATCH_ROWS`-row blocks, as the streaming read makes, so a shuffled block order
-    still mixes the rows finely.
+    It runs where the Ray Train run starts (a job's driver, or a sweep's trial actor) and costs about
+    what the job's preflight paid to decode every row once. Reading through Ray Data tasks instead cost
+    each Ray Train run 1.5-2 s of task start-up before its workers started (on the bundled sample: 2.6 s
+    against 0.4-0.9 s), and its blocks lived wherever the tasks ran. Blocks of `DECODE_BATCH_ROWS` rows,
+    as the streaming read makes them, so a shuffled block order still mixes the rows finely.
     """
     train, validation = [], []
     for pixels, labels, keys, in_train, in_validation in _train_split_files(prepared, data):
