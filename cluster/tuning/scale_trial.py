@@ -2,8 +2,9 @@
 
 Kept apart from `cluster.tuning.sweep`, which loads TensorFlow (it builds,
 converts and measures variants): a trial actor imports the module of the
-function it runs, and this one only starts a Ray Train run, so its actor
-starts training about 3 s sooner (on 2 cores) without TensorFlow's import.
+function it runs, and this one only starts a Ray Train run. Its import peaks
+at 188 MB of RSS against 768 MB for `sweep.py`'s; the trial's wall time did
+not change measurably (its Ray Train run waits on the previous trial's teardown).
 """
 
 from __future__ import annotations
