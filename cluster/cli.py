@@ -39,6 +39,7 @@ from cluster.results import TrainSummary
 from cluster.results import read_summary as typed_summary
 from cluster.spec import DEFAULT_STORAGE, REMOTE_SCHEMES, SpecError, json_schema, load_spec, run_dir
 from cluster.tables import render, variant_table
+from cluster.training.resources import ADMITTED_ENV
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART_SPEC = "configs/quickstart.yaml"
@@ -99,8 +100,11 @@ def submit_with_ray_cli(spec_path: str, overrides: list[str], output: str | None
     """
     command = [local.ray_executable(), "job", "submit", "--address", local.DASHBOARD_URL,
                "--working-dir", str(PROJECT_ROOT), "--runtime-env-json", json.dumps({"env_vars": WORKER_ENV})]
+    env_vars = dict(WORKER_ENV)
     if ticket is not None and ticket.resources:
         command += ["--entrypoint-resources", json.dumps(ticket.resources), "--entrypoint-memory", str(ticket.memory)]
+        env_vars[ADMITTED_ENV] = "1"  # its driver holds them: it holds no share of its own (cluster/admission.py)
+    command[command.index("--runtime-env-json") + 1] = json.dumps({"env_vars": env_vars})
     command += ["--", "python", "-m", "jobs", spec_path]
     for item in overrides:
         command += ["--set", item]

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from cluster.training.resources import ADMISSION_RESOURCE, ADMITTED_ENV
+
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 TOKEN_ENV = "RAY_AUTH_TOKEN"
 TOKEN_PATH_ENV = "RAY_AUTH_TOKEN_PATH"
@@ -160,7 +162,9 @@ class JobClient:
                submission_id: str | None = None, entrypoint_resources: dict[str, float] | None = None,
                entrypoint_memory: int | None = None) -> str:
         """Submit a job; `entrypoint_resources`/`entrypoint_memory` are held by its driver while it runs
-        (Ray keeps the job PENDING until they are free)."""
+        (Ray keeps the job PENDING until they are free), which then holds no share of its own."""
+        if entrypoint_resources and ADMISSION_RESOURCE in entrypoint_resources:
+            runtime_env = {**runtime_env, "env_vars": {**runtime_env.get("env_vars", {}), ADMITTED_ENV: "1"}}
         return self._call(self._client.submit_job, entrypoint=entrypoint, runtime_env=runtime_env,
                           metadata=metadata or {}, submission_id=submission_id,
                           entrypoint_resources=entrypoint_resources or None, entrypoint_memory=entrypoint_memory)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from cluster.admission import held
 from cluster.compression.errors import CompressionError
 from cluster.data import DataError
 from cluster.errors import CheckpointError, ModelBuilderError, TrainingFailed
@@ -89,7 +90,8 @@ def run(spec) -> int:
         return 2
     try:
         check_builders(spec)
-        job_of_kind(spec.kind)(spec)
+        with held(spec):  # a job its submission reserved no resources for waits for its own
+            job_of_kind(spec.kind)(spec)
     except (DataError, ResourceError, CheckpointError, StorageError, CompressionError, UnreachableConstraint,
             ArtifactError, JobFailed, ModelBuilderError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -1,13 +1,15 @@
 """The evaluate job: given artifacts measured side by side in one Ray task; bad artifacts named up front."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
 
 import pytest
 import yaml
 
-from tests.conftest import ROOT, SAMPLE
+from tests.conftest import ROOT, SAMPLE, start_job, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +109,37 @@ def test_a_tflite_only_job_never_loads_tensorflow_in_its_driver(ray_cluster, art
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert f"RESULT {exit_code} False" in done.stdout, done.stdout[-2000:] + done.stderr[-3000:]
     assert (tmp_path / "test-evaluate" / "summary.json").exists() == (exit_code == 0)
+
+
+@pytest.mark.timeout(300)
+def test_a_driver_run_without_a_reserved_share_waits_for_its_own_and_runs_when_it_is_free(ray_client, artifacts,
+                                                                                          tmp_path):
+    """A job sent with plain `ray job submit`, or its driver run directly, reserved no `sweetspot_cpu` at
+    submission: it holds its own share (cluster/admission.py), so while other jobs hold the whole pool it
+    waits, writing nothing, and it runs once they free it."""
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    from cluster.training.resources import ADMISSION_RESOURCE, Capacity
+
+    pool = Capacity.of_cluster().pool
+    if pool is None:
+        pytest.skip("the local cluster was started without the sweetspot_cpu admission resource")
+    others = placement_group([{ADMISSION_RESOURCE: pool}])  # what running jobs would hold: all of it
+    assert others.wait(timeout_seconds=60)
+    spec = tmp_path / "evaluate.yaml"
+    spec.write_text(yaml.safe_dump(document([{"name": "tiny", "path": str(artifacts / "mlp.tflite")}])))
+    log = spec.with_suffix(".log")
+    job = start_job(spec, tmp_path)
+    try:
+        wait_for(lambda: f"waiting for 1 of the cluster's {pool:g} {ADMISSION_RESOURCE}" in log.read_text(),
+                 "the driver to wait for its share", timeout=120, process=job)
+        assert job.poll() is None and not (tmp_path / "test-evaluate").exists()
+    finally:
+        remove_placement_group(others)
+        try:
+            assert job.wait(timeout=240) == 0, log.read_text()[-3000:]
+        finally:
+            if job.poll() is None:
+                os.killpg(job.pid, signal.SIGKILL)
+    assert "admitted" in log.read_text()
+    assert (tmp_path / "test-evaluate" / "summary.json").is_file()

@@ -261,6 +261,7 @@ def test_a_job_that_fills_the_storage_ends_with_one_line_and_exit_1(monkeypatch,
 
     from cluster.storage import StorageFull
     from cluster.training import train_job
+    from cluster.training.resources import ADMITTED_ENV
     from jobs.runner import run
 
     def fill(spec):
@@ -269,6 +270,7 @@ def test_a_job_that_fills_the_storage_ends_with_one_line_and_exit_1(monkeypatch,
                                         "any, is intact")
 
     monkeypatch.setattr(train_job, "run_train", fill)
+    monkeypatch.setenv(ADMITTED_ENV, "1")  # as `sweetspot submit` sends it: no share of its own to hold
     assert run(spec_of()) == 1
     error = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("warning: ")]
     assert error == ["error: /runs/e2e/summary.json: no space left on the storage (No space left on device); the "

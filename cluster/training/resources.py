@@ -9,7 +9,8 @@ Across jobs, the cluster's head advertises ADMISSION_RESOURCE, one unit per
 CPU the cluster has; `sweetspot submit` reserves a job's whole CPU need of it
 for the job's driver (`entrypoint_resources`), so Ray keeps a job that does not
 fit beside the running ones PENDING instead of letting it take CPUs another
-job's data stage needs (cluster/tuning/budget.py computes that need).
+job's data stage needs (cluster/tuning/budget.py computes that need). A job sent
+otherwise holds the same share from its own driver (cluster/admission.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from dataclasses import dataclass
 
 # The custom resource whose total is the CPUs the running sweetspot jobs may share.
 ADMISSION_RESOURCE = "sweetspot_cpu"
+# Set in a job's environment by the submit commands, whose entrypoint resources hold its need while its
+# driver runs; a driver without it holds its own (cluster/admission.py).
+ADMITTED_ENV = "SWEETSPOT_ADMITTED"
 
 
 class ResourceError(ValueError):
