@@ -72,12 +72,13 @@ def train_workers(ray, driver_pid: int) -> list:
     """The live Ray Train worker actors of the job whose driver is `driver_pid`."""
     from ray.util.state import list_actors, list_jobs
 
-    job_ids = [job.job_id for job in list_jobs() if job.driver_info and str(job.driver_info.pid) == str(driver_pid)]
-    if not job_ids:
-        return []
-    return [actor for actor in list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE"),
-                                                    ("job_id", "=", job_ids[0])])
-            if actor.pid]
+    alive = [actor for actor in list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+             if actor.pid]
+    # Each job asked for by id: an unfiltered list_jobs returns only the oldest 100 of a long-lived cluster.
+    mine = {job_id for job_id in {actor.job_id for actor in alive}
+            if any(job.driver_info and str(job.driver_info.pid) == str(driver_pid)
+                   for job in list_jobs(filters=[("job_id", "=", job_id)]))}
+    return [actor for actor in alive if actor.job_id in mine]
 
 
 def fault_spec(name: str, **scaling) -> dict:
