@@ -98,13 +98,13 @@ def submit_with_ray_cli(spec_path: str, overrides: list[str], output: str | None
     The console shows the job's own progress lines (`verbose`: everything); the
     whole output goes to `run_folder`/job.log (see `follow_compactly`).
     """
+    reserved = ticket is not None and bool(ticket.resources)
+    # A driver its submission reserved resources for holds no share of its own (cluster/admission.py).
+    env_vars = {**WORKER_ENV, ADMITTED_ENV: "1"} if reserved else WORKER_ENV
     command = [local.ray_executable(), "job", "submit", "--address", local.DASHBOARD_URL,
-               "--working-dir", str(PROJECT_ROOT), "--runtime-env-json", json.dumps({"env_vars": WORKER_ENV})]
-    env_vars = dict(WORKER_ENV)
-    if ticket is not None and ticket.resources:
+               "--working-dir", str(PROJECT_ROOT), "--runtime-env-json", json.dumps({"env_vars": env_vars})]
+    if reserved:
         command += ["--entrypoint-resources", json.dumps(ticket.resources), "--entrypoint-memory", str(ticket.memory)]
-        env_vars[ADMITTED_ENV] = "1"  # its driver holds them: it holds no share of its own (cluster/admission.py)
-    command[command.index("--runtime-env-json") + 1] = json.dumps({"env_vars": env_vars})
     command += ["--", "python", "-m", "jobs", spec_path]
     for item in overrides:
         command += ["--set", item]
