@@ -93,8 +93,8 @@ def alternating_loop_per_worker(config: dict) -> None:
 
     def alternating(strategy, shard, image_shape: tuple, batch_size: int, drop_last: bool, shuffle_seed,
                     feeds=None):
-        # `run_epochs` asks for the train data with drop_last=True and the validation data without;
-        # validation always reads the real shard (it is outside the timed `fit`). An in-memory epoch
+        # `run_epochs` asks for the train data with drop_last=True and for streamed validation data
+        # without; validation always reads the real rows (it is outside the timed `fit`). An in-memory epoch
         # starts no stream: the shard sits that epoch out.
         if not drop_last or next(train_epochs) == "real":
             return real(strategy, shard, image_shape, batch_size, drop_last, shuffle_seed, feeds)

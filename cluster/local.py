@@ -92,9 +92,13 @@ def head_resources(num_cpus: int | None) -> dict[str, float]:
 
 
 def head_env() -> dict[str, str]:
-    """`ray start --head`'s environment: a client's, and queued jobs wait for their turn instead of failing."""
+    """`ray start --head`'s environment, which every Ray process of the cluster inherits: a client's, and
+    queued jobs wait for their turn instead of failing."""
     env = client_env()
     env.setdefault("RAY_JOB_START_TIMEOUT_SECONDS", str(JOB_START_TIMEOUT_SECONDS))
+    # A laptop is not preempted: Ray Train's preemption watcher (an actor per run, polling for nodes
+    # being drained) has nothing to watch here. A cloud cluster, whose nodes are drained, keeps it.
+    env.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     return env
 
 

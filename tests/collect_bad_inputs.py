@@ -9,7 +9,6 @@ the exit code, the error it printed and the files written under the storage root
 
 from __future__ import annotations
 
-import copy
 import io
 import json
 import os

@@ -45,13 +45,15 @@ E2E_TRAIN = {"epochs": 3, "global_batch_size": 128, "seed": 0}
 
 def sample_pipeline(train_fraction: float, cache: bool = True):
     """The bundled sample's data spec, checked splits and epoch clock, as a job prepares them for Ray Data."""
+    import ray
+
     from cluster.data.augment import EpochClock
     from cluster.data.pipeline import prepare
     from cluster.spec import DataSpec
 
     data = DataSpec(train=str(SAMPLE / "train.parquet"), test=str(SAMPLE / "test.parquet"), num_classes=10,
                     validation_fraction=0.1, train_fraction=train_fraction, cache=cache)
-    return data, prepare(data, seed=0), EpochClock.remote()
+    return data, prepare(data, seed=0), ray.remote(num_cpus=0)(EpochClock).remote()
 
 
 def ray_job_submit(spec_path: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -71,25 +71,35 @@ def test_epochs_and_seeds_differ():
     assert not np.array_equal(epoch0, other_seed)
 
 
+def split_rows(split) -> list[dict]:
+    """A split's rows, whether a Ray dataset or held in the object store."""
+    from cluster.data.pipeline import HeldSplit
+
+    if isinstance(split, HeldSplit):
+        images, labels = split.share(rank=0, world=1)
+        return [{"image": image, "label": label} for image, label in zip(images, labels)]
+    return split.take_all()
+
+
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("cache", [True, False], ids=["cached", "streamed"])
 def test_ray_data_stage_streams_fresh_epochs_and_leaves_validation_alone(ray_client, cache):
     """The real pipeline on the cluster: labels stay with images, epochs differ, validation is raw; the same
     whether the splits are decoded once into the object store or read from Parquet every epoch."""
-    from cluster.data.pipeline import load_arrays, train_datasets
+    from cluster.data.pipeline import HeldSplit, load_arrays, run_inputs
     from tests.conftest import sample_pipeline
 
     ray = ray_client
     data, prepared, clock = sample_pipeline(train_fraction=0.1, cache=cache)
     ops = [{"op": "flip_left_right", "p": 1.0}]
-    datasets = train_datasets(prepared, data, ops, seed=0, clock=clock)
+    inputs = run_inputs(prepared, data, ops, seed=0, clock=clock)
 
     originals, labels = load_arrays(prepared.train_source, data)
     by_key = {int(k): (img, lbl) for k, img, lbl in zip(row_keys(originals), originals, labels)}
 
     def epoch_rows(epoch):
         ray.get(clock.set.remote(epoch))
-        rows = datasets["train"].take_all()
+        rows = inputs.train.take_all()
         return rows
 
     first = epoch_rows(0)
@@ -101,7 +111,7 @@ def test_ray_data_stage_streams_fresh_epochs_and_leaves_validation_alone(ray_cli
         assert row["label"] == label
 
     crop = [{"op": "random_translate", "p": 1.0, "max_pixels": 3}]
-    moving = train_datasets(prepared, data, crop, seed=0, clock=clock)["train"]
+    moving = run_inputs(prepared, data, crop, seed=0, clock=clock).train
     ray.get(clock.set.remote(0))
     a = sorted(moving.take_all(), key=lambda r: int(r["label"]) * 10**9 + int(r["image"].sum()))
     ray.get(clock.set.remote(1))
@@ -112,7 +122,9 @@ def test_ray_data_stage_streams_fresh_epochs_and_leaves_validation_alone(ray_cli
     assert sums(a) != sums(b), "epoch 1 must draw different translations from epoch 0"
     assert sums(a) == sums(a_again), "the same seed and epoch must repeat"
 
-    validation = datasets["validation"].take_all()
+    # Held in the object store when the splits are cached (each worker reads its share), else streamed.
+    assert isinstance(inputs.validation, HeldSplit) == cache
+    validation = split_rows(inputs.validation)
     assert len(validation) == prepared.plan.validation_rows
     for row in validation:
         original, label = by_key[int(row_keys(row["image"][None])[0])]
@@ -123,19 +135,19 @@ def test_ray_data_stage_streams_fresh_epochs_and_leaves_validation_alone(ray_cli
 def test_cached_and_streamed_splits_give_the_same_rows_and_the_same_draws(ray_client):
     """Decoding once into the object store changes where the rows come from, never which rows an epoch
     holds nor how they are augmented."""
-    from cluster.data.pipeline import train_datasets
+    from cluster.data.pipeline import run_inputs
     from tests.conftest import sample_pipeline
 
     ray = ray_client
     data, prepared, clock = sample_pipeline(train_fraction=0.1)
     ops = [{"op": "random_translate", "p": 1.0, "max_pixels": 3}, {"op": "flip_left_right", "p": 0.5}]
-    cached = train_datasets(prepared, data, ops, seed=0, clock=clock)
-    streamed = train_datasets(prepared, data.model_copy(update={"cache": False}), ops, seed=0, clock=clock)
+    cached = run_inputs(prepared, data, ops, seed=0, clock=clock)
+    streamed = run_inputs(prepared, data.model_copy(update={"cache": False}), ops, seed=0, clock=clock)
     ray.get(clock.set.remote(2))
 
-    def rows(dataset):
+    def rows(split):
         return sorted((int(row["label"]), row["image"].dtype.str, row["image"].tobytes())
-                      for row in dataset.take_all())
+                      for row in split_rows(split))
 
-    for split in ("train", "validation"):
-        assert rows(cached[split]) == rows(streamed[split]), split
+    assert rows(cached.train) == rows(streamed.train)
+    assert rows(cached.validation) == rows(streamed.validation)

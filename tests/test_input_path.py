@@ -177,12 +177,12 @@ def test_the_strategies_per_device_datasets_run_without_it_too():
 
 @pytest.mark.timeout(600)
 def test_many_epochs_of_the_real_stage_neither_hang_nor_leak_threads(ray_client):
-    from cluster.data.pipeline import train_datasets
+    from cluster.data.pipeline import run_inputs
     from tests.conftest import sample_pipeline
 
     ray = ray_client
     data, prepared, clock = sample_pipeline(train_fraction=0.05)
-    train = train_datasets(prepared, data, [{"op": "flip_left_right", "p": 0.5}], seed=0, clock=clock)["train"]
+    train = run_inputs(prepared, data, [{"op": "flip_left_right", "p": 0.5}], seed=0, clock=clock).train
     (shard,) = train.streaming_split(1, equal=True)
     rows, threads, feeds = prepared.plan.train_rows, [], []
 

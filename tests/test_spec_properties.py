@@ -13,7 +13,6 @@ import subprocess
 import sys
 import types
 import typing
-from pathlib import Path
 
 import annotated_types
 import pytest

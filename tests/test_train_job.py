@@ -5,6 +5,7 @@ the jobs sent here go through `ray job submit` itself, as the README sends one.
 """
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,24 @@ def test_the_same_job_sent_while_it_runs_is_refused_with_the_running_jobs_id(e2e
     assert second["returncode"] != 0 and first_id and first_id in first.stdout + first.stderr
     assert f"is in use by job {first_id}" in output and f"sweetspot stop {first_id}" in output, output[-2000:]
     assert "Traceback" not in output
+
+
+@pytest.mark.timeout(900)
+def test_each_run_starts_one_bookkeeping_actor_one_split_stream_and_no_preemption_watcher(e2e_train_run,
+                                                                                            ray_client):
+    """Each actor is a process started on the run's clock (about 2 CPU-s each on 2 cores). Per Ray Train
+    run: one `RunLog`, one split coordinator (the train split's: validation rows are read from the
+    object store), and no preemption watcher on the one-machine cluster."""
+    from ray.util.state import list_actors, list_jobs
+
+    run, _ = e2e_train_run
+    submission_id = json.loads((run / "claim.json").read_text())["holder"]["submission_id"]
+    (job,) = list_jobs(filters=[("submission_id", "=", submission_id)])
+    classes = Counter(actor.class_name for actor in list_actors(filters=[("job_id", "=", job.job_id)], limit=10_000))
+    runs = classes["TrainController"]  # the job's run and its learning-curve point's
+    assert runs == 2 and classes["RayTrainWorker"] == 2 * runs, classes
+    assert classes["RunLog"] == runs and classes["SplitCoordinator"] == runs, classes
+    assert classes["PreemptionWatcher"] == 0, classes
 
 
 @pytest.mark.timeout(900)

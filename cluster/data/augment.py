@@ -2,8 +2,8 @@
 
 Each row's random draws are a function of (spec seed, epoch, row key, op), so
 an epoch is reproducible from the seed alone whatever the batching, and every
-epoch differs. The epoch comes from an `EpochClock` actor that the Train
-workers advance before each epoch; Ray Data starts an epoch's execution only
+epoch differs. The epoch comes from an actor with `EpochClock`'s methods that
+the Train workers advance before each epoch; Ray Data starts an epoch's execution only
 once every worker has asked for it, so the stage always sees the new value.
 """
 
@@ -20,9 +20,9 @@ DRAWS_PER_OP = 3  # whether to apply, and up to two parameters
 _SCALE = float(2**64)
 
 
-@ray.remote(num_cpus=0)
 class EpochClock:
-    """The epoch the train workers are on, read by the augmentation stage.
+    """The epoch the train workers are on, read by the augmentation stage: run as a Ray actor
+    (a training run's is `cluster.training.trainer.RunLog`).
 
     It outlives worker restarts (the driver owns it), so its log of epochs
     begun shows what a failure cost: an epoch begun twice was repeated.

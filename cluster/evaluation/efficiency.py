@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def resource_summary(scaling, evaluation, wall_seconds: float, usage: dict) -> dict:
-    """`usage` is WorkerUsage.summary(); GPU seconds are the GPUs reserved times the run's wall time."""
+    """`usage` is the run's `WorkerUsage.summary()`; GPU seconds are the GPUs reserved times the run's wall time."""
     gpu_seconds = scaling.num_workers * scaling.gpus_per_worker * wall_seconds if scaling.use_gpu else 0.0
     reserved_cpu_seconds = scaling.num_workers * scaling.cpus_per_worker * wall_seconds
     summary = {

@@ -11,14 +11,15 @@ from __future__ import annotations
 import ray.train
 
 
-def open_shards() -> None:
+def open_shards(config: dict) -> None:
     ray.train.get_dataset_shard("train")
-    ray.train.get_dataset_shard("validation")
+    if config.get("held_validation") is None:  # else each worker reads its rows from the object store
+        ray.train.get_dataset_shard("validation")
 
 
 def train_loop_per_worker(config: dict) -> None:
     """Train the spec's model (`loop.train_model`)."""
-    open_shards()
+    open_shards(config)
     from cluster.training import loop  # deferred on purpose: TensorFlow loads after the shards are asked for
 
     loop.train_model(config)
@@ -26,7 +27,7 @@ def train_loop_per_worker(config: dict) -> None:
 
 def finetune_loop_per_worker(config: dict) -> None:
     """Fit the fine-tuned steps of every planned variant in turn (`loop.fit_variants`)."""
-    open_shards()
+    open_shards(config)
     from cluster.training import loop  # deferred on purpose: TensorFlow loads after the shards are asked for
 
     loop.fit_variants(config)

@@ -30,7 +30,7 @@ from tensorflow.python.data.ops import multi_device_iterator_ops
 from cluster.models import ModelShape, build_model, compile_classifier
 from cluster.spec import ScalingSpec, TrainJob
 from cluster.storage import RunStorage
-from cluster.tf_datasets import epoch_options
+from cluster.tf_datasets import epoch_options, in_memory_batches
 from cluster.training import checkpoints
 from cluster.training.optim import build_optimizer
 from cluster.training.batches import batch_split, epoch_steps
@@ -175,6 +175,14 @@ def distributed(strategy, shard, image_shape: tuple, batch_size: int, drop_last:
         lambda _context: shard_batches(shard, image_shape, batch_size, drop_last, shuffle_seed, feeds))
 
 
+def held_batches(strategy, split, geometry: "Geometry"):
+    """This worker's share of a split held in the object store (`HeldSplit`), as a distributed TF dataset
+    of per-replica batches that every `evaluate` reads from its start."""
+    images, labels = split.share(geometry.rank, geometry.world)
+    return strategy.distribute_datasets_from_function(
+        lambda _context: in_memory_batches(images, labels, geometry.per_replica_batch))
+
+
 def finish(feeds: list) -> None:
     """End each feed's epoch: read what the consumer left, and wait for its thread."""
     for feed in feeds:
@@ -237,7 +245,9 @@ def run_epochs(strategy, model: keras.Model, optimizer, geometry: Geometry, trai
     Returns every epoch's metrics (the resumed ones included)."""
     history = list(history or [])
     train_shard = ray.train.get_dataset_shard("train")
-    validation_shard = ray.train.get_dataset_shard("validation")
+    held = config.get("held_validation")
+    held_validation = held_batches(strategy, held, geometry) if held and geometry.validation_steps else None
+    validation_shard = ray.train.get_dataset_shard("validation") if held is None else None
     image_shape = tuple(config["image_shape"])
 
     def open_epoch(epoch: int) -> tuple[object, list]:
@@ -267,8 +277,9 @@ def run_epochs(strategy, model: keras.Model, optimizer, geometry: Geometry, trai
         validation = {}
         if geometry.validation_steps:
             feeds = []
-            validation_data = distributed(strategy, validation_shard, image_shape, geometry.per_replica_batch,
-                                          drop_last=False, shuffle_seed=None, feeds=feeds)
+            validation_data = held_validation if held_validation is not None else distributed(
+                strategy, validation_shard, image_shape, geometry.per_replica_batch, drop_last=False,
+                shuffle_seed=None, feeds=feeds)
             scores = model.evaluate(validation_data, steps=geometry.validation_steps, verbose=0, return_dict=True)
             finish(feeds)
             validation = {"val_loss": float(scores["loss"]), "val_accuracy": float(scores["accuracy"])}
@@ -328,7 +339,7 @@ def resume_state(model: keras.Model, optimizer, run_folder: str, task: dict | No
 
 
 def train_model(config: dict) -> None:
-    """Train the spec's model. `config`: the TrainJob dump, split sizes, and the EpochClock handle."""
+    """Train the spec's model. `config`: the TrainJob dump, split sizes, and the run's log (epoch clock, usage)."""
     spec = TrainJob.model_validate(config["spec"])
     configure_devices(spec.scaling.cpus_per_worker)
     strategy = make_strategy()
@@ -353,7 +364,7 @@ def fit_variants(config: dict) -> None:
 
     `config`: `plans` (`VariantPlan` dumps), `input_models` (each plan's name to
     the local .keras path its steps start from, which every worker can read), `records` (the storage folder of the steps' fitted
-    weights), `scaling`, the split sizes, `num_classes` and the EpochClock handle.
+    weights), `scaling`, the split sizes, `num_classes` and the run's log handle.
     A step whose weights are stored (an earlier attempt fitted it) is restored,
     not fitted again; the step in progress resumes from its last epoch's checkpoint.
     """

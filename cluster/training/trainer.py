@@ -13,7 +13,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cluster import WORKER_ENV
 from cluster.data.augment import EpochClock
-from cluster.data.pipeline import PreparedData, train_datasets
+from cluster.data.pipeline import HeldSplit, PreparedData, run_inputs
 from cluster.errors import TrainingFailed
 from cluster.training.backend import MultiWorkerConfig
 from cluster.training.usage import WorkerUsage
@@ -29,6 +29,16 @@ WORKER_GROUP_START_ATTEMPTS = 3
 # it sees a run's end up to that late, and every sweep trial and fine-tuning step pays it. Ray passes
 # the driver's value on to the controller and the workers.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+
+
+@ray.remote(num_cpus=0)
+class RunLog(EpochClock, WorkerUsage):
+    """A run's bookkeeping, owned by its driver: the epoch clock the augmentation stage reads, and the
+    workers' resource use. One actor for both: each actor is a process to start (about 1.7 CPU-s)."""
+
+    def __init__(self) -> None:
+        EpochClock.__init__(self)
+        WorkerUsage.__init__(self)
 
 
 def failure_message(error: BaseException, scaling) -> str:
@@ -61,21 +71,22 @@ def scaling_config(scaling) -> ScalingConfig:
 
 def run_training(loop, config: dict, job, prepared: PreparedData, seed: int, storage_path: str,
                  run_name: str, callbacks=()) -> tuple[Result, dict]:
-    """Run `loop` on every worker over fresh train/validation datasets; resumes `run_name` if it exists.
+    """Run `loop` on every worker over fresh train/validation inputs; resumes `run_name` if it exists.
 
     `job` is a spec with `data`, `augment` and `scaling`; `config` gets the
-    split sizes, the EpochClock and the WorkerUsage log added. Returns Ray
+    split sizes, the validation split when it is held in the object store (`held_validation`), and
+    the run's `RunLog` (as its epoch clock and its usage log) added. Returns Ray
     Train's result and the workers' resource use (CPU seconds, peak RSS) with the
     run's epoch starts (`epochs_started`, `epochs_repeated`: what failures cost).
     `callbacks` go to Ray Train (e.g. Tune's TuneReportCallback inside a trial).
     """
-    # The bookkeeping actors live on this process's node: placed elsewhere, losing
-    # that node would lose the run's epoch log and usage after training recovered.
-    here = on_this_node()
-    clock = EpochClock.options(scheduling_strategy=here).remote()
-    usage = WorkerUsage.options(scheduling_strategy=here).remote()
-    datasets = train_datasets(prepared, job.data, [op.model_dump() for op in job.augment], seed, clock)
-    config = {**config, "clock": clock, "usage": usage, "run_folder": f"{storage_path.rstrip('/')}/{run_name}",
+    # The run's log lives on this process's node: placed elsewhere, losing that
+    # node would lose the run's epoch log and usage after training recovered.
+    log = RunLog.options(scheduling_strategy=on_this_node()).remote()
+    inputs = run_inputs(prepared, job.data, [op.model_dump() for op in job.augment], seed, log)
+    held = inputs.validation if isinstance(inputs.validation, HeldSplit) else None
+    config = {**config, "clock": log, "usage": log, "held_validation": held,
+              "run_folder": f"{storage_path.rstrip('/')}/{run_name}",
               "train_rows": prepared.plan.train_rows,
               "validation_rows": prepared.plan.validation_rows, "num_classes": job.data.num_classes,
               "image_shape": list(job.data.image_shape)}
@@ -84,7 +95,7 @@ def run_training(loop, config: dict, job, prepared: PreparedData, seed: int, sto
         train_loop_config=config,
         tensorflow_config=MultiWorkerConfig(),
         scaling_config=scaling_config(job.scaling),
-        datasets=datasets,
+        datasets=inputs.streamed(),
         dataset_config=DataConfig(datasets_to_split="all"),
         run_config=RunConfig(
             name=run_name,
@@ -98,15 +109,13 @@ def run_training(loop, config: dict, job, prepared: PreparedData, seed: int, sto
     )
     try:
         result = trainer.fit()
-        used = ray.get(usage.summary.remote())
-        started = ray.get(clock.epochs_started.remote())
+        used, started = ray.get([log.summary.remote(), log.epochs_started.remote()])
         used.update(epochs_started=started, epochs_repeated=len(started) - len(set(started)))
     except Exception as error:  # Ray raises its own error types for a failed run
         raise TrainingFailed(f"{storage_path}/{run_name}: training failed: "
                              f"{failure_message(error, job.scaling)}") from error
     finally:
-        ray.kill(clock)
-        ray.kill(usage)
+        ray.kill(log)
     if result.checkpoint is None:
         raise TrainingFailed(f"{storage_path}/{run_name}: training finished without a checkpoint")
     return result, used

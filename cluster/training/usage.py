@@ -1,7 +1,7 @@
 """Resource use of a training run's workers, gathered across ranks and restarts.
 
 Every worker records its process's CPU seconds and peak RSS after each epoch
-in a `WorkerUsage` actor; a restarted worker is a new process, so usage is
+in the run's log actor (`WorkerUsage`'s methods); a restarted worker is a new process, so usage is
 kept per process id and summed. Only rank 0's metrics reach Ray Train's
 Result, so this is how the driver sees every worker.
 """
@@ -12,7 +12,6 @@ import os
 import resource
 
 import psutil
-import ray
 
 
 def process_usage() -> dict:
@@ -22,7 +21,6 @@ def process_usage() -> dict:
             "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 
 
-@ray.remote(num_cpus=0)
 class WorkerUsage:
     def __init__(self) -> None:
         self.by_process: dict[tuple[int, int], dict] = {}
