@@ -123,6 +123,8 @@ def test_init_from_continues_from_the_checkpoint(e2e_train_run, tmp_path):
                "optimizer": {"name": "adam", "learning_rate": 1e-4}})))
     done = ray_job_submit(spec, "--output", str(tmp_path))
     assert done.returncode == 0, done.stderr[-3000:]
+    # Sent without the job environment `sweetspot submit` adds, still no Ray Data progress bar.
+    assert "Running Dataset" not in done.stdout + done.stderr, done.stdout[-3000:]
     after = json.loads((tmp_path / "e2e-finetune" / "summary.json").read_text())
     first_epoch = json.loads((tmp_path / "e2e-finetune" / "metrics.jsonl").read_text().splitlines()[0])
     # One epoch from scratch reaches well under the 3-epoch model; from the checkpoint it starts there.

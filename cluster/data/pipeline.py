@@ -141,6 +141,11 @@ def augment_batch_rows(image_shape: tuple) -> int:
 
 def run_inputs(prepared: PreparedData, data, augment: list[dict], seed: int, clock) -> RunInputs:
     """The train split as an augmenting Ray dataset, and the validation split (see `RunInputs`)."""
+    # A job's output is a log, not a terminal: Ray Data's progress bars, redrawn there several times a
+    # second, buried the job's own lines (a job sent by plain `ray job submit` carries no
+    # RAY_DATA_DISABLE_PROGRESS_BARS) and cost CPU in the split coordinator, Ray's log monitor and the
+    # driver. A dataset keeps the context it is made with, so this reaches its coordinator.
+    ray.data.DataContext.get_current().enable_progress_bars = False
     if data.cache:
         train, validation = cached_splits(prepared, data)
     else:
