@@ -1,4 +1,5 @@
-"""The Ray Data pipeline: read Parquet → decode → split → augment (train only), all streaming."""
+"""The Ray Data pipeline: read Parquet → decode → split → augment (train only), streaming; a cached job's
+validation rows are held in the object store instead (`HeldSplit`)."""
 
 from __future__ import annotations
 
