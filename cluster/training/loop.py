@@ -257,7 +257,7 @@ def run_epochs(strategy, model: keras.Model, optimizer, geometry: Geometry, trai
         ray.train.collective.barrier()
         if geometry.rank == 0:
             # Ray Data starts this epoch's execution only after every worker asks for it.
-            ray.get(config["clock"].set.remote(epoch))
+            ray.get(config["run_log"].set.remote(epoch))
         feeds = []
         return distributed(strategy, train_shard, image_shape, geometry.per_replica_batch, drop_last=True,
                            shuffle_seed=train.seed * 100_003 + epoch * 101 + geometry.rank, feeds=feeds), feeds
@@ -265,7 +265,7 @@ def run_epochs(strategy, model: keras.Model, optimizer, geometry: Geometry, trai
     upcoming = open_epoch(start_epoch) if start_epoch < train.epochs else None
     for epoch in range(start_epoch, train.epochs):
         if geometry.rank == 0:
-            ray.get(config["clock"].begin.remote(epoch))
+            ray.get(config["run_log"].begin.remote(epoch))
         started = time.perf_counter()
         train_data, feeds = upcoming
         fit = model.fit(train_data, epochs=epoch + 1, initial_epoch=epoch, steps_per_epoch=geometry.steps_per_epoch,
@@ -295,7 +295,7 @@ def run_epochs(strategy, model: keras.Model, optimizer, geometry: Geometry, trai
             "samples_seen": geometry.samples_per_epoch * (epoch + 1),
             "workers": geometry.world,
             "replicas": geometry.replicas,
-            **record_usage(config["usage"], geometry.rank),
+            **record_usage(config["run_log"], geometry.rank),
         }
         history.append(metrics)
         with tempfile.TemporaryDirectory() as directory:

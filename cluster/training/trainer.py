@@ -75,7 +75,7 @@ def run_training(loop, config: dict, job, prepared: PreparedData, seed: int, sto
 
     `job` is a spec with `data`, `augment` and `scaling`; `config` gets the
     split sizes, the validation split when it is held in the object store (`held_validation`), and
-    the run's `RunLog` (as its epoch clock and its usage log) added. Returns Ray
+    the run's `RunLog` (`run_log`: its epoch clock and its usage log) added. Returns Ray
     Train's result and the workers' resource use (CPU seconds, peak RSS) with the
     run's epoch starts (`epochs_started`, `epochs_repeated`: what failures cost).
     `callbacks` go to Ray Train (e.g. Tune's TuneReportCallback inside a trial).
@@ -85,7 +85,7 @@ def run_training(loop, config: dict, job, prepared: PreparedData, seed: int, sto
     log = RunLog.options(scheduling_strategy=on_this_node()).remote()
     inputs = run_inputs(prepared, job.data, [op.model_dump() for op in job.augment], seed, log)
     held = inputs.validation if isinstance(inputs.validation, HeldSplit) else None
-    config = {**config, "clock": log, "usage": log, "held_validation": held,
+    config = {**config, "run_log": log, "held_validation": held,
               "run_folder": f"{storage_path.rstrip('/')}/{run_name}",
               "train_rows": prepared.plan.train_rows,
               "validation_rows": prepared.plan.validation_rows, "num_classes": job.data.num_classes,
