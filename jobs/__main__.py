@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
 
 from cluster.spec import SpecError, json_schema, load_spec
@@ -38,5 +40,23 @@ def main(argv: list[str] | None = None) -> int:
 
     return run(spec)
 
+
+def exit_without_teardown(code: int) -> None:
+    """End the driver once its work is written and its output flushed, skipping Python's teardown.
+
+    With TensorFlow loaded, the interpreter's teardown (3,000 modules, the C++ libraries' destructors)
+    takes 1.1-1.3 s on 2 cores and writes nothing; every job would wait for it before Ray marks it done.
+    """
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()  # the job's Ray state is released the regular way
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_without_teardown(main())
