@@ -27,7 +27,7 @@ def check_data(spec) -> None:
     data = spec.data
     if spec.kind == "evaluate":
         check_split(resolve(data.test, "data.test"), data.image_column, data.label_column, data.num_classes,
-                    tuple(data.image_shape), "data.test")
+                    tuple(data.image_shape), "data.test", keep_pixels=True)  # the job measures on all of it
         return
     seed = (spec.fine_tune if spec.kind == "compress" else spec.train).seed
     # A train job also trains on each learning-curve fraction; each must leave every class some rows.

@@ -7,7 +7,9 @@ a label per row) plans the exact, class-balanced splits.
 
 A split that passed is remembered for the life of the process (keyed by its
 files' sizes and modification times), so the job runner's preflight and the
-job itself read the data once.
+job itself read the data once. Asked to (`keep_pixels`), the check also keeps
+each file's decoded rows, which the job then takes instead of decoding every
+image a second time (`kept_files`).
 """
 
 from __future__ import annotations
@@ -29,11 +31,20 @@ _checked: dict[tuple, "SplitIndex"] = {}
 
 
 @dataclass(frozen=True)
+class DecodedFile:
+    """One file's rows as its check decoded them: pixels (N, H, W, C), read-only, and int64 labels."""
+
+    pixels: np.ndarray
+    labels: np.ndarray
+
+
+@dataclass(frozen=True)
 class SplitIndex:
-    """Per-row keys and labels of a checked split."""
+    """Per-row keys and labels of a checked split, and each file's decoded rows when they were kept."""
 
     keys: np.ndarray
     labels: np.ndarray
+    files: tuple[DecodedFile, ...] | None = None
 
     @property
     def num_rows(self) -> int:
@@ -80,15 +91,30 @@ def _version(source: Source) -> tuple:
 
 
 def check_split(source: Source, image_column: str, label_column: str, num_classes: int,
-                image_shape: tuple[int, int, int], field: str) -> SplitIndex:
-    """Check every file and row of a split; `field` (e.g. `data.train`) prefixes every error."""
+                image_shape: tuple[int, int, int], field: str, keep_pixels: bool = False) -> SplitIndex:
+    """Check every file and row of a split; `field` (e.g. `data.train`) prefixes every error.
+
+    `keep_pixels`: also keep each file's decoded rows (`SplitIndex.files`), for a
+    process that reads the whole split next (a job that caches its splits, evaluation).
+    """
     key = (_version(source), image_column, label_column, num_classes, tuple(image_shape))
-    if key not in _checked:
-        index = _read_split(source, image_column, label_column, num_classes, tuple(image_shape), field)
+    index = _checked.get(key)
+    if index is None or (keep_pixels and index.files is None):
+        index = _read_split(source, image_column, label_column, num_classes, tuple(image_shape), field,
+                            keep_pixels)
+        _checked.pop(key, None)
         if len(_checked) >= CHECKED_SPLITS_KEPT:
             _checked.pop(next(iter(_checked)))
         _checked[key] = index
-    return _checked[key]
+    return index
+
+
+def kept_files(source: Source, image_column: str, label_column: str, num_classes: int,
+               image_shape: tuple[int, int, int]) -> tuple[DecodedFile, ...] | None:
+    """Each file's decoded rows, if this process checked the split with `keep_pixels` and its files are
+    unchanged since; else None."""
+    index = _checked.get((_version(source), image_column, label_column, num_classes, tuple(image_shape)))
+    return None if index is None else index.files
 
 
 def check_plan(plan: SplitPlan, labels: np.ndarray, validation_fraction: float) -> None:
@@ -106,25 +132,40 @@ def check_plan(plan: SplitPlan, labels: np.ndarray, validation_fraction: float) 
 
 
 def _read_split(source: Source, image_column: str, label_column: str, num_classes: int,
-                image_shape: tuple[int, int, int], field: str) -> SplitIndex:
-    keys, labels = [], []
+                image_shape: tuple[int, int, int], field: str, keep_pixels: bool) -> SplitIndex:
+    keys, labels, files = [], [], []
     for path in source.files:
         where = f"{field}: {source.display(path)}"
         parquet = _open(source, path, field)
         _check_schema(parquet.schema_arrow, image_column, label_column, where)
-        offset = 0
+        offset, file_pixels, file_labels = 0, [], []
         try:
             batches = parquet.iter_batches(batch_size=BATCH_ROWS, columns=[image_column, label_column])
             for batch in batches:
-                labels.append(_check_labels(batch.column(label_column), num_classes, where, offset))
+                file_labels.append(_check_labels(batch.column(label_column), num_classes, where, offset))
                 try:
                     pixels = decode_column(batch.column(image_column), image_shape)
                 except RowError as error:
                     raise DataError(f"{where} row {offset + error.row}: {error.message}") from None
                 keys.append(row_keys(pixels))
+                if keep_pixels:
+                    file_pixels.append(pixels)
                 offset += batch.num_rows
         except (OSError, pa.ArrowException) as error:
             raise DataError(f"{where}: unreadable after row {offset} ({error})") from None
+        labels.extend(file_labels)
+        if keep_pixels:
+            files.append(_decoded_file(file_pixels, file_labels, image_shape))
     if not labels or sum(len(x) for x in labels) == 0:
         raise DataError(f"{field}: the split is empty ({len(source.files)} file(s), 0 rows at {source.uri!r})")
-    return SplitIndex(keys=np.concatenate(keys), labels=np.concatenate(labels))
+    return SplitIndex(keys=np.concatenate(keys), labels=np.concatenate(labels),
+                      files=tuple(files) if keep_pixels else None)
+
+
+def _decoded_file(pixels: list[np.ndarray], labels: list[np.ndarray], image_shape: tuple) -> DecodedFile:
+    """A file's batches joined; read-only, as every later reader of the split shares them."""
+    joined = DecodedFile(pixels=np.concatenate(pixels) if pixels else np.zeros((0, *image_shape), np.uint8),
+                         labels=np.concatenate(labels) if labels else np.zeros(0, np.int64))
+    joined.pixels.flags.writeable = False
+    joined.labels.flags.writeable = False
+    return joined

@@ -115,7 +115,7 @@ def run_evaluate(spec: EvaluateJob) -> dict:
                                                                spec.data.num_classes, spec.trust_model_code)))
     source = resolve(spec.data.test, "data.test")
     check_split(source, spec.data.image_column, spec.data.label_column, spec.data.num_classes,
-                tuple(spec.data.image_shape), "data.test")
+                tuple(spec.data.image_shape), "data.test", keep_pixels=True)
     images, labels = load_arrays(source, spec.data)
     ray.init(ignore_reinit_error=True)
     claim_run_folder(spec, storage)  # every check has passed: the first write

@@ -8,8 +8,9 @@ from pathlib import Path
 import tensorflow as tf
 
 from cluster.evaluation.tflite import write_bytes
+from cluster.tflite_conversion import convert
 
 
 def export_tflite(model, path: str | os.PathLike) -> Path:
     """Convert a tf_keras `model` to float32 TFLite and write it to `path`; returns the path."""
-    return write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert(), path)
+    return write_bytes(convert(tf.lite.TFLiteConverter.from_keras_model(model)), path)
