@@ -19,7 +19,7 @@ from cluster.compression.errors import CompressionError
 from cluster.compression.layers import check_exclusions, check_functional, select_layers, wrap_layers
 from cluster.compression.prepared import Prepared
 from cluster.compression.rescaling import fold_input_rescaling
-from cluster.tflite_conversion import convert
+from cluster.tflite_conversion import keras_converter
 
 if TYPE_CHECKING:  # the steps call into this module; it needs them only as types
     from cluster.compression.steps import QATStep, QuantizeStep
@@ -33,19 +33,19 @@ RepresentativeData = Callable[[], Iterable]
 
 def _converter(model: keras.Model) -> tf.lite.TFLiteConverter:
     check_functional(model, "convert")
-    return tf.lite.TFLiteConverter.from_keras_model(model)
+    return keras_converter(model)
 
 
 def convert_float(model: keras.Model) -> bytes:
     """Plain float32 TFLite: the baseline the quantized variants are measured against."""
-    return convert(_converter(model))
+    return _converter(model).convert()
 
 
 def convert_dynamic_range(model: keras.Model) -> bytes:
     """int8 weights, float activations (quantized on the fly); needs no data."""
     converter = _converter(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    return convert(converter)
+    return converter.convert()
 
 
 def convert_float16(model: keras.Model) -> bytes:
@@ -53,7 +53,7 @@ def convert_float16(model: keras.Model) -> bytes:
     converter = _converter(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.target_spec.supported_types = [tf.float16]
-    return convert(converter)
+    return converter.convert()
 
 
 def _io_type(name: str, field: str, step: str = "quantize") -> tf.DType:
@@ -91,7 +91,7 @@ def convert_int8(model: keras.Model, representative_data: RepresentativeData,
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = input_dtype
     converter.inference_output_type = output_dtype
-    return convert(converter)
+    return converter.convert()
 
 
 def convert_post_training(model: keras.Model, step: QuantizeStep,
@@ -162,4 +162,4 @@ def convert_qat(model: keras.Model, input_type: str = "int8", output_type: str =
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.inference_input_type = input_dtype
     converter.inference_output_type = output_dtype
-    return convert(converter)
+    return converter.convert()

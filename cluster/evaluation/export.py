@@ -5,12 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import tensorflow as tf
-
 from cluster.evaluation.tflite import write_bytes
-from cluster.tflite_conversion import convert
+from cluster.tflite_conversion import keras_converter
 
 
 def export_tflite(model, path: str | os.PathLike) -> Path:
     """Convert a tf_keras `model` to float32 TFLite and write it to `path`; returns the path."""
-    return write_bytes(convert(tf.lite.TFLiteConverter.from_keras_model(model)), path)
+    return write_bytes(keras_converter(model).convert(), path)
