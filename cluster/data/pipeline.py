@@ -92,7 +92,8 @@ def prepare(data, seed: int) -> PreparedData:
     common = dict(image_column=data.image_column, label_column=data.label_column,
                   num_classes=data.num_classes, image_shape=tuple(data.image_shape))
     # The job reads the whole test split to evaluate, and with `data.cache` the whole train split: the
-    # check keeps what it decoded for that (decoding is most of a job's preflight; 0.17 ms an image here).
+    # check keeps what it decoded for that: on full Fashion-MNIST the check and those reads took 8.4-9.6 s
+    # when the reads decoded again, 5.2-5.4 s now.
     train: SplitIndex = check_split(train_source, field="data.train", keep_pixels=data.cache, **common)
     test: SplitIndex = check_split(test_source, field="data.test", keep_pixels=True, **common)
     plan = plan_splits(train.keys, train.labels, data.num_classes, data.validation_fraction,
