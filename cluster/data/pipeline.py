@@ -165,11 +165,11 @@ def run_inputs(prepared: PreparedData, data, augment: list[dict], seed: int, clo
 
 
 def cached_splits(prepared: PreparedData, data) -> tuple[ray.data.Dataset, HeldSplit]:
-    """Both splits decoded in this process and put in the object store as they will stay there: the train
-    rows as uint8 pixels (only augmentation streams every epoch), the validation rows as float32 arrays.
+    """Both splits' decoded rows put in the object store as they will stay there: the train rows as uint8
+    pixels (only augmentation streams every epoch), the validation rows as float32 arrays.
 
-    It runs where the Ray Train run starts (a job's driver, or a sweep's trial actor) and costs about
-    what the job's preflight paid to decode every row once. Reading through Ray Data tasks instead cost
+    It runs where the Ray Train run starts: in a job's driver it takes the rows the preflight check kept
+    (`decoded_files`); a sweep's trial actor, a process of its own, decodes every row once. Reading through Ray Data tasks instead cost
     each Ray Train run 1.5-2 s of task start-up before its workers started (on the bundled sample: 2.6 s
     against 0.4-0.9 s), and its blocks lived wherever the tasks ran. Blocks of `DECODE_BATCH_ROWS` rows,
     as the streaming read makes them, so a shuffled block order still mixes the rows finely.
