@@ -77,7 +77,9 @@ def probe(payload: dict) -> dict:
     for name, shape in payload["models"].items():
         model = build_model(shape["family"], ModelShape((28, 28, 1), 10), shape["width"], shape["depth"])
         steps = rows // batch
-        compile_classifier(model, build_optimizer(TrainSpec(epochs=epochs, global_batch_size=batch), steps), 10)
+        train = TrainSpec(epochs=epochs, global_batch_size=batch)
+        # Keras's settings as the Ray path's train spec has them (the same steps per call).
+        compile_classifier(model, build_optimizer(train, steps), 10, steps_per_execution=train.steps_per_execution)
         # The options Ray Train's loop uses, so neither side pays tf.data's autotuning join per `fit`.
         data = (tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch, drop_remainder=True).repeat()
                 .with_options(epoch_options()))

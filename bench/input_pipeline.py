@@ -211,7 +211,8 @@ def tfdata_probe(payload: dict) -> dict:
     train = TrainSpec(epochs=len(plan), global_batch_size=batch)
     model = build_model(payload["model"]["family"], ModelShape((28, 28, 1), 10), payload["model"]["width"],
                         payload["model"]["depth"])
-    compile_classifier(model, build_optimizer(train, steps), 10)
+    # Keras's settings as the Ray path's train spec has them (the same steps per call).
+    compile_classifier(model, build_optimizer(train, steps), 10, steps_per_execution=train.steps_per_execution)
     per_epoch, started = [], time.perf_counter()
     for epoch, mode in enumerate(plan):
         data = real(epoch) if mode == "real" else memory

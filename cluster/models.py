@@ -169,10 +169,12 @@ def classification_loss(num_classes: int, label_smoothing: float):
     return smoothed_cross_entropy
 
 
-def compile_classifier(model: keras.Model, optimizer, num_classes: int, label_smoothing: float = 0.0) -> None:
+def compile_classifier(model: keras.Model, optimizer, num_classes: int, label_smoothing: float = 0.0,
+                       steps_per_execution: int = 1) -> None:
     """Loss and accuracy for class-id labels and logits (a Distiller keeps its own loss)."""
     model.compile(optimizer=optimizer, loss=classification_loss(num_classes, label_smoothing),
-                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                  steps_per_execution=steps_per_execution)
 
 
 FAMILIES = {"cnn": build_cnn, "bncnn": build_bncnn, "mlp": build_mlp, "dscnn": build_dscnn}

@@ -187,6 +187,11 @@ class TrainSpec(Strict):
     schedule: Literal["constant", "cosine"] = "cosine"
     warmup_epochs: int = Field(default=0, ge=0)
     label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
+    steps_per_execution: int = Field(
+        default=8, ge=1, le=10_000,
+        description="Training steps per call into TensorFlow: fewer Python round trips and cross-worker "
+                    "handshakes per step, the same updates. A fine-tuning step whose callbacks count steps "
+                    "(pruning) runs one step per call.")
 
     @model_validator(mode="after")
     def _warmup_fits(self) -> "TrainSpec":

@@ -41,9 +41,10 @@ class VariantPlan:
 
     def task(self, index: int) -> dict:
         """What step `index`'s checkpoints and record carry: weights fitted for another step or recipe
-        (a variant whose spec changed) are never taken for these."""
+        (a variant whose spec changed) are never taken for these. Steps per call is left out: it changes
+        how the same updates are run, not the weights."""
         return {"record": self.record(index), "step": self.steps[index].model_dump(mode="json"),
-                "recipe": self.recipes[index].model_dump(mode="json")}
+                "recipe": self.recipes[index].model_dump(mode="json", exclude={"steps_per_execution"})}
 
     def dump(self) -> dict:
         return {"name": self.name, "steps": [step.model_dump(mode="json") for step in self.steps],

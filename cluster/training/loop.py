@@ -28,7 +28,7 @@ import tf_keras as keras
 from tensorflow.python.data.ops import multi_device_iterator_ops
 
 from cluster.models import ModelShape, build_model, compile_classifier
-from cluster.spec import ScalingSpec, TrainJob
+from cluster.spec import ScalingSpec, TrainJob, TrainSpec
 from cluster.storage import RunStorage
 from cluster.tf_datasets import epoch_options, in_memory_batches
 from cluster.training import checkpoints
@@ -309,6 +309,12 @@ def run_epochs(strategy, model: keras.Model, optimizer, geometry: Geometry, trai
     return history
 
 
+def execution_steps(train: TrainSpec, callbacks) -> int:
+    """Steps per `fit` call into TensorFlow: the recipe's, or 1 with callbacks, which Keras calls once per
+    call, not per step (pruning's `UpdatePruningStep` would advance its schedule that many times slower)."""
+    return 1 if callbacks else train.steps_per_execution
+
+
 def resume_state(model: keras.Model, optimizer, run_folder: str, task: dict | None = None) -> tuple[int, list]:
     """(start epoch, history) from this run's newest complete checkpoint of `task`, or (0, []).
 
@@ -351,7 +357,8 @@ def train_model(config: dict) -> None:
         model = build_model(spec.model.family, shape, spec.model.width, spec.model.depth, spec.model.dropout,
                             spec.model.head_units)
         optimizer = build_optimizer(spec.train, geometry.steps_per_epoch)
-        compile_classifier(model, optimizer, spec.data.num_classes, spec.train.label_smoothing)
+        compile_classifier(model, optimizer, spec.data.num_classes, spec.train.label_smoothing,
+                           spec.train.steps_per_execution)
     start_epoch, history = resume_state(model, optimizer, config["run_folder"])
     if start_epoch == 0 and spec.train.init_from:
         checkpoints.load_initial_weights(spec.train.init_from, model, trust_code=spec.trust_model_code)
@@ -382,7 +389,8 @@ def fit_variants(config: dict) -> None:
             geometry = Geometry.of(strategy, train.global_batch_size, config["train_rows"],
                                    config["validation_rows"])
             optimizer = build_optimizer(train, geometry.steps_per_epoch)
-            compile_classifier(prepared.model, optimizer, config["num_classes"], train.label_smoothing)
+            compile_classifier(prepared.model, optimizer, config["num_classes"], train.label_smoothing,
+                               execution_steps(train, prepared.callbacks))
             start_epoch, history = resume_state(prepared.model, optimizer, config["run_folder"], task=task)
             history = run_epochs(strategy, prepared.model, optimizer, geometry, train, config, {"task": task},
                                  callbacks=prepared.callbacks, start_epoch=start_epoch, history=history)
