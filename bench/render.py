@@ -91,7 +91,9 @@ def input_pipeline(r: dict) -> list[str]:
              "stage; tf.data: `tf.numpy_function` on each batch), with the same ops: "
              + ", ".join(f"`{op['op']}` (p={op['p']:g})" for op in r["augment"]) + ". "
              f"tf.data runs in one process with {r['tfdata_threads']} intra-op threads; a Ray Train worker has "
-             "as many threads as CPUs, so 1 worker × 2 CPUs is the like-for-like row on 2 cores.", "",
+             "as many threads as CPUs, so 1 worker × 2 CPUs is the like-for-like row on 2 cores. Both sides "
+             "compile Keras with the train spec's default `steps_per_execution` (steps per call into "
+             "TensorFlow).", "",
              "Batches reach Keras through `cluster/training/loop.py: shard_batches` (Ray Data's numpy batches "
              f"fetched {r.get('prefetch_batches', 4)} ahead, shuffled in tf.data's buffer, prefetched by tf.data), "
              "and the augmentation stage runs on batches of `cluster/data/pipeline.py: augment_batch_rows`"
@@ -137,7 +139,8 @@ def hardware(r: dict) -> list[str]:
              f"Peak: float32 `tf.linalg.matmul`, n = {s['matmul_n']}, {r['threads']} threads, fastest "
              f"call: **{peak / 1e9:.1f} GFLOP/s** (median call {r['peak_flops_median_call'] / 1e9:.1f}). "
              "Achieved = 2 FLOP/MAC × MACs/sample (`cluster/evaluation/compute.py`) × 3 (forward + backward) × "
-             "samples/s. In-process: Keras `fit` on in-memory tensors in the peak's process and threads. Ray Train: "
+             "samples/s. In-process: Keras `fit` on in-memory tensors in the peak's process and threads, compiled "
+             "with the train spec's default `steps_per_execution`, as the Ray Train path is. Ray Train: "
              f"the project's path with Ray Data input ({'full Fashion-MNIST' if s['ray_full_data'] else 'bundled sample'}"
              f", fraction {s['ray_fraction']:g}, {s['ray_epochs']} epochs, the median of the epochs after the first); "
              "1 worker × 2 CPUs has the in-process run's two threads in one process, 2 workers × 1 CPU splits "
