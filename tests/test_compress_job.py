@@ -189,6 +189,8 @@ def test_bad_pipelines_fail_validation_naming_the_field(tmp_path, variant, expec
 def test_incompatible_baseline_fails_before_fine_tuning(baseline, tmp_path):
     document = compress_document(str(baseline), [{"name": "p", "pipeline": [{"prune": {}}]}])
     document["data"]["num_classes"] = 12
+    # 1 + 1 data CPU: the job's capacity check passes on 2 cores with no cluster running (the fast lane's case).
+    document["scaling"] = {"num_workers": 1, "cpus_per_worker": 1}
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(document))
     done = subprocess.run([sys.executable, "-m", "jobs", str(path), "--output", str(tmp_path)], cwd=ROOT,
