@@ -189,9 +189,8 @@ class TrainSpec(Strict):
     label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
     steps_per_execution: int = Field(
         default=8, ge=1, le=10_000,
-        description="Training steps per call into TensorFlow: fewer Python round trips and cross-worker "
-                    "handshakes per step, the same updates. A fine-tuning step whose callbacks count steps "
-                    "(pruning) runs one step per call.")
+        description="Training steps per call into TensorFlow: fewer Python round trips per step, the same "
+                    "updates. A fine-tuning step whose callbacks count steps (pruning) runs one step per call.")
 
     @model_validator(mode="after")
     def _warmup_fits(self) -> "TrainSpec":
