@@ -74,3 +74,20 @@ def test_ray_trains_tensorflow_trainer_is_defined_in_a_module_that_loads_no_tens
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["True", "True"]
+
+
+def test_ray_trains_default_callbacks_hold_the_placement_group_cleaner_the_driver_trainer_leaves_out(tmp_path):
+    """training/trainer.py's JobDriverTrainer filters Ray Train's default callbacks: if the cleaner moved or
+    were renamed, the filter would silently keep it, and if the method went, every run would fail."""
+    from ray.train import RunConfig, ScalingConfig
+
+    from cluster.training.trainer import JobDriverTrainer, PlacementGroupCleanerCallback, TensorflowTrainer
+
+    def callbacks(trainer_class) -> list[type]:
+        trainer = trainer_class(lambda: None, scaling_config=ScalingConfig(num_workers=1),
+                                run_config=RunConfig(storage_path=str(tmp_path)))
+        return [type(callback) for callback in trainer._create_default_callbacks()]
+
+    stock, ours = callbacks(TensorflowTrainer), callbacks(JobDriverTrainer)
+    assert PlacementGroupCleanerCallback in stock
+    assert ours == [callback for callback in stock if callback is not PlacementGroupCleanerCallback]

@@ -59,7 +59,8 @@ def test_each_run_starts_one_bookkeeping_actor_one_split_stream_and_no_preemptio
                                                                                             ray_client):
     """Each actor is a process started on the run's clock (about 2 CPU-s each on 2 cores). Per Ray Train
     run: one `RunLog`, one split coordinator (the train split's: validation rows are read from the
-    object store), and no preemption watcher on the one-machine cluster."""
+    object store), no preemption watcher on the one-machine cluster, and no placement-group cleaner
+    in a run the job's driver starts (training/trainer.py)."""
     from ray.util.state import list_actors, list_jobs
 
     run, _ = e2e_train_run
@@ -69,7 +70,30 @@ def test_each_run_starts_one_bookkeeping_actor_one_split_stream_and_no_preemptio
     runs = classes["TrainController"]  # the job's run and its learning-curve point's
     assert runs == 2 and classes["RayTrainWorker"] == 2 * runs, classes
     assert classes["RunLog"] == runs and classes["SplitCoordinator"] == runs, classes
-    assert classes["PreemptionWatcher"] == 0, classes
+    assert classes["PreemptionWatcher"] == 0 and classes["PlacementGroupCleaner"] == 0, classes
+
+
+@pytest.mark.timeout(300)
+def test_a_run_started_in_a_ray_worker_keeps_the_placement_group_cleaner(ray_client):
+    """A Tune trial (an actor) or a task lives on after a failed run: its runs keep Ray Train's cleaner,
+    which removes a dead controller's placement group. A job's driver (this process, here) leaves it out."""
+    from cluster.training.trainer import JobDriverTrainer, TensorflowTrainer, trainer_class
+
+    @ray_client.remote(num_cpus=0)
+    def in_a_task() -> str:
+        from cluster.training.trainer import trainer_class
+        return trainer_class().__name__
+
+    @ray_client.remote(num_cpus=0)
+    class Trial:
+        def trainer(self) -> str:
+            from cluster.training.trainer import trainer_class
+            return trainer_class().__name__
+
+    trial = Trial.remote()
+    assert ray_client.get([in_a_task.remote(), trial.trainer.remote()]) == [TensorflowTrainer.__name__] * 2
+    ray_client.kill(trial)
+    assert trainer_class() is JobDriverTrainer
 
 
 @pytest.mark.timeout(900)

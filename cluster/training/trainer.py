@@ -6,6 +6,7 @@ import os
 
 import ray
 from ray.train import CheckpointConfig, DataConfig, FailureConfig, Result, RunConfig, ScalingConfig
+from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
 # The class `ray.train.tensorflow` exports, from the module that defines it: that package's import loads
 # TensorFlow, which a process that only starts a run (a sweep's scale trial) never needs.
 from ray.train.v2.tensorflow.tensorflow_trainer import TensorflowTrainer
@@ -39,6 +40,26 @@ class RunLog(EpochClock, WorkerUsage):
     def __init__(self) -> None:
         EpochClock.__init__(self)
         WorkerUsage.__init__(self)
+
+
+class JobDriverTrainer(TensorflowTrainer):
+    """TensorflowTrainer without Ray Train's placement-group cleaner, for a run started by a job's driver.
+
+    The cleaner is a detached actor per run: a process to start, and a State API query every second, to
+    remove the worker group's placement group if the controller dies while its job lives on. A run in a
+    job's driver fails the job when its controller dies, and the job's end removes the group (measured:
+    4 alternating pairs of a 25 % train job, 2.0 s of run wall and 3.7 CPU-s less a run). A Tune trial
+    lives on after a failed run, so its runs keep the cleaner.
+    """
+
+    def _create_default_callbacks(self):
+        return [callback for callback in super()._create_default_callbacks()
+                if not isinstance(callback, PlacementGroupCleanerCallback)]
+
+
+def trainer_class() -> type[TensorflowTrainer]:
+    """The trainer for a run started by this process: a job's driver, or a Ray worker (a Tune trial's actor)."""
+    return TensorflowTrainer if ray.get_runtime_context().worker.mode == ray.WORKER_MODE else JobDriverTrainer
 
 
 def failure_message(error: BaseException, scaling) -> str:
@@ -90,7 +111,7 @@ def run_training(loop, config: dict, job, prepared: PreparedData, seed: int, sto
               "train_rows": prepared.plan.train_rows,
               "validation_rows": prepared.plan.validation_rows, "num_classes": job.data.num_classes,
               "image_shape": list(job.data.image_shape)}
-    trainer = TensorflowTrainer(
+    trainer = trainer_class()(
         loop,
         train_loop_config=config,
         tensorflow_config=MultiWorkerConfig(),
