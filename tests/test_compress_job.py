@@ -1,5 +1,6 @@
 """The compress job on the real local cluster: every technique yields a measured, deployable TFLite file."""
 
+from collections import Counter
 import json
 import subprocess
 import sys
@@ -104,6 +105,20 @@ def test_every_variant_is_a_measured_tflite_file(compressed, test_split):
         assert TFLiteModel(row["artifact"]).accuracy(images, labels) == pytest.approx(row["accuracy"], abs=1e-9)
         assert row["latency_ms_p50"] <= row["latency_ms_p95"] <= row["latency_ms_p99"]
     assert (run / "report.md").read_text().count("| ") > 10
+
+
+@pytest.mark.timeout(120)
+def test_a_lone_workers_run_starts_no_split_coordinator(compressed, ray_client):
+    """With one worker there is nothing to split: it iterates its datasets itself (training/trainer.py,
+    `data_config`), one actor process fewer than `streaming_split(1)` would start. Nor does the job's
+    driver start Ray Train's placement-group cleaner."""
+    from ray.util.state import list_actors
+
+    run, _, _ = compressed
+    job_id = json.loads((run / "claim.json").read_text())["holder"]["job_id"]
+    classes = Counter(actor.class_name for actor in list_actors(filters=[("job_id", "=", job_id)], limit=10_000))
+    assert classes["TrainController"] == 1 and classes["RayTrainWorker"] == 1, classes
+    assert classes["SplitCoordinator"] == 0 and classes["PlacementGroupCleaner"] == 0, classes
 
 
 @pytest.mark.timeout(60)

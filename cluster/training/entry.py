@@ -1,7 +1,8 @@
 """The functions Ray Train runs on each worker: they ask for the data shards, then load TensorFlow.
 
-Ray Data starts each split's coordinator (an actor process of its own) on a
-worker's first request for its shard. Asked for before TensorFlow's import
+With several workers, Ray Data starts each split's coordinator (an actor process
+of its own) on a worker's first request for its shard; a lone worker iterates
+its datasets itself (`trainer.data_config`). Asked for before TensorFlow's import
 (3-4 s on 2 cores), the coordinators start while TensorFlow loads instead of
 after it. Nothing streams yet: an epoch starts when every worker iterates its shard.
 """

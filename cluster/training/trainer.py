@@ -90,6 +90,14 @@ def scaling_config(scaling) -> ScalingConfig:
                          resources_per_worker=resources, placement_strategy=scaling.placement_strategy)
 
 
+def data_config(scaling) -> DataConfig:
+    """Every dataset split between the workers; a lone worker iterates its datasets itself, since
+    `streaming_split(1)` would start a split coordinator (an actor process) to hand it everything.
+    Measured on a 25 % train job, 1 worker x 2 CPUs, 4 alternating pairs: run wall median 18.6 -> 16.1 s,
+    39.3 -> 32.9 CPU-s of the machine's."""
+    return DataConfig(datasets_to_split="all" if scaling.num_workers > 1 else [])
+
+
 def run_training(loop, config: dict, job, prepared: PreparedData, seed: int, storage_path: str,
                  run_name: str, callbacks=()) -> tuple[Result, dict]:
     """Run `loop` on every worker over fresh train/validation inputs; resumes `run_name` if it exists.
@@ -117,7 +125,7 @@ def run_training(loop, config: dict, job, prepared: PreparedData, seed: int, sto
         tensorflow_config=MultiWorkerConfig(),
         scaling_config=scaling_config(job.scaling),
         datasets=inputs.streamed(),
-        dataset_config=DataConfig(datasets_to_split="all"),
+        dataset_config=data_config(job.scaling),
         run_config=RunConfig(
             name=run_name,
             storage_path=storage_path,
