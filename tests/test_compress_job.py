@@ -108,17 +108,18 @@ def test_every_variant_is_a_measured_tflite_file(compressed, test_split):
 
 
 @pytest.mark.timeout(120)
-def test_a_lone_workers_run_starts_no_split_coordinator(compressed, ray_client):
-    """With one worker there is nothing to split: it iterates its datasets itself (training/trainer.py,
-    `data_config`), one actor process fewer than `streaming_split(1)` would start. Nor does the job's
-    driver start Ray Train's placement-group cleaner."""
+def test_a_lone_workers_run_starts_no_dataset_manager_nor_split_coordinator(compressed, ray_client):
+    """With one worker there is nothing to split: it is given its datasets whole and iterates them itself
+    (training/trainer.py), two actor processes fewer than Ray Train's dataset manager and `streaming_split(1)`
+    would start. Nor does the job's driver start Ray Train's placement-group cleaner."""
     from ray.util.state import list_actors
 
     run, _, _ = compressed
     job_id = json.loads((run / "claim.json").read_text())["holder"]["job_id"]
     classes = Counter(actor.class_name for actor in list_actors(filters=[("job_id", "=", job_id)], limit=10_000))
     assert classes["TrainController"] == 1 and classes["RayTrainWorker"] == 1, classes
-    assert classes["SplitCoordinator"] == 0 and classes["PlacementGroupCleaner"] == 0, classes
+    assert classes["SplitCoordinator"] == 0 and classes["DatasetManager"] == 0, classes
+    assert classes["PlacementGroupCleaner"] == 0, classes
 
 
 @pytest.mark.timeout(60)

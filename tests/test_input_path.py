@@ -179,14 +179,15 @@ def test_the_strategies_per_device_datasets_run_without_it_too():
 @pytest.mark.parametrize("split", [True, False], ids=["split shard", "lone worker's own iterator"])
 def test_many_epochs_of_the_real_stage_neither_hang_nor_leak_threads(ray_client, split):
     """Each worker's shard when the workers are several; a lone worker's dataset iterated in its own process
-    (training/trainer.py `data_config`), its executor started there every epoch."""
+    (`loop.dataset_shard`), its executor started there every epoch."""
     from cluster.data.pipeline import run_inputs
     from tests.conftest import sample_pipeline
 
     ray = ray_client
     data, prepared, clock = sample_pipeline(train_fraction=0.05)
     train = run_inputs(prepared, data, [{"op": "flip_left_right", "p": 0.5}], seed=0, clock=clock).train
-    (shard,) = train.streaming_split(1, equal=True) if split else (train.iterator(),)
+    (shard,) = train.streaming_split(1, equal=True) if split else (loop.dataset_shard({"datasets": {"train": train}},
+                                                                                      "train"),)
     rows, threads, feeds = prepared.plan.train_rows, [], []
 
     def open_epoch(epoch: int):

@@ -76,18 +76,25 @@ def test_ray_trains_tensorflow_trainer_is_defined_in_a_module_that_loads_no_tens
     assert done.stdout.split() == ["True", "True"]
 
 
-def test_ray_trains_default_callbacks_hold_the_placement_group_cleaner_the_driver_trainer_leaves_out(tmp_path):
-    """training/trainer.py's JobDriverTrainer filters Ray Train's default callbacks: if the cleaner moved or
-    were renamed, the filter would silently keep it, and if the method went, every run would fail."""
+def test_ray_trains_default_callbacks_hold_the_helpers_our_trainer_leaves_out(tmp_path):
+    """training/trainer.py's `Trainer` filters Ray Train's default callbacks by class: if the placement-group
+    cleaner's or the datasets' callback moved or were renamed, the filter would silently keep them, and if
+    the method went, every run would fail."""
+    import ray.data
     from ray.train import RunConfig, ScalingConfig
 
-    from cluster.training.trainer import JobDriverTrainer, PlacementGroupCleanerCallback, TensorflowTrainer
+    from cluster.training.trainer import DatasetsCallback, PlacementGroupCleanerCallback, TensorflowTrainer, Trainer
 
-    def callbacks(trainer_class) -> list[type]:
+    def callbacks(trainer_class, **options) -> list[type]:
         trainer = trainer_class(lambda: None, scaling_config=ScalingConfig(num_workers=1),
-                                run_config=RunConfig(storage_path=str(tmp_path)))
+                                run_config=RunConfig(storage_path=str(tmp_path)), **options)
         return [type(callback) for callback in trainer._create_default_callbacks()]
 
-    stock, ours = callbacks(TensorflowTrainer), callbacks(JobDriverTrainer)
-    assert PlacementGroupCleanerCallback in stock
-    assert ours == [callback for callback in stock if callback is not PlacementGroupCleanerCallback]
+    stock = callbacks(TensorflowTrainer)
+    assert PlacementGroupCleanerCallback in stock and DatasetsCallback in stock
+    assert callbacks(Trainer, placement_group_cleaner=True) == [c for c in stock if c is not DatasetsCallback]
+    assert callbacks(Trainer, placement_group_cleaner=False) == [
+        c for c in stock if c not in (DatasetsCallback, PlacementGroupCleanerCallback)]
+    # Given datasets to split, the run keeps the dataset manager.
+    split = callbacks(Trainer, placement_group_cleaner=False, datasets={"train": ray.data.range(1)})
+    assert split == [c for c in stock if c is not PlacementGroupCleanerCallback]

@@ -77,23 +77,23 @@ def test_each_run_starts_one_bookkeeping_actor_one_split_stream_and_no_preemptio
 def test_a_run_started_in_a_ray_worker_keeps_the_placement_group_cleaner(ray_client):
     """A Tune trial (an actor) or a task lives on after a failed run: its runs keep Ray Train's cleaner,
     which removes a dead controller's placement group. A job's driver (this process, here) leaves it out."""
-    from cluster.training.trainer import JobDriverTrainer, TensorflowTrainer, trainer_class
+    from cluster.training.trainer import started_by_job_driver
 
     @ray_client.remote(num_cpus=0)
-    def in_a_task() -> str:
-        from cluster.training.trainer import trainer_class
-        return trainer_class().__name__
+    def in_a_task() -> bool:
+        from cluster.training.trainer import started_by_job_driver
+        return started_by_job_driver()
 
     @ray_client.remote(num_cpus=0)
     class Trial:
-        def trainer(self) -> str:
-            from cluster.training.trainer import trainer_class
-            return trainer_class().__name__
+        def started_by_job_driver(self) -> bool:
+            from cluster.training.trainer import started_by_job_driver
+            return started_by_job_driver()
 
     trial = Trial.remote()
-    assert ray_client.get([in_a_task.remote(), trial.trainer.remote()]) == [TensorflowTrainer.__name__] * 2
+    assert ray_client.get([in_a_task.remote(), trial.started_by_job_driver.remote()]) == [False, False]
     ray_client.kill(trial)
-    assert trainer_class() is JobDriverTrainer
+    assert started_by_job_driver()
 
 
 @pytest.mark.timeout(900)

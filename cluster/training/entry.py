@@ -1,8 +1,8 @@
 """The functions Ray Train runs on each worker: they ask for the data shards, then load TensorFlow.
 
 With several workers, Ray Data starts each split's coordinator (an actor process
-of its own) on a worker's first request for its shard; a lone worker iterates
-its datasets itself (`trainer.data_config`). Asked for before TensorFlow's import
+of its own) on a worker's first request for its shard; a lone worker is given
+its datasets whole and iterates them itself (`trainer.run_training`). Asked for before TensorFlow's import
 (3-4 s on 2 cores), the coordinators start while TensorFlow loads instead of
 after it. Nothing streams yet: an epoch starts when every worker iterates its shard.
 """
@@ -13,6 +13,8 @@ import ray.train
 
 
 def open_shards(config: dict) -> None:
+    if config.get("datasets") is not None:  # a lone worker's own: nothing to start
+        return
     ray.train.get_dataset_shard("train")
     if config.get("held_validation") is None:  # else each worker reads its rows from the object store
         ray.train.get_dataset_shard("validation")

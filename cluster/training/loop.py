@@ -239,15 +239,22 @@ class Geometry:
         return self.steps_per_epoch * self.per_replica_batch * self.replicas
 
 
+def dataset_shard(config: dict, name: str):
+    """This worker's share of dataset `name`: its split from Ray Train, or, given the datasets whole (a lone
+    worker, `trainer.run_training`), an iterator of the whole dataset, executed in this process."""
+    own = config.get("datasets")
+    return own[name].iterator() if own is not None else ray.train.get_dataset_shard(name)
+
+
 def run_epochs(strategy, model: keras.Model, optimizer, geometry: Geometry, train, config: dict, meta: dict,
                callbacks=(), start_epoch: int = 0, history: list | None = None) -> list:
     """The epoch loop: stream, fit, validate, report; rank 0's report carries the checkpoint.
     Returns every epoch's metrics (the resumed ones included)."""
     history = list(history or [])
-    train_shard = ray.train.get_dataset_shard("train")
+    train_shard = dataset_shard(config, "train")
     held = config.get("held_validation")
     held_validation = held_batches(strategy, held, geometry) if held and geometry.validation_steps else None
-    validation_shard = ray.train.get_dataset_shard("validation") if held is None else None
+    validation_shard = dataset_shard(config, "validation") if held is None else None
     image_shape = tuple(config["image_shape"])
 
     def open_epoch(epoch: int) -> tuple[object, list]:
