@@ -61,8 +61,11 @@ class Trainer(TensorflowTrainer):
         self.placement_group_cleaner = placement_group_cleaner
 
     def _create_default_callbacks(self):
-        unneeded = ([] if self.placement_group_cleaner else [PlacementGroupCleanerCallback]) + \
-            ([] if self.datasets else [DatasetsCallback])
+        unneeded = []
+        if not self.placement_group_cleaner:
+            unneeded.append(PlacementGroupCleanerCallback)
+        if not self.datasets:
+            unneeded.append(DatasetsCallback)
         return [callback for callback in super()._create_default_callbacks()
                 if not isinstance(callback, tuple(unneeded))]
 
