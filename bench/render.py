@@ -61,7 +61,7 @@ def targets(results: dict) -> list[list]:
             rows.append([f"compression ({target['name']}): {target['requirement']}",
                          f"{target['figure'] or '–'}" + (f" (`{target['point']}`)" if target["point"] else ""),
                          _mark(target["met"])])
-    for name in ("inference", "frontier"):
+    for name in ("growth", "inference", "frontier"):
         result = results.get(name)
         for target in (result or {}).get("targets", []):
             rows.append([f"{name}: {target['requirement']}", target["figure"], _mark(target["met"])])
@@ -298,22 +298,38 @@ def sweep(r: dict) -> list[str]:
 def growth(r: dict) -> list[str]:
     fits = r["fits"]
     lines = ["## 6. Growth: training time against data size, sweep cost against variants", "",
-             "Training: train jobs of the float CNN (w1 d2, the compression baseline's recipe), 2 Ray Train "
-             f"workers, {r['settings']['epochs']} epoch(s), on fractions of "
-             f"the {'full Fashion-MNIST' if r['settings']['full_data'] else 'bundled sample'}'s train split. "
+             "Training: train jobs of the float CNN (w1 d2, the compression baseline's recipe), "
+             f"{r['settings']['epochs']} epoch(s), on fractions of "
+             f"the {'full Fashion-MNIST' if r['settings']['full_data'] else 'bundled sample'}'s train split, in each "
+             "worker layout: 2 workers × 1 CPU (the benchmarks' jobs) and 1 worker × 2 CPUs (the quickstart's). "
              "Sweeps: `configs/quickstart.yaml` on the bundled sample, one trial at a time, "
              f"{r['settings']['sweep_epochs']} epoch(s). Least-squares lines over the points below.", ""]
-    lines += _table(["train fraction", "rows", "Ray Train run wall s", "fit s"],
-                    [[f"{p['fraction']:.0%}", _n(p["train_rows"]), f"{p['run_wall_seconds']:.1f}",
-                      f"{p['fit_seconds']:.1f}"] for p in r["training"]])
-    wall, fit = fits["train_wall_vs_rows"], fits["train_fit_vs_rows"]
-    trend = "linear in the data" if fit["r2"] >= 0.95 else "not well described by a line"
-    lines += [f"Training: wall ≈ {wall['intercept']:.1f} s + {1e3 * wall['slope']:.2f} s per 1,000 rows "
-              f"(R² {wall['r2']:.3f}); inside `fit` ≈ {fit['intercept']:.1f} s + {1e3 * fit['slope']:.2f} s per "
-              f"1,000 rows (R² {fit['r2']:.3f}): time inside `fit` is {trend}. The wall time's intercept is the "
-              "fixed cost of a Ray Train run: starting the worker group and the strategy, and decoding the whole "
-              "source once (`data.train_fraction` selects rows after the decode), so a smaller fraction saves only "
-              "the epochs' share.", ""]
+    def figure(points: list[dict], key: str) -> str:
+        values = sorted(p[key] for p in points)
+        spread = f" ({values[0]:.1f}–{values[-1]:.1f})" if len(values) > 1 else ""
+        return f"{common.median(values):.1f}{spread}"
+
+    groups = {}
+    for p in r["training"]:
+        groups.setdefault((p["layout"], p["fraction"]), []).append(p)
+    lines += _table(["layout (workers × CPUs)", "train fraction", "rows", "runs", "Ray Train run wall s",
+                     "fit s"],
+                    [[layout.replace("x", " × "), f"{fraction:.0%}", _n(points[0]["train_rows"]), len(points),
+                      figure(points, "run_wall_seconds"), figure(points, "fit_seconds")]
+                     for (layout, fraction), points in groups.items()])
+    lines += ["Each cell: the median over the repetitions (each with its own seed), their range in brackets; "
+              "the lines are fitted through every run.", ""]
+    for layout, layout_fits in fits["training"].items():
+        wall, fit = layout_fits["run_wall_vs_rows"], layout_fits["fit_vs_rows"]
+        trend = "linear in the data" if fit["r2"] >= 0.95 else "not well described by a line"
+        lines += [f"Training, {layout.replace('x', ' × ')} CPU: wall ≈ {wall['intercept']:.1f} s + "
+                  f"{1e3 * wall['slope']:.2f} s per 1,000 rows (R² {wall['r2']:.3f}); inside `fit` ≈ "
+                  f"{fit['intercept']:.1f} s + {1e3 * fit['slope']:.2f} s per 1,000 rows (R² {fit['r2']:.3f}): "
+                  f"time inside `fit` is {trend}.", ""]
+    lines += ["The wall time's intercept is the fixed cost of a Ray Train run: starting the controller, the worker "
+              "group and the strategy, tracing the first epoch, and decoding the whole source once "
+              "(`data.train_fraction` selects rows after the decode), so a smaller fraction saves only the epochs' "
+              "share.", ""]
     lines += _table(["sweep", "variants", "job wall s"],
                     [[f"widths {p['widths']} × {p['pipelines']}", p["variants"], f"{p['wall_seconds']:.0f}"]
                      for p in r["sweeps"]])
@@ -322,7 +338,7 @@ def growth(r: dict) -> list[str]:
         lines += [f"Sweeps: wall ≈ {f['intercept']:.0f} s + {f['slope']:.0f} s per variant (R² {f['r2']:.3f}); "
                   "the slope is the marginal cost of one more post-training variant of a trained scale (its Tune "
                   "trial, conversion and measurement); a variant on a new scale adds a whole Ray Train run "
-                  "(see the intercept of the training line above).", ""]
+                  "(see the intercepts of the training lines above).", ""]
     return lines
 
 
@@ -342,8 +358,8 @@ def render(results_dir: Path, doc: Path, quick: bool = False) -> None:
            "Generated by `python -m bench` (`make bench`) from `bench/results/*.json`, which hold every "
            "repetition's raw numbers; each comparison below was measured side by side in the same bench run. "
            "A job that computes what an earlier benchmark's job computed (the same spec under another name) runs "
-           "once and both use it. `python -m bench --quick` is the smoke run (5 to 6 minutes on 2 cores, "
-           "280–365 s measured; `tests/test_bench_quick.py`).", ""]
+           "once and both use it. `python -m bench --quick` is the smoke run (`tests/test_bench_quick.py`): 191 s "
+           "alone on 2 idle cores (2026-12-04), 265 s in `make test` beside the fast lane.", ""]
     if not results:
         import importlib
 

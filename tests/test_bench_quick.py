@@ -56,7 +56,9 @@ def test_quick_bench_writes_results_and_doc(ray_cluster, tmp_path):
     growth = results["growth"]
     assert all(positive(p["run_wall_seconds"]) and positive(p["fit_seconds"]) for p in growth["training"])
     # One quick epoch is mostly tracing, so the slope's sign is noise here; the line must still be a number.
-    assert all(math.isfinite(fit["slope"]) for fit in growth["fits"].values())
+    (layout,) = growth["fits"]["training"]
+    assert all(math.isfinite(fit["slope"]) for fit in growth["fits"]["training"][layout].values())
+    assert [t["met"] in (True, False) for t in growth["targets"]] == [True]
     (sample,) = results["frontier"]["cases"]
     assert positive(sample["wall_seconds"]) and positive(sample["recipe"]["accuracy"])
     assert {p["name"] for p in sample["points"]} == {"bncnn-w0.25-d3-float", "bncnn-w0.25-d3-int8"}
