@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 import pytest
+import ray
 
 import cluster  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from cluster.tf_datasets import in_memory_batches
@@ -186,8 +187,8 @@ def test_many_epochs_of_the_real_stage_neither_hang_nor_leak_threads(ray_client,
     ray = ray_client
     data, prepared, clock = sample_pipeline(train_fraction=0.05)
     train = run_inputs(prepared, data, [{"op": "flip_left_right", "p": 0.5}], seed=0, clock=clock).train
-    (shard,) = train.streaming_split(1, equal=True) if split else (loop.dataset_shard({"datasets": {"train": train}},
-                                                                                      "train"),)
+    (shard,) = train.streaming_split(1, equal=True) if split else (
+        loop.dataset_shard({"datasets": [{"train": train}]}, "train", rank=0),)
     rows, threads, feeds = prepared.plan.train_rows, [], []
 
     def open_epoch(epoch: int):
@@ -211,3 +212,44 @@ def test_many_epochs_of_the_real_stage_neither_hang_nor_leak_threads(ray_client,
         threads.append(threading.active_count())
     # Threads started for an epoch end with it: the count settles instead of growing with the epochs.
     assert threads[-1] <= threads[4] + 2, threads
+
+
+def test_equal_shares_are_disjoint_random_draws_of_the_rows_the_same_for_a_seed():
+    from cluster.data.pipeline import equal_shares
+
+    rows = {"image": np.arange(103)[:, None] * np.ones((1, 4)), "label": np.arange(103), "key": np.arange(103) * 7}
+    shares = equal_shares(rows, 3, seed=5)
+    assert [len(share["label"]) for share in shares] == [34, 34, 34]  # 103 % 3 = 1 row left out
+    labels = np.concatenate([share["label"] for share in shares])
+    assert len(set(labels.tolist())) == 102 and set(labels.tolist()) <= set(range(103))
+    for share in shares:  # each row's columns stay together
+        assert (share["image"][:, 0] == share["label"]).all() and (share["key"] == share["label"] * 7).all()
+    # Drawn at random, not cut in file order (a file sorted by class would give a worker few classes).
+    assert sorted(shares[0]["label"].tolist()) != list(range(34))
+    again = equal_shares(rows, 3, seed=5)
+    assert all((a["label"] == b["label"]).all() for a, b in zip(shares, again))
+    assert not (equal_shares(rows, 3, seed=6)[0]["label"] == shares[0]["label"]).all()
+
+
+def test_each_worker_iterates_its_own_datasets_unless_ray_train_must_split_streams_from_the_files():
+    from cluster.data.pipeline import HeldSplit, RunInputs
+
+    class Stream(ray.data.Dataset):
+        """A stand-in: only what it is counts here (`RunInputs` tells streams from held rows by type)."""
+
+        def __init__(self):
+            pass
+
+        def __del__(self):
+            pass
+
+    held = HeldSplit(images=None, labels=None, rows=10)
+    streams = [Stream() for _ in range(3)]
+    shared = RunInputs(train=None, validation=held, shares=(streams[0], streams[1]))
+    assert shared.per_worker(2) == [{"train": streams[0]}, {"train": streams[1]}]
+    lone = RunInputs(train=streams[0], validation=streams[1])
+    assert lone.per_worker(1) == [{"train": streams[0], "validation": streams[1]}]
+    from_files = RunInputs(train=streams[0], validation=streams[1])
+    assert from_files.per_worker(2) is None and from_files.streamed() == {"train": streams[0],
+                                                                           "validation": streams[1]}
+    assert RunInputs(train=streams[2], validation=held).streamed() == {"train": streams[2]}

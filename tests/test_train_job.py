@@ -54,22 +54,29 @@ def test_the_same_job_sent_while_it_runs_is_refused_with_the_running_jobs_id(e2e
     assert "Traceback" not in output
 
 
-@pytest.mark.timeout(900)
-def test_each_run_starts_one_bookkeeping_actor_one_split_stream_and_no_preemption_watcher(e2e_train_run,
-                                                                                            ray_client):
-    """Each actor is a process started on the run's clock (about 2 CPU-s each on 2 cores). Per Ray Train
-    run: one `RunLog`, one split coordinator (the train split's: validation rows are read from the
-    object store), no preemption watcher on the one-machine cluster, and no placement-group cleaner
-    in a run the job's driver starts (training/trainer.py)."""
+def actor_classes(run: Path) -> Counter:
+    """How many actors of each class the job that wrote `run` started."""
     from ray.util.state import list_actors, list_jobs
 
-    run, _ = e2e_train_run
     submission_id = json.loads((run / "claim.json").read_text())["holder"]["submission_id"]
     (job,) = list_jobs(filters=[("submission_id", "=", submission_id)])
-    classes = Counter(actor.class_name for actor in list_actors(filters=[("job_id", "=", job.job_id)], limit=10_000))
+    return Counter(actor.class_name for actor in list_actors(filters=[("job_id", "=", job.job_id)], limit=10_000))
+
+
+@pytest.mark.timeout(900)
+def test_each_run_starts_one_bookkeeping_actor_and_no_split_coordinator_nor_preemption_watcher(e2e_train_run,
+                                                                                               ray_client):
+    """Each actor is a process started on the run's clock (about 2 CPU-s each on 2 cores). Per Ray Train
+    run: one `RunLog`; no dataset manager nor split coordinator, as each worker streams its own share of
+    the held train rows and reads its validation rows from the object store; no preemption watcher on the
+    one-machine cluster, and no placement-group cleaner in a run the job's driver starts
+    (training/trainer.py)."""
+    run, _ = e2e_train_run
+    classes = actor_classes(run)
     runs = classes["TrainController"]  # the job's run and its learning-curve point's
     assert runs == 2 and classes["RayTrainWorker"] == 2 * runs, classes
-    assert classes["RunLog"] == runs and classes["SplitCoordinator"] == runs, classes
+    assert classes["RunLog"] == runs, classes
+    assert classes["SplitCoordinator"] == 0 and classes["DatasetManager"] == 0, classes
     assert classes["PreemptionWatcher"] == 0 and classes["PlacementGroupCleaner"] == 0, classes
 
 
@@ -137,16 +144,22 @@ def test_summary_has_the_four_sides_of_efficiency(e2e_train_run):
 
 
 @pytest.mark.timeout(900)
-def test_init_from_continues_from_the_checkpoint(e2e_train_run, tmp_path):
+def test_init_from_continues_from_the_checkpoint(e2e_train_run, ray_client, tmp_path):
     run, _ = e2e_train_run
     before = json.loads((run / "summary.json").read_text())
     spec = tmp_path / "finetune.yaml"
-    spec.write_text(yaml.safe_dump(train_document(
+    document = train_document(
         name="e2e-finetune",
         train={"epochs": 1, "global_batch_size": 128, "seed": 0, "init_from": str(run / "checkpoint"),
-               "optimizer": {"name": "adam", "learning_rate": 1e-4}})))
+               "optimizer": {"name": "adam", "learning_rate": 1e-4}})
+    # Rows streamed from the files, as data too large to hold is: Ray Train splits both streams between
+    # the two workers (a dataset manager, a split coordinator per dataset).
+    document["data"]["cache"] = False
+    spec.write_text(yaml.safe_dump(document))
     done = ray_job_submit(spec, "--output", str(tmp_path))
     assert done.returncode == 0, done.stderr[-3000:]
+    classes = actor_classes(tmp_path / "e2e-finetune")
+    assert classes["DatasetManager"] == 1 and classes["SplitCoordinator"] == 2, classes
     # Sent without the job environment `sweetspot submit` adds, still no Ray Data progress bar.
     assert "Running Dataset" not in done.stdout + done.stderr, done.stdout[-3000:]
     after = json.loads((tmp_path / "e2e-finetune" / "summary.json").read_text())

@@ -3,8 +3,8 @@
 Each row's random draws are a function of (spec seed, epoch, row key, op), so
 an epoch is reproducible from the seed alone whatever the batching, and every
 epoch differs. The epoch comes from an actor with `EpochClock`'s methods that
-the Train workers advance before each epoch; Ray Data starts an epoch's execution only
-once every worker has asked for it, so the stage always sees the new value.
+the Train workers advance before any worker's stream of that epoch starts
+(`cluster.training.loop.run_epochs`), so the stage always sees the new value.
 """
 
 from __future__ import annotations

@@ -70,16 +70,30 @@ class HeldSplit:
 
 @dataclass(frozen=True)
 class RunInputs:
-    """A training run's data: the train split, augmented afresh every epoch, and the validation split,
-    never augmented: held in the object store when the job caches its splits, else streamed."""
+    """A training run's data. The train split, augmented afresh every epoch: one stream of all its rows
+    (`train`), which Ray Train splits between its workers; or, when its rows are held in the object store
+    and several workers train, one stream per worker of its own equal share (`shares`). The validation
+    split, never augmented: held in the object store when the job caches its splits, else streamed."""
 
-    train: ray.data.Dataset
+    train: ray.data.Dataset | None
     validation: ray.data.Dataset | HeldSplit
+    shares: tuple[ray.data.Dataset, ...] = ()
 
     def streamed(self) -> dict[str, ray.data.Dataset]:
         """The datasets Ray Train splits between its workers, by name."""
         return {name: split for name, split in (("train", self.train), ("validation", self.validation))
                 if isinstance(split, ray.data.Dataset)}
+
+    def per_worker(self, workers: int) -> list[dict[str, ray.data.Dataset]] | None:
+        """Each worker's own datasets, by rank, which it iterates itself; None when Ray Train must split them.
+
+        Ray Train's split starts a dataset manager and a split coordinator per run: two actor processes,
+        and every batch passes through the coordinator. A lone worker needs no split; several workers
+        need none when each has its own share of the held train rows.
+        """
+        if self.shares:
+            return [{"train": share} for share in self.shares]
+        return [self.streamed()] if workers == 1 else None
 
 
 def prepare(data, seed: int) -> PreparedData:
@@ -143,36 +157,54 @@ def augment_batch_rows(image_shape: tuple) -> int:
     return max(1, AUGMENT_BATCH_BYTES // (4 * int(np.prod(image_shape))))
 
 
-def run_inputs(prepared: PreparedData, data, augment: list[dict], seed: int, clock) -> RunInputs:
-    """The train split as an augmenting Ray dataset, and the validation split (see `RunInputs`)."""
+def run_inputs(prepared: PreparedData, data, augment: list[dict], seed: int, clock, workers: int = 1) -> RunInputs:
+    """The train split as augmenting Ray datasets, and the validation split (see `RunInputs`).
+
+    With `data.cache` and several `workers`, the train rows are cut into one equal share per worker.
+    """
     # A job's output is a log, not a terminal: Ray Data's progress bars, redrawn there several times a
     # second, buried the job's own lines (a job sent by plain `ray job submit` carries no
     # RAY_DATA_DISABLE_PROGRESS_BARS) and cost CPU in the split coordinator, Ray's log monitor and the
     # driver. A dataset keeps the context it is made with, so this reaches its coordinator.
     ray.data.DataContext.get_current().enable_progress_bars = False
-    if data.cache:
-        train, validation = cached_splits(prepared, data)
-    else:
+
+    def augmenting(dataset: ray.data.Dataset) -> ray.data.Dataset:
+        return dataset.randomize_block_order(seed=seed).map_batches(
+            augment_batch, fn_kwargs=dict(ops=augment, seed=seed, clock=clock), batch_format="numpy",
+            batch_size=augment_batch_rows(tuple(data.image_shape)))
+
+    if not data.cache:
         decoded = read_decoded(prepared.train_source, data)
         train = decoded.map_batches(_select, fn_kwargs=dict(plan=prepared.plan, split="train"),
                                     batch_format="numpy")
         validation = decoded.map_batches(_select, fn_kwargs=dict(plan=prepared.plan, split="validation"),
                                          batch_format="numpy").map_batches(_as_float, batch_format="numpy")
-    train = train.randomize_block_order(seed=seed).map_batches(
-        augment_batch, fn_kwargs=dict(ops=augment, seed=seed, clock=clock), batch_format="numpy",
-        batch_size=augment_batch_rows(tuple(data.image_shape)))
-    return RunInputs(train=train, validation=validation)
+        return RunInputs(train=augmenting(train), validation=validation)
+    rows, validation = cached_splits(prepared, data)
+    if workers == 1:
+        return RunInputs(train=augmenting(_dataset_of(rows)), validation=validation)
+    return RunInputs(train=None, validation=validation,
+                     shares=tuple(augmenting(_dataset_of(share)) for share in equal_shares(rows, workers, seed)))
 
 
-def cached_splits(prepared: PreparedData, data) -> tuple[ray.data.Dataset, HeldSplit]:
-    """Both splits' decoded rows put in the object store as they will stay there: the train rows as uint8
-    pixels (only augmentation streams every epoch), the validation rows as float32 arrays.
+def equal_shares(rows: dict[str, np.ndarray], count: int, seed: int) -> list[dict[str, np.ndarray]]:
+    """`count` equal shares of the rows, drawn at random by `seed`. As in Ray Data's equal split, the
+    `rows % count` rows left over are not read; every share runs the same steps (`batches.epoch_steps`)."""
+    order = np.random.default_rng(seed).permutation(len(rows["label"]))
+    size = len(order) // count
+    return [{name: values[order[start:start + size]] for name, values in rows.items()}
+            for start in range(0, size * count, size)]
+
+
+def cached_splits(prepared: PreparedData, data) -> tuple[dict[str, np.ndarray], HeldSplit]:
+    """Both splits' decoded rows, as they will stay in the object store: the train rows' columns
+    (`image` as uint8 pixels, `label`, `key`; only augmentation streams every epoch), and the validation
+    rows put there as float32 arrays.
 
     It runs where the Ray Train run starts: in a job's driver it takes the rows the preflight check kept
     (`decoded_files`); a sweep's trial actor, a process of its own, decodes every row once. Reading through Ray Data tasks instead cost
     each Ray Train run 1.5-2 s of task start-up before its workers started (on the bundled sample: 2.6 s
-    against 0.4-0.9 s), and its blocks lived wherever the tasks ran. Blocks of `DECODE_BATCH_ROWS` rows,
-    as the streaming read makes them, so a shuffled block order still mixes the rows finely.
+    against 0.4-0.9 s), and its blocks lived wherever the tasks ran.
     """
     train, images, labels = [], [], []
     for pixels, split_labels, keys, in_train, in_validation in _train_split_files(prepared, data):
@@ -181,16 +213,16 @@ def cached_splits(prepared: PreparedData, data) -> tuple[ray.data.Dataset, HeldS
         labels.append(split_labels[in_validation])
     validation = HeldSplit(images=ray.put(np.concatenate(images)), labels=ray.put(np.concatenate(labels)),
                            rows=sum(len(part) for part in labels))
-    return _dataset_of(train), validation
+    return {name: np.concatenate([part[name] for part in train]) for name in train[0]}, validation
 
 
-def _dataset_of(parts: list[dict[str, np.ndarray]]) -> ray.data.Dataset:
-    """One Ray dataset of the parts' rows, in blocks of `DECODE_BATCH_ROWS`.
+def _dataset_of(columns: dict[str, np.ndarray]) -> ray.data.Dataset:
+    """One Ray dataset of the rows, put in the object store in blocks of `DECODE_BATCH_ROWS`, as the
+    streaming read makes them, so a shuffled block order still mixes the rows finely.
 
     `from_blocks` reads each block's size and schema here; `from_arrow` would start a Ray task per
     block to learn them (1.7 s for the first dataset of a job on the bundled sample).
     """
-    columns = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
     rows = len(columns["label"])
     blocks = [pa.table({name: ArrowTensorArray.from_numpy(values[start:start + DECODE_BATCH_ROWS])
                         if values.ndim > 1 else values[start:start + DECODE_BATCH_ROWS]

@@ -1,10 +1,10 @@
 """The functions Ray Train runs on each worker: they ask for the data shards, then load TensorFlow.
 
-With several workers, Ray Data starts each split's coordinator (an actor process
-of its own) on a worker's first request for its shard; a lone worker is given
-its datasets whole and iterates them itself (`trainer.run_training`). Asked for before TensorFlow's import
-(3-4 s on 2 cores), the coordinators start while TensorFlow loads instead of
-after it. Nothing streams yet: an epoch starts when every worker iterates its shard.
+When Ray Train splits the datasets (several workers streaming rows from the files), Ray Data
+starts each split's coordinator (an actor process of its own) on a worker's first request for
+its shard. Asked for before TensorFlow's import (3-4 s on 2 cores), the coordinators start while
+TensorFlow loads instead of after it. Nothing streams yet: an epoch starts when every worker
+iterates its shard. A worker given its own datasets (`trainer.run_training`) has nothing to ask for.
 """
 
 from __future__ import annotations

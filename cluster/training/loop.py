@@ -239,11 +239,12 @@ class Geometry:
         return self.steps_per_epoch * self.per_replica_batch * self.replicas
 
 
-def dataset_shard(config: dict, name: str):
-    """This worker's share of dataset `name`: its split from Ray Train, or, given the datasets whole (a lone
-    worker, `trainer.run_training`), an iterator of the whole dataset, executed in this process."""
+def dataset_shard(config: dict, name: str, rank: int):
+    """Worker `rank`'s share of dataset `name`: its split from Ray Train, or, given its own datasets (a lone
+    worker's whole, or its share of held rows: `trainer.run_training`), an iterator of its own, executed
+    in this process."""
     own = config.get("datasets")
-    return own[name].iterator() if own is not None else ray.train.get_dataset_shard(name)
+    return ray.train.get_dataset_shard(name) if own is None else own[rank][name].iterator()
 
 
 def run_epochs(strategy, model: keras.Model, optimizer, geometry: Geometry, train, config: dict, meta: dict,
@@ -251,11 +252,12 @@ def run_epochs(strategy, model: keras.Model, optimizer, geometry: Geometry, trai
     """The epoch loop: stream, fit, validate, report; rank 0's report carries the checkpoint.
     Returns every epoch's metrics (the resumed ones included)."""
     history = list(history or [])
-    train_shard = dataset_shard(config, "train")
+    train_shard = dataset_shard(config, "train", geometry.rank)
     held = config.get("held_validation")
     held_validation = held_batches(strategy, held, geometry) if held and geometry.validation_steps else None
-    validation_shard = dataset_shard(config, "validation") if held is None else None
+    validation_shard = dataset_shard(config, "validation", geometry.rank) if held is None else None
     image_shape = tuple(config["image_shape"])
+    own_streams = config.get("datasets") is not None
 
     def open_epoch(epoch: int) -> tuple[object, list]:
         """Epoch `epoch`'s train data, streaming from now on, and its feeds."""
@@ -263,8 +265,11 @@ def run_epochs(strategy, model: keras.Model, optimizer, geometry: Geometry, trai
         # stage reads the clock, so a worker still reading that epoch would get this one's draws.
         ray.train.collective.barrier()
         if geometry.rank == 0:
-            # Ray Data starts this epoch's execution only after every worker asks for it.
             ray.get(config["run_log"].set.remote(epoch))
+        if own_streams and geometry.world > 1:
+            # Ray Train's split starts an epoch's execution only after every worker asks for it; a worker's
+            # own stream starts when it asks, so it waits until the clock has moved.
+            ray.train.collective.barrier()
         feeds = []
         return distributed(strategy, train_shard, image_shape, geometry.per_replica_batch, drop_last=True,
                            shuffle_seed=train.seed * 100_003 + epoch * 101 + geometry.rank, feeds=feeds), feeds

@@ -52,8 +52,8 @@ class Trainer(TensorflowTrainer):
       dies while its job lives on. A run in a job's driver fails the job when its controller dies, and the
       job's end removes the group (measured: 4 alternating pairs of a 25 % train job, 2.0 s of run wall
       and 3.7 CPU-s less a run); a Tune trial lives on after a failed run, so its runs keep it.
-    - The dataset manager, only if the run is given datasets to split: a lone worker reads its datasets
-      itself (`run_training`).
+    - The dataset manager, only if the run is given datasets to split: a lone worker, or each of several
+      with its own share of held rows, reads its datasets itself (`run_training`).
     """
 
     def __init__(self, *args, placement_group_cleaner: bool, **kwargs):
@@ -117,16 +117,17 @@ def run_training(loop, config: dict, job, prepared: PreparedData, seed: int, sto
     # The run's log lives on this process's node: placed elsewhere, losing that
     # node would lose the run's epoch log and usage after training recovered.
     log = RunLog.options(scheduling_strategy=on_this_node()).remote()
-    inputs = run_inputs(prepared, job.data, [op.model_dump() for op in job.augment], seed, log)
+    inputs = run_inputs(prepared, job.data, [op.model_dump() for op in job.augment], seed, log,
+                        workers=job.scaling.num_workers)
     held = inputs.validation if isinstance(inputs.validation, HeldSplit) else None
-    # Several workers each get a split of the streamed datasets from Ray Train (a dataset manager and a
-    # split coordinator per dataset: actor processes). A lone worker gets them whole in its config and
-    # iterates them itself (`loop.dataset_shard`). Measured on a 25 % train job, 1 worker x 2 CPUs, 4
-    # alternating pairs each: without the split coordinator, run wall median 18.6 -> 16.1 s and machine
-    # CPU 39.3 -> 32.9 CPU-s; then without the dataset manager too, 18.2 -> 15.0 s and 37.3 -> 32.1 CPU-s.
-    streamed = inputs.streamed()
-    lone = job.scaling.num_workers == 1
-    config = {**config, "run_log": log, "held_validation": held, "datasets": streamed if lone else None,
+    # Ray Train splits streamed datasets between workers with a dataset manager and a split coordinator
+    # per dataset: actor processes. A lone worker is given its datasets whole, and with held rows each of
+    # several workers its own share, and iterates them itself (`loop.dataset_shard`). Measured on a 25 %
+    # train job, 1 worker x 2 CPUs, 4 alternating pairs each: without the split coordinator, run wall
+    # median 18.6 -> 16.1 s and machine CPU 39.3 -> 32.9 CPU-s; then without the dataset manager too,
+    # 18.2 -> 15.0 s and 37.3 -> 32.1 CPU-s.
+    own = inputs.per_worker(job.scaling.num_workers)
+    config = {**config, "run_log": log, "held_validation": held, "datasets": own,
               "run_folder": f"{storage_path.rstrip('/')}/{run_name}",
               "train_rows": prepared.plan.train_rows,
               "validation_rows": prepared.plan.validation_rows, "num_classes": job.data.num_classes,
@@ -136,7 +137,7 @@ def run_training(loop, config: dict, job, prepared: PreparedData, seed: int, sto
         train_loop_config=config,
         tensorflow_config=MultiWorkerConfig(),
         scaling_config=scaling_config(job.scaling),
-        datasets=None if lone else streamed,
+        datasets=None if own is not None else inputs.streamed(),
         dataset_config=DataConfig(datasets_to_split="all"),
         placement_group_cleaner=not started_by_job_driver(),
         run_config=RunConfig(
