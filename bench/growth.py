@@ -61,6 +61,11 @@ def training_points(settings: dict, ctx: common.Context) -> list[dict]:
     return points
 
 
+def layout_label(layout: str) -> str:
+    """A layout key as the doc writes it: "2x1" -> "2 × 1" (workers × CPUs each)."""
+    return layout.replace("x", " × ")
+
+
 def training_fits(training: list[dict]) -> dict:
     """Per worker layout: the Ray Train run's wall time and the time inside `fit`, each a line in the rows
     through every repetition's points."""
@@ -75,7 +80,7 @@ def training_fits(training: list[dict]) -> dict:
 
 def fixed_cost_targets(fits: dict) -> list[dict]:
     """The fixed cost of a Ray Train run (its wall line's intercept) against the target, per layout."""
-    return [{"requirement": f"fixed cost of a Ray Train run, {layout.replace('x', ' × ')} CPU "
+    return [{"requirement": f"fixed cost of a Ray Train run, {layout_label(layout)} CPU "
                             f"≤ {FIXED_COST_TARGET_SECONDS:.0f} s",
              "figure": f"{fit['run_wall_vs_rows']['intercept']:.1f} s",
              "met": fit["run_wall_vs_rows"]["intercept"] <= FIXED_COST_TARGET_SECONDS}

@@ -6,6 +6,7 @@ import base64
 from pathlib import Path
 
 from bench import common, frontier
+from bench.growth import layout_label
 from cluster.results import ReferencePoint, SweepSummary, VariantResult
 from cluster.tables import render as render_table
 
@@ -314,7 +315,7 @@ def growth(r: dict) -> list[str]:
         groups.setdefault((p["layout"], p["fraction"]), []).append(p)
     lines += _table(["layout (workers × CPUs)", "train fraction", "rows", "runs", "Ray Train run wall s",
                      "fit s"],
-                    [[layout.replace("x", " × "), f"{fraction:.0%}", _n(points[0]["train_rows"]), len(points),
+                    [[layout_label(layout), f"{fraction:.0%}", _n(points[0]["train_rows"]), len(points),
                       figure(points, "run_wall_seconds"), figure(points, "fit_seconds")]
                      for (layout, fraction), points in groups.items()])
     lines += ["Each cell: the median over the repetitions (each with its own seed), their range in brackets; "
@@ -322,7 +323,7 @@ def growth(r: dict) -> list[str]:
     for layout, layout_fits in fits["training"].items():
         wall, fit = layout_fits["run_wall_vs_rows"], layout_fits["fit_vs_rows"]
         trend = "linear in the data" if fit["r2"] >= 0.95 else "not well described by a line"
-        lines += [f"Training, {layout.replace('x', ' × ')} CPU: wall ≈ {wall['intercept']:.1f} s + "
+        lines += [f"Training, {layout_label(layout)} CPU: wall ≈ {wall['intercept']:.1f} s + "
                   f"{1e3 * wall['slope']:.2f} s per 1,000 rows (R² {wall['r2']:.3f}); inside `fit` ≈ "
                   f"{fit['intercept']:.1f} s + {1e3 * fit['slope']:.2f} s per 1,000 rows (R² {fit['r2']:.3f}): "
                   f"time inside `fit` is {trend}.", ""]
