@@ -352,7 +352,10 @@ def cmd_list(args) -> int:
 
 
 def cmd_results(args) -> int:
-    print_results(*read_summary(args.storage, args.name), wide=args.wide, as_json=args.json)
+    storage, name = args.storage, args.name
+    if "/" in name.rstrip("/"):  # a run folder, as a job prints it ("results: <folder>"), not a name
+        storage, name = name.rstrip("/").rsplit("/", 1)
+    print_results(*read_summary(storage or "/", name), wide=args.wide, as_json=args.json)
     return 0
 
 
@@ -393,8 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.choices["stop"].add_argument("--wait", action="store_true", help="wait until it has stopped")
     _address_arg(commands.add_parser("list", help="the cluster's jobs"))
     results = commands.add_parser("results", help="print a finished job's summary table and report path")
-    results.add_argument("name")
-    results.add_argument("--storage", default=DEFAULT_STORAGE, help=f"the storage root (default {DEFAULT_STORAGE})")
+    results.add_argument("name", help="the job's name, or its run folder (as the job prints it: results: <folder>)")
+    results.add_argument("--storage", default=DEFAULT_STORAGE,
+                         help=f"the storage root a name is under (default {DEFAULT_STORAGE})")
     shown = results.add_mutually_exclusive_group()
     shown.add_argument("--wide", action="store_true", help="every figure of every variant")
     shown.add_argument("--json", action="store_true", help="the whole summary.json")
@@ -441,6 +445,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted (a submitted job keeps running: `sweetspot stop ID` stops it)", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader left (`sweetspot results x | head`): stop quietly, as other command-line tools do.
+        # stdout goes to devnull so Python's flush at exit does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     return 0
 
 

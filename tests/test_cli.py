@@ -86,6 +86,8 @@ def test_status_logs_list_and_results_of_the_finished_job(finished):
     assert row.split()[1:3] == ["SUCCEEDED", "e2e"]
     results = sweetspot("results", "e2e", "--storage", storage)
     assert results.returncode == 0, results.stderr
+    # The run folder the job printed ("results: <folder>") names the same results.
+    assert sweetspot("results", f"{storage / 'e2e'}/").stdout == results.stdout
     summary = json.loads((storage / "e2e" / "summary.json").read_text())
     table = dict(line.split(None, 1) for line in results.stdout.splitlines()[3:])
     assert float(table["test_accuracy"]) == pytest.approx(summary["test_accuracy"], abs=1e-3)
@@ -147,6 +149,21 @@ def test_no_cluster_at_the_address_is_one_clear_line(ray_cluster, tmp_path):
 def test_results_of_a_name_without_a_summary_is_one_clear_line(tmp_path):
     line = one_error_line(sweetspot("results", "never-ran", "--storage", tmp_path))
     assert "no results named 'never-ran'" in line and str(tmp_path / "never-ran" / "summary.json") in line
+    line = one_error_line(sweetspot("results", tmp_path / "runs" / "never-ran"))  # a run folder's path
+    assert f"no results named 'never-ran' under {tmp_path / 'runs'}:" in line
+
+
+def test_output_its_reader_stops_reading_ends_quietly():
+    """`sweetspot results x | head` and the like: the reader leaves, the command stops without a traceback."""
+    import sys
+
+    script = Path(sys.executable).with_name("sweetspot")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "cluster.cli"]
+    process = subprocess.Popen(command + ["schema"], env=local.client_env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    process.stdout.close()  # gone before the first line
+    stderr = process.stderr.read()
+    assert process.wait(timeout=60) == 141 and "Traceback" not in stderr, stderr
 
 
 # ---------------------------------------------------------------- what submit sends (no cluster)
