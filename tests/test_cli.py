@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from cluster import local
-from tests.conftest import E2E_TRAIN, ROOT, SAMPLE, sweetspot, train_document
+from tests.conftest import E2E_TRAIN, ROOT, SAMPLE, sweetspot, sweetspot_process, train_document
 
 # The stop test's job: one epoch of a quarter-width CNN on a fifth of the sample, one Train worker:
 # about a minute, and small enough to share the 4-CPU local cluster.
@@ -155,12 +155,7 @@ def test_results_of_a_name_without_a_summary_is_one_clear_line(tmp_path):
 
 def test_output_its_reader_stops_reading_ends_quietly():
     """`sweetspot results x | head` and the like: the reader leaves, the command stops without a traceback."""
-    import sys
-
-    script = Path(sys.executable).with_name("sweetspot")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "cluster.cli"]
-    process = subprocess.Popen(command + ["schema"], env=local.client_env(), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = sweetspot_process("schema")
     process.stdout.close()  # gone before the first line
     stderr = process.stderr.read()
     assert process.wait(timeout=60) == 141 and "Traceback" not in stderr, stderr
