@@ -125,8 +125,8 @@ def run_training(loop, config: dict, job, prepared: PreparedData, seed: int, sto
     # several workers its own share, and iterates them itself (`loop.dataset_shard`). Measured on a 25 %
     # train job, 1 worker x 2 CPUs, 4 alternating pairs each: without the split coordinator, run wall
     # median 18.6 -> 16.1 s and machine CPU 39.3 -> 32.9 CPU-s; then without the dataset manager too,
-    # 18.2 -> 15.0 s and 37.3 -> 32.1 CPU-s. 2 workers x 1 CPU with their own shares, 4 pairs of 3 epochs:
-    # 22.2 -> 17.2 s and 46.5 -> 37.9 CPU-s.
+    # 18.2 -> 15.0 s and 37.3 -> 32.1 CPU-s. 2 workers x 1 CPU with their own shares, 3 epochs: 22.2 ->
+    # 17.2 s and 46.5 -> 37.9 CPU-s (4 pairs); on the whole sample, 25.0 -> 24.1 s, 50.4 -> 47.4 CPU-s (6 pairs).
     own = inputs.per_worker(job.scaling.num_workers)
     config = {**config, "run_log": log, "held_validation": held, "datasets": own,
               "run_folder": f"{storage_path.rstrip('/')}/{run_name}",
