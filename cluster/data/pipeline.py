@@ -192,8 +192,8 @@ def equal_shares(rows: dict[str, np.ndarray], count: int, seed: int) -> list[dic
     `rows % count` rows left over are not read; every share runs the same steps (`batches.epoch_steps`)."""
     order = np.random.default_rng(seed).permutation(len(rows["label"]))
     size = len(order) // count
-    return [{name: values[order[start:start + size]] for name, values in rows.items()}
-            for start in range(0, size * count, size)]
+    return [{name: values[order[share * size:(share + 1) * size]] for name, values in rows.items()}
+            for share in range(count)]
 
 
 def cached_splits(prepared: PreparedData, data) -> tuple[dict[str, np.ndarray], HeldSplit]:
