@@ -60,20 +60,32 @@ def test_the_ray_loggers_the_client_quiets_still_exist(name):
     assert name in logging.Logger.manager.loggerDict
 
 
-def test_ray_trains_tensorflow_trainer_is_defined_in_a_module_that_loads_no_tensorflow():
-    """training/trainer.py imports `TensorflowTrainer` from its defining module: `ray.train.tensorflow`'s
-    import loads TensorFlow, which a sweep's scale-trial actor (cluster/tuning/scale_trial.py) never needs."""
+def test_starting_a_run_loads_no_tensorflow_where_ray_trains_tensorflow_trainer_does(tmp_path):
+    """A sweep's scale-trial actor only builds a `Trainer` and starts its run: building ours loads no
+    TensorFlow, while Ray's `TensorflowTrainer` (the same data-parallel trainer with Ray's TensorflowConfig)
+    loads it in its constructor. If Ray stopped doing so, `Trainer` could go back to extending it."""
     import subprocess
     import sys
 
-    code = ("import sys, cluster; from ray.train.v2.tensorflow.tensorflow_trainer import TensorflowTrainer as ours\n"
-            "import cluster.tuning.scale_trial\n"
-            "clean = 'tensorflow' not in sys.modules\n"
-            "from ray.train.tensorflow import TensorflowTrainer as exported\n"
-            "print(clean, ours is exported)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["True", "True"]
+    def loads_tensorflow(build: str) -> bool:
+        code = ("import sys\n"
+                "from ray.train import RunConfig, ScalingConfig\n"
+                "import cluster.tuning.scale_trial\n"
+                "assert 'tensorflow' not in sys.modules\n"
+                "run = dict(scaling_config=ScalingConfig(num_workers=1), "
+                f"run_config=RunConfig(storage_path={str(tmp_path)!r}))\n"
+                f"{build}\n"
+                "print('tensorflow' in sys.modules)")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.split()[-1] == "True"
+
+    assert not loads_tensorflow("from cluster.training.backend import MultiWorkerConfig\n"
+                                "from cluster.training.trainer import Trainer\n"
+                                "Trainer(lambda: None, backend_config=MultiWorkerConfig(), "
+                                "placement_group_cleaner=False, **run)")
+    assert loads_tensorflow("from ray.train.v2.tensorflow.tensorflow_trainer import TensorflowTrainer\n"
+                            "TensorflowTrainer(lambda: None, **run)")
 
 
 def test_ray_trains_default_callbacks_hold_the_helpers_our_trainer_leaves_out(tmp_path):
@@ -83,14 +95,14 @@ def test_ray_trains_default_callbacks_hold_the_helpers_our_trainer_leaves_out(tm
     import ray.data
     from ray.train import RunConfig, ScalingConfig
 
-    from cluster.training.trainer import DatasetsCallback, PlacementGroupCleanerCallback, TensorflowTrainer, Trainer
+    from cluster.training.trainer import DataParallelTrainer, DatasetsCallback, PlacementGroupCleanerCallback, Trainer
 
     def callbacks(trainer_class, **options) -> list[type]:
         trainer = trainer_class(lambda: None, scaling_config=ScalingConfig(num_workers=1),
                                 run_config=RunConfig(storage_path=str(tmp_path)), **options)
         return [type(callback) for callback in trainer._create_default_callbacks()]
 
-    stock = callbacks(TensorflowTrainer)
+    stock = callbacks(DataParallelTrainer)
     assert PlacementGroupCleanerCallback in stock and DatasetsCallback in stock
     assert callbacks(Trainer, placement_group_cleaner=True) == [c for c in stock if c is not DatasetsCallback]
     assert callbacks(Trainer, placement_group_cleaner=False) == [

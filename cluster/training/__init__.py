@@ -1,1 +1,1 @@
-"""Distributed training: Ray Train's TensorflowTrainer running MultiWorkerMirroredStrategy across workers."""
+"""Distributed training: Ray Train's data-parallel trainer running MultiWorkerMirroredStrategy across workers."""

@@ -42,7 +42,7 @@ class MultiWorkerBackend(Backend):
 
 @dataclass
 class MultiWorkerConfig(BackendConfig):
-    """Pass as `TensorflowTrainer(tensorflow_config=MultiWorkerConfig())`."""
+    """Pass as `DataParallelTrainer(backend_config=MultiWorkerConfig())` (`trainer.Trainer`)."""
 
     @property
     def backend_cls(self):

@@ -1,4 +1,4 @@
-"""Build and run Ray Train's TensorflowTrainer on the Ray Data pipeline."""
+"""Build and run a Ray Train run of MultiWorkerMirroredStrategy workers on the Ray Data pipeline."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ import ray
 from ray.train import CheckpointConfig, DataConfig, FailureConfig, Result, RunConfig, ScalingConfig
 from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
 from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
-# The class `ray.train.tensorflow` exports, from the module that defines it: that package's import loads
-# TensorFlow, which a process that only starts a run (a sweep's scale trial) never needs.
-from ray.train.v2.tensorflow.tensorflow_trainer import TensorflowTrainer
+from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cluster import WORKER_ENV
@@ -43,9 +41,13 @@ class RunLog(EpochClock, WorkerUsage):
         WorkerUsage.__init__(self)
 
 
-class Trainer(TensorflowTrainer):
-    """Ray Train's TensorflowTrainer, starting only the helper actors its run needs: each is a process to
-    start, about 2 CPU-s on 2 cores.
+class Trainer(DataParallelTrainer):
+    """Ray Train's data-parallel trainer on `backend.MultiWorkerConfig`, starting only the helper actors its
+    run needs: each is a process to start, about 2 CPU-s on 2 cores.
+
+    Not Ray's `TensorflowTrainer`, which is this class with Ray's `TensorflowConfig`: its constructor
+    imports `ray.train.tensorflow`, which loads TensorFlow (2.5 CPU-s) in the process that starts the run,
+    and a sweep's scale-trial actor, which only starts one, never needs it.
 
     - The placement-group cleaner, only if `placement_group_cleaner`. It is a detached actor per run that
       queries the State API every second, to remove the worker group's placement group if the controller
@@ -136,7 +138,7 @@ def run_training(loop, config: dict, job, prepared: PreparedData, seed: int, sto
     trainer = Trainer(
         loop,
         train_loop_config=config,
-        tensorflow_config=MultiWorkerConfig(),
+        backend_config=MultiWorkerConfig(),
         scaling_config=scaling_config(job.scaling),
         datasets=None if own is not None else inputs.streamed(),
         dataset_config=DataConfig(datasets_to_split="all"),
