@@ -80,10 +80,8 @@ def test_starting_a_run_loads_no_tensorflow_where_ray_trains_tensorflow_trainer_
         assert done.returncode == 0, done.stderr[-2000:]
         return done.stdout.split()[-1] == "True"
 
-    assert not loads_tensorflow("from cluster.training.backend import MultiWorkerConfig\n"
-                                "from cluster.training.trainer import Trainer\n"
-                                "Trainer(lambda: None, backend_config=MultiWorkerConfig(), "
-                                "placement_group_cleaner=False, **run)")
+    assert not loads_tensorflow("from cluster.training.trainer import Trainer\n"
+                                "Trainer(lambda: None, placement_group_cleaner=False, **run)")
     assert loads_tensorflow("from ray.train.v2.tensorflow.tensorflow_trainer import TensorflowTrainer\n"
                             "TensorflowTrainer(lambda: None, **run)")
 

@@ -42,7 +42,7 @@ class MultiWorkerBackend(Backend):
 
 @dataclass
 class MultiWorkerConfig(BackendConfig):
-    """Pass as `DataParallelTrainer(backend_config=MultiWorkerConfig())` (`trainer.Trainer`)."""
+    """The backend of `trainer.Trainer` (`DataParallelTrainer(backend_config=MultiWorkerConfig())`)."""
 
     @property
     def backend_cls(self):

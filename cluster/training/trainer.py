@@ -59,7 +59,7 @@ class Trainer(DataParallelTrainer):
     """
 
     def __init__(self, *args, placement_group_cleaner: bool, **kwargs):
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, backend_config=MultiWorkerConfig(), **kwargs)
         self.placement_group_cleaner = placement_group_cleaner
 
     def _create_default_callbacks(self):
@@ -138,7 +138,6 @@ def run_training(loop, config: dict, job, prepared: PreparedData, seed: int, sto
     trainer = Trainer(
         loop,
         train_loop_config=config,
-        backend_config=MultiWorkerConfig(),
         scaling_config=scaling_config(job.scaling),
         datasets=None if own is not None else inputs.streamed(),
         dataset_config=DataConfig(datasets_to_split="all"),
