@@ -1,7 +1,8 @@
 """Run every benchmark on the local Ray cluster, write bench/results/<name>.json, regenerate docs/benchmarks.md.
 
     python -m bench                       # everything, default settings (< 45 min on 2 cores)
-    python -m bench --quick               # a smoke run: tiny data, 1 repetition, 0.1 s timings (results in bench/results/quick/)
+    python -m bench --quick               # a smoke run: tiny data, 1 repetition, 0.1 s timings
+                                          # (results in bench/results/quick/)
     python -m bench --only sweep,growth   # a subset (the others' JSON files stay as they are)
     python -m bench --render              # only regenerate the doc from the JSON files
 
@@ -25,7 +26,8 @@ from bench.render import render
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="tiny data, 1 repetition, fewer epochs, 0.1 s timings (a few minutes)")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny data, 1 repetition, fewer epochs, 0.1 s timings (a few minutes)")
     parser.add_argument("--only", help=f"comma-separated subset of: {', '.join(common.BENCHMARKS)}")
     parser.add_argument("--render", action="store_true", help="only regenerate the doc from the JSON files")
     parser.add_argument("--results", type=Path, help="where the JSON files go "
