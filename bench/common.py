@@ -261,6 +261,63 @@ def run_probe(module: str, payload: dict, timeout: float = 1800.0) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def free_ports(count: int) -> list[int]:
+    """Ports free on this host now (each bound, then released, so the OS picked distinct ones)."""
+    import socket
+
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("localhost", 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
+
+
+def run_probe_group(module: str, payload: dict, workers: int, timeout: float = 1800.0) -> dict:
+    """`run_probe` as `workers` processes at once, each told the others' addresses through `TF_CONFIG` (as Ray
+    Train's workers are), for MultiWorkerMirroredStrategy outside Ray; returns worker 0's result. A worker
+    that fails stops the others, which would otherwise wait for it in the strategy's first collective."""
+    import tempfile
+
+    addresses = [f"localhost:{port}" for port in free_ports(workers)]
+    with tempfile.TemporaryDirectory() as folder:
+        processes = []
+        for index in range(workers):
+            env = client_env()
+            env.setdefault("TF_USE_LEGACY_KERAS", "1")
+            env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+            env["TF_CONFIG"] = json.dumps({"cluster": {"worker": addresses},
+                                           "task": {"type": "worker", "index": index}})
+            with open(f"{folder}/{index}.out", "w") as out, open(f"{folder}/{index}.err", "w") as err:
+                processes.append(subprocess.Popen(
+                    [sys.executable, "-m", module, "--probe",
+                     json.dumps({**payload, "workers": workers, "rank": index})],
+                    cwd=ROOT, env=env, stdout=out, stderr=err))
+        deadline = time.monotonic() + timeout
+        stopped = set()
+        try:
+            while any(process.poll() is None for process in processes):
+                if any(process.poll() not in (None, 0) for process in processes) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+        finally:
+            for index, process in enumerate(processes):
+                if process.poll() is None:
+                    stopped.add(index)
+                    process.kill()
+                    process.wait()
+        # The worker that failed first says why; the ones stopped here only say they were stopped.
+        for index in sorted(range(workers), key=lambda i: i in stopped):
+            if processes[index].returncode != 0:
+                why = (f"exit {processes[index].returncode}" if index not in stopped
+                       else f"stopped after {timeout:.0f} s" if time.monotonic() > deadline else "stopped")
+                raise RuntimeError(f"{module} probe, worker {index} of {workers}, failed ({why}):\n"
+                                   f"{Path(folder, f'{index}.err').read_text()[-3000:]}")
+        return json.loads(Path(folder, "0.out").read_text().strip().splitlines()[-1])
+
+
 def probe_main(handler) -> None:
     """The `--probe JSON` entry point of a module: print `handler(payload)` as the last stdout line."""
     import argparse

@@ -47,11 +47,14 @@ NAME = "input_pipeline"
 # `to_tf_scalings` also run the path before `cluster.training.loop.shard_batches` and
 # `cluster.data.pipeline.augment_batch_rows` (Ray's own `DataIterator.to_tf`, the augmentation on
 # Ray Data's default batches) in the same loop, so the change is measured against it in the same bench run.
+# `tfdata_layouts` ([processes, threads each]) also run tf.data outside Ray in that many processes under
+# MultiWorkerMirroredStrategy, as Ray Train's workers train: the like-for-like baseline of a Ray row with as
+# many workers (the strategy's all-reduce and its wait for the slower worker are on both sides there).
 DEFAULT = {"full_data": True, "fraction": 0.5, "measured_epochs": 1, "repetitions": 3, "batch": 256,
-           "scalings": [[1, 2], [2, 1]], "to_tf_scalings": [[1, 2]],
+           "scalings": [[1, 2], [2, 1]], "to_tf_scalings": [[1, 2]], "tfdata_layouts": [[2, 1]],
            "model": {"family": "cnn", "width": 1.0, "depth": 2}}
 QUICK = {"full_data": False, "fraction": 0.25, "measured_epochs": 1, "repetitions": 1, "batch": 256,
-         "scalings": [[1, 1]], "to_tf_scalings": [], "model": {"family": "cnn", "width": 0.5, "depth": 2}}
+         "scalings": [[1, 1]], "to_tf_scalings": [], "tfdata_layouts": [], "model": {"family": "cnn", "width": 0.5, "depth": 2}}
 SHUFFLE_ROWS = 2048
 MODES = ("real", "in_memory")
 
@@ -153,7 +156,12 @@ def ray_train_sps(job, prepared, plan: list[str], storage: str, run_name: str, i
 
 
 def tfdata_probe(payload: dict) -> dict:
-    """Train with tf.data in this process, real (decode + augment) then in memory; samples/s per epoch."""
+    """Train with tf.data in this process, real (decode + augment) then in memory; samples/s per epoch.
+
+    With `workers` > 1 this process is worker `rank` of that many (`common.run_probe_group`), under
+    MultiWorkerMirroredStrategy as a Ray Train worker is: it trains on its share of the rows (every
+    `workers`-th), with its part of the global batch, and all-reduces the gradients every step.
+    """
     import cluster  # noqa: F401
     import pyarrow.parquet as pq
     import tensorflow as tf
@@ -171,14 +179,25 @@ def tfdata_probe(payload: dict) -> dict:
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
     rows, batch, plan, seed = payload["rows"], payload["batch"], payload["plan"], 0
+    workers, rank = payload.get("workers", 1), payload.get("rank", 0)
+    if workers > 1:
+        from cluster.training.loop import quiet_device_datasets
+
+        quiet_device_datasets()  # the per-device datasets get `epoch_options` too, as in the Ray loop
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(
+            communication_options=tf.distribute.experimental.CommunicationOptions(
+                implementation=tf.distribute.experimental.CommunicationImplementation.RING))
+    else:
+        strategy = tf.distribute.get_strategy()
     encoded, labels = [], []
     for path in resolve(payload["train"], "train").files:
         table = pq.read_table(path, columns=["image", "label"])
         encoded += table.column("image").combine_chunks().field("bytes").to_pylist()
         labels += table.column("label").to_pylist()
-    encoded, labels = encoded[:rows], np.asarray(labels[:rows], np.int64)
+    encoded, labels = encoded[:rows][rank::workers], np.asarray(labels[:rows][rank::workers], np.int64)
     ops = payload["augment"]
-    steps = rows // batch
+    worker_batch = batch // workers
+    steps = (rows // workers) // worker_batch
 
     def decode(data, label):
         pixels = tf.io.decode_png(data, channels=1)
@@ -201,26 +220,33 @@ def tfdata_probe(payload: dict) -> dict:
     decode_seconds = time.perf_counter() - started
 
     def real(epoch):
-        return (decoded.shuffle(SHUFFLE_ROWS, seed=epoch).batch(batch, drop_remainder=True)
+        return (decoded.shuffle(SHUFFLE_ROWS, seed=epoch * workers + rank).batch(worker_batch, drop_remainder=True)
                 .map(augment(epoch), num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
                 .with_options(epoch_options()))
 
-    images, fake_labels = in_memory_tensors(batch * 8, (28, 28, 1), 10, 0)
+    images, fake_labels = in_memory_tensors(worker_batch * 8, (28, 28, 1), 10, rank)
     memory = (tf.data.Dataset.from_tensor_slices((images, fake_labels)).repeat()
-              .batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE).with_options(epoch_options()))
+              .batch(worker_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE).with_options(epoch_options()))
+
+    def per_worker(dataset):
+        """A worker's batches as the strategy's per-replica batches (the Ray loop's `distributed`)."""
+        return dataset if workers == 1 else strategy.distribute_datasets_from_function(lambda _context: dataset)
+
     train = TrainSpec(epochs=len(plan), global_batch_size=batch)
-    model = build_model(payload["model"]["family"], ModelShape((28, 28, 1), 10), payload["model"]["width"],
-                        payload["model"]["depth"])
-    # Keras's settings as the Ray path's train spec has them (the same steps per call).
-    compile_classifier(model, build_optimizer(train, steps), 10, steps_per_execution=train.steps_per_execution)
+    with strategy.scope():
+        model = build_model(payload["model"]["family"], ModelShape((28, 28, 1), 10), payload["model"]["width"],
+                            payload["model"]["depth"])
+        # Keras's settings as the Ray path's train spec has them (the same steps per call).
+        compile_classifier(model, build_optimizer(train, steps), 10, steps_per_execution=train.steps_per_execution)
     per_epoch, started = [], time.perf_counter()
     for epoch, mode in enumerate(plan):
-        data = real(epoch) if mode == "real" else memory
+        data = per_worker(real(epoch) if mode == "real" else memory)
         start = time.perf_counter()
         model.fit(data, epochs=epoch + 1, initial_epoch=epoch, steps_per_epoch=steps, verbose=0)
-        per_epoch.append(steps * batch / (time.perf_counter() - start))
+        per_epoch.append(steps * worker_batch * workers / (time.perf_counter() - start))
     results = by_mode(plan, per_epoch, time.perf_counter() - started)
-    return {**results, "threads": threads, "rows": rows, "decode_seconds": decode_seconds}
+    return {**results, "threads": threads, "workers": workers, "replicas": strategy.num_replicas_in_sync,
+            "rows": rows, "decode_seconds": decode_seconds}
 
 
 # ---------------------------------------------------------------- the benchmark
@@ -228,6 +254,11 @@ def tfdata_probe(payload: dict) -> dict:
 
 def scaling_key(workers: int, cpus: int, input_path: str = "shard_batches") -> str:
     return f"ray_{workers}w" + (f"x{cpus}cpu" if cpus != 1 else "") + ("_to_tf" if input_path == "to_tf" else "")
+
+
+def tfdata_key(workers: int) -> str:
+    """The tf.data run's key: one process ("tfdata"), or `workers` processes under the strategy."""
+    return "tfdata" if workers == 1 else f"tfdata_{workers}w"
 
 
 def rotated(order: list, rep: int) -> list:
@@ -264,16 +295,21 @@ def run(settings: dict, ctx: common.Context) -> dict:
     first = job_for(*settings["scalings"][0])
     prepared = prepare(first.data, first.train.seed)
     augment = [op.model_dump() for op in first.augment]
-    order = ([(*scaling, "shard_batches") for scaling in settings["scalings"]]
-             + [(*scaling, "to_tf") for scaling in settings.get("to_tf_scalings", [])] + ["tfdata"])
+    ray_order = ([(*scaling, "shard_batches") for scaling in settings["scalings"]]
+                 + [(*scaling, "to_tf") for scaling in settings.get("to_tf_scalings", [])])
+    tfdata_order = [("tfdata", 1, os.cpu_count())] + [("tfdata", *layout) for layout in
+                                                      settings.get("tfdata_layouts", [])]
+    order = ray_order + tfdata_order
     for rep in range(reps):
         for config in rotated(order, rep):
             common.log(f"input_pipeline: {config}, repetition {rep + 1}/{reps}")
-            if config == "tfdata":
-                measured = common.run_probe(__name__, {
-                    "train": data["train"], "rows": prepared.plan.train_rows, "batch": settings["batch"],
-                    "plan": plan, "model": settings["model"], "threads": os.cpu_count(), "augment": augment})
-                key = "tfdata"
+            if config[0] == "tfdata":
+                _, workers, threads = config
+                key = tfdata_key(workers)
+                payload = {"train": data["train"], "rows": prepared.plan.train_rows, "batch": settings["batch"],
+                           "plan": plan, "model": settings["model"], "threads": threads, "augment": augment}
+                measured = (common.run_probe(__name__, payload) if workers == 1
+                            else common.run_probe_group(__name__, payload, workers))
             else:
                 workers, cpus, input_path = config
                 key = scaling_key(workers, cpus, input_path)
@@ -285,17 +321,23 @@ def run(settings: dict, ctx: common.Context) -> dict:
     spreads = {key: [min(r["samples_per_second"] for r in runs), max(r["samples_per_second"] for r in runs)]
                for key, runs in configs.items()}
     tfdata = medians["tfdata_real"]
+    same_layout = {workers: medians[f"{tfdata_key(workers)}_real"] for _, workers, _ in tfdata_order[1:]}
     comparisons = {}
-    for config in order[:-1]:
-        workers, cpus, input_path = config
+    for workers, cpus, input_path in ray_order:
         key = scaling_key(workers, cpus, input_path)
         real = medians[f"{key}_real"]
+        like = same_layout.get(workers) if cpus == 1 else None
         comparisons[key] = {
             "workers": workers, "cpus_per_worker": cpus, "input": input_path,
             "samples_per_second": real, "ratio_vs_tfdata": real / tfdata if tfdata else None,
+            "ratio_vs_tfdata_same_layout": real / like if like else None,
             "input_wait_fraction": wait_fraction(real, medians[f"{key}_in_memory"])}
-    comparisons["tfdata"] = {"samples_per_second": tfdata, "ratio_vs_tfdata": 1.0,
-                             "input_wait_fraction": wait_fraction(tfdata, medians["tfdata_in_memory"])}
+    for _, workers, threads in tfdata_order:
+        key = tfdata_key(workers)
+        real = medians[f"{key}_real"]
+        comparisons[key] = {"workers": workers, "threads": threads, "samples_per_second": real,
+                            "ratio_vs_tfdata": real / tfdata if tfdata else None,
+                            "input_wait_fraction": wait_fraction(real, medians[f"{key}_in_memory"])}
     from cluster.data.pipeline import augment_batch_rows
     from cluster.training.loop import PREFETCH_BATCHES
 
