@@ -54,7 +54,8 @@ DEFAULT = {"full_data": True, "fraction": 0.5, "measured_epochs": 1, "repetition
            "scalings": [[1, 2], [2, 1]], "to_tf_scalings": [[1, 2]], "tfdata_layouts": [[2, 1]],
            "model": {"family": "cnn", "width": 1.0, "depth": 2}}
 QUICK = {"full_data": False, "fraction": 0.25, "measured_epochs": 1, "repetitions": 1, "batch": 256,
-         "scalings": [[1, 1]], "to_tf_scalings": [], "tfdata_layouts": [], "model": {"family": "cnn", "width": 0.5, "depth": 2}}
+         "scalings": [[1, 1]], "to_tf_scalings": [], "tfdata_layouts": [],
+         "model": {"family": "cnn", "width": 0.5, "depth": 2}}
 SHUFFLE_ROWS = 2048
 MODES = ("real", "in_memory")
 
