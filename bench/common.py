@@ -249,12 +249,16 @@ def run_job(document: dict, ctx: Context) -> tuple[dict, float]:
     return summary, wall
 
 
-def run_probe(module: str, payload: dict, timeout: float = 1800.0) -> dict:
-    """Run `python -m <module> --probe JSON` in a fresh process (its own TF thread pools); its last line is JSON."""
+def probe_env() -> dict:
     env = client_env()
     env.setdefault("TF_USE_LEGACY_KERAS", "1")
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    done = subprocess.run([sys.executable, "-m", module, "--probe", json.dumps(payload)], cwd=ROOT, env=env,
+    return env
+
+
+def run_probe(module: str, payload: dict, timeout: float = 1800.0) -> dict:
+    """Run `python -m <module> --probe JSON` in a fresh process (its own TF thread pools); its last line is JSON."""
+    done = subprocess.run([sys.executable, "-m", module, "--probe", json.dumps(payload)], cwd=ROOT, env=probe_env(),
                           capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
         raise RuntimeError(f"{module} probe failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
@@ -285,11 +289,8 @@ def run_probe_group(module: str, payload: dict, workers: int, timeout: float = 1
     with tempfile.TemporaryDirectory() as folder:
         processes = []
         for index in range(workers):
-            env = client_env()
-            env.setdefault("TF_USE_LEGACY_KERAS", "1")
-            env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-            env["TF_CONFIG"] = json.dumps({"cluster": {"worker": addresses},
-                                           "task": {"type": "worker", "index": index}})
+            env = {**probe_env(), "TF_CONFIG": json.dumps({"cluster": {"worker": addresses},
+                                                           "task": {"type": "worker", "index": index}})}
             with open(f"{folder}/{index}.out", "w") as out, open(f"{folder}/{index}.err", "w") as err:
                 processes.append(subprocess.Popen(
                     [sys.executable, "-m", module, "--probe",

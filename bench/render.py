@@ -49,7 +49,8 @@ def targets(results: dict) -> list[list]:
     pipeline = results.get("input_pipeline")
     if pipeline and "comparisons" in pipeline:
         for key, c in pipeline["comparisons"].items():
-            if key.startswith("tfdata") or c.get("input") == "to_tf":  # the "before" row is not held to the target
+            # The tf.data rows are the baselines; the "before" row is not held to the target.
+            if key.startswith("tfdata") or c.get("input") == "to_tf":
                 continue
             rows.append([f"input pipeline: Ray ({_scaling(c)}) vs tf.data ≥ 1.0×",
                          _x(c["ratio_vs_tfdata"]), _mark(c["ratio_vs_tfdata"] is not None
