@@ -257,9 +257,9 @@ def scaling_key(workers: int, cpus: int, input_path: str = "shard_batches") -> s
     return f"ray_{workers}w" + (f"x{cpus}cpu" if cpus != 1 else "") + ("_to_tf" if input_path == "to_tf" else "")
 
 
-def tfdata_key(workers: int) -> str:
-    """The tf.data run's key: one process ("tfdata"), or `workers` processes under the strategy."""
-    return "tfdata" if workers == 1 else f"tfdata_{workers}w"
+def tfdata_key(workers: int, threads: int) -> str:
+    """The tf.data run's key: one process ("tfdata"), or `workers` processes of `threads` under the strategy."""
+    return "tfdata" if workers == 1 else f"tfdata_{workers}w" + (f"x{threads}t" if threads != 1 else "")
 
 
 def rotated(order: list, rep: int) -> list:
@@ -306,7 +306,7 @@ def run(settings: dict, ctx: common.Context) -> dict:
             common.log(f"input_pipeline: {config}, repetition {rep + 1}/{reps}")
             if config[0] == "tfdata":
                 _, workers, threads = config
-                key = tfdata_key(workers)
+                key = tfdata_key(workers, threads)
                 payload = {"train": data["train"], "rows": prepared.plan.train_rows, "batch": settings["batch"],
                            "plan": plan, "model": settings["model"], "threads": threads, "augment": augment}
                 measured = (common.run_probe(__name__, payload) if workers == 1
@@ -322,19 +322,21 @@ def run(settings: dict, ctx: common.Context) -> dict:
     spreads = {key: [min(r["samples_per_second"] for r in runs), max(r["samples_per_second"] for r in runs)]
                for key, runs in configs.items()}
     tfdata = medians["tfdata_real"]
-    same_layout = {workers: medians[f"{tfdata_key(workers)}_real"] for _, workers, _ in tfdata_order[1:]}
+    # A Ray row's like-for-like tf.data run: as many processes as workers, as many threads as CPUs each.
+    same_layout = {(workers, threads): medians[f"{tfdata_key(workers, threads)}_real"]
+                   for _, workers, threads in tfdata_order[1:]}
     comparisons = {}
     for workers, cpus, input_path in ray_order:
         key = scaling_key(workers, cpus, input_path)
         real = medians[f"{key}_real"]
-        like = same_layout.get(workers) if cpus == 1 else None
+        like = same_layout.get((workers, cpus))
         comparisons[key] = {
             "workers": workers, "cpus_per_worker": cpus, "input": input_path,
             "samples_per_second": real, "ratio_vs_tfdata": real / tfdata if tfdata else None,
             "ratio_vs_tfdata_same_layout": real / like if like else None,
             "input_wait_fraction": wait_fraction(real, medians[f"{key}_in_memory"])}
     for _, workers, threads in tfdata_order:
-        key = tfdata_key(workers)
+        key = tfdata_key(workers, threads)
         real = medians[f"{key}_real"]
         comparisons[key] = {"workers": workers, "threads": threads, "samples_per_second": real,
                             "ratio_vs_tfdata": real / tfdata if tfdata else None,

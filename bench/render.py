@@ -58,7 +58,7 @@ def targets(results: dict) -> list[list]:
             like = c.get("ratio_vs_tfdata_same_layout")
             if like is not None:
                 rows.append([f"input pipeline: Ray ({_scaling(c)}) vs tf.data in {_processes(c['workers'])} "
-                             "× 1 thread under the same strategy ≥ 1.0× (like for like)",
+                             f"× {c['cpus_per_worker']} thread under the same strategy ≥ 1.0× (like for like)",
                              _x(like), _mark(like >= 1.0)])
             wait = c["input_wait_fraction"]
             rows.append([f"input wait, Ray {_scaling(c)} < 5 % of step time",
