@@ -22,10 +22,12 @@ from cluster.training import loop
 from cluster.training.loop import PREFETCH_BATCHES, EpochFeed, shard_batches
 
 ROWS, BATCH, SHAPE = 1000, 64, (4, 4, 1)
+BLOCK_ROWS = 300  # not a multiple of BATCH: batches cut after the shuffle span blocks
 
 
 class ListShard:
-    """Ray's `DataIterator.iter_batches` over in-memory rows, in order; records the arguments it was given."""
+    """Ray's `DataIterator.iter_batches` over in-memory rows, in order; records the arguments it was given.
+    `batch_size=None` gives the rows as blocks of `BLOCK_ROWS`, as Ray Data gives whole blocks."""
 
     def __init__(self, rows: int = ROWS):
         self.images = np.arange(rows, dtype=np.float32)[:, None, None, None] * np.ones(SHAPE, np.float32)
@@ -35,6 +37,7 @@ class ListShard:
     def iter_batches(self, *, batch_size, batch_format, drop_last, prefetch_batches):
         self.calls.append({"batch_size": batch_size, "batch_format": batch_format, "drop_last": drop_last,
                            "prefetch_batches": prefetch_batches})
+        batch_size = batch_size or BLOCK_ROWS
         stop = len(self.labels) - len(self.labels) % batch_size if drop_last else len(self.labels)
         for start in range(0, stop, batch_size):
             yield {"image": self.images[start:start + batch_size], "label": self.labels[start:start + batch_size],
@@ -54,8 +57,9 @@ def test_training_batches_are_full_shuffled_and_keep_each_label_with_its_image()
     assert not np.array_equal(labels, np.sort(labels)), "the rows kept the shard's order"
     for images, labels in got:
         np.testing.assert_array_equal(images[:, 0, 0, 0], labels.astype(np.float32))
-    # Ray Data hands over whole numpy batches, fetched ahead; the shuffle happens after, in tf.data.
-    assert shard.calls == [{"batch_size": BATCH, "batch_format": "numpy", "drop_last": False,
+    # Ray Data hands over whole numpy blocks, fetched ahead; the shuffle and the batching happen after,
+    # in tf.data, so every row but the last partial batch's is trained on.
+    assert shard.calls == [{"batch_size": None, "batch_format": "numpy", "drop_last": False,
                             "prefetch_batches": PREFETCH_BATCHES}]
 
 

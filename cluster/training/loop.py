@@ -78,16 +78,20 @@ def shard_batches(shard, image_shape: tuple, batch_size: int, drop_last: bool,
     Not `DataIterator.to_tf`: that converts every batch in Python, prefetches one
     batch on the Ray side only, and shuffles in Ray's local buffer, which
     re-slices Arrow tables in Python for every batch. Here a thread of our own
-    reads the epoch's numpy batches from Ray Data (fetched ahead) into a small
-    queue, the generator hands them to tf.data whole, and tf.data shuffles rows
-    in its C++ buffer and prefetches. The thread always reads the epoch to its
+    reads the epoch's numpy batches from Ray Data (fetched ahead; a shuffled
+    epoch's as whole blocks) into a small queue, the generator hands them to
+    tf.data whole, and tf.data shuffles rows in its C++ buffer, batches and prefetches. The thread always reads the epoch to its
     end, also when Keras stops before the generator does (`steps_per_epoch`
     reached), so no epoch of the stream is left half-read when the next starts.
     """
     signature = (tf.TensorSpec((None, *image_shape), tf.float32), tf.TensorSpec((None,), tf.int64))
     shuffle = shuffle_seed is not None
 
-    feed = EpochFeed(shard.iter_batches(batch_size=batch_size, batch_format="numpy",
+    # A shuffled epoch is cut into batches after tf.data's shuffle, so Ray Data hands over its blocks
+    # whole (the augmentation stage's, `augment_batch_rows` each) rather than slicing and joining them
+    # into batches in Python first: a 1 x 2 run's input wait fell from 8.6 % to 2.9 % (medians of 3
+    # alternating pairs, half of Fashion-MNIST).
+    feed = EpochFeed(shard.iter_batches(batch_size=None if shuffle else batch_size, batch_format="numpy",
                                         prefetch_batches=PREFETCH_BATCHES, drop_last=drop_last and not shuffle))
     if feeds is not None:
         feeds.append(feed)
