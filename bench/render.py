@@ -105,8 +105,9 @@ def input_pipeline(r: dict) -> list[str]:
              "as many threads as CPUs, so 1 worker × 2 CPUs is the like-for-like row on 2 cores. Both sides "
              "compile Keras with the train spec's default `steps_per_execution` (steps per call into "
              "TensorFlow).", "",
-             "Batches reach Keras through `cluster/training/loop.py: shard_batches` (Ray Data's numpy batches "
-             f"fetched {r.get('prefetch_batches', 4)} ahead, shuffled in tf.data's buffer, prefetched by tf.data), "
+             "Batches reach Keras through `cluster/training/loop.py: shard_batches` (a training epoch's Ray Data "
+             f"blocks as numpy, whole, {r.get('prefetch_batches', 4)} fetched ahead; shuffled and cut into "
+             "batches in tf.data, prefetched by tf.data), "
              "and the augmentation stage runs on batches of `cluster/data/pipeline.py: augment_batch_rows`"
              + (f" ({r['augment_batch_rows']:,} rows)" if r.get("augment_batch_rows") else "") + ". A "
              "row marked *`to_tf` (before)* is the path before both: the same loop on Ray's own "
