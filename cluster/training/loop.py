@@ -38,7 +38,8 @@ from cluster.training.fine_tuning import VariantPlan, restore_record, walk
 from cluster.training.usage import record as record_usage
 
 SHUFFLE_BUFFER_ROWS = 2048
-# Ray Data batches fetched ahead of the one the generator hands to tf.data.
+# Ray Data batches fetched ahead of the one the generator hands to tf.data (a training epoch's are the
+# augmentation stage's blocks, of about `cluster.data.pipeline.AUGMENT_BATCH_BYTES` each).
 PREFETCH_BATCHES = 4
 
 
@@ -80,9 +81,10 @@ def shard_batches(shard, image_shape: tuple, batch_size: int, drop_last: bool,
     re-slices Arrow tables in Python for every batch. Here a thread of our own
     reads the epoch's numpy batches from Ray Data (fetched ahead; a shuffled
     epoch's as whole blocks) into a small queue, the generator hands them to
-    tf.data whole, and tf.data shuffles rows in its C++ buffer, batches and prefetches. The thread always reads the epoch to its
-    end, also when Keras stops before the generator does (`steps_per_epoch`
-    reached), so no epoch of the stream is left half-read when the next starts.
+    tf.data whole, and tf.data shuffles rows in its C++ buffer, batches and
+    prefetches. The thread always reads the epoch to its end, also when Keras
+    stops before the generator does (`steps_per_epoch` reached), so no epoch
+    of the stream is left half-read when the next starts.
     """
     signature = (tf.TensorSpec((None, *image_shape), tf.float32), tf.TensorSpec((None,), tf.int64))
     shuffle = shuffle_seed is not None
