@@ -297,10 +297,11 @@ def run_probe_group(module: str, payload: dict, workers: int, timeout: float = 1
                      json.dumps({**payload, "workers": workers, "rank": index})],
                     cwd=ROOT, env=env, stdout=out, stderr=err))
         deadline = time.monotonic() + timeout
-        stopped = set()
+        stopped, timed_out = set(), False
         try:
             while any(process.poll() is None for process in processes):
-                if any(process.poll() not in (None, 0) for process in processes) or time.monotonic() > deadline:
+                timed_out = time.monotonic() > deadline
+                if timed_out or any(process.poll() not in (None, 0) for process in processes):
                     break
                 time.sleep(0.2)
         finally:
@@ -313,7 +314,7 @@ def run_probe_group(module: str, payload: dict, workers: int, timeout: float = 1
         for index in sorted(range(workers), key=lambda i: i in stopped):
             if processes[index].returncode != 0:
                 why = (f"exit {processes[index].returncode}" if index not in stopped
-                       else f"stopped after {timeout:.0f} s" if time.monotonic() > deadline else "stopped")
+                       else f"stopped after {timeout:.0f} s" if timed_out else "stopped")
                 raise RuntimeError(f"{module} probe, worker {index} of {workers}, failed ({why}):\n"
                                    f"{Path(folder, f'{index}.err').read_text()[-3000:]}")
         return json.loads(Path(folder, "0.out").read_text().strip().splitlines()[-1])

@@ -44,6 +44,10 @@ def _processes(workers: int) -> str:
     return f"{workers} process{'es' if workers > 1 else ''}"
 
 
+def _threads(threads: int) -> str:
+    return f"{threads} thread{'s' if threads > 1 else ''}"
+
+
 def targets(results: dict) -> list[list]:
     rows = []
     pipeline = results.get("input_pipeline")
@@ -58,7 +62,7 @@ def targets(results: dict) -> list[list]:
             like = c.get("ratio_vs_tfdata_same_layout")
             if like is not None:
                 rows.append([f"input pipeline: Ray ({_scaling(c)}) vs tf.data in {_processes(c['workers'])} "
-                             f"× {c['cpus_per_worker']} thread under the same strategy ≥ 1.0× (like for like)",
+                             f"× {_threads(c['cpus_per_worker'])} under the same strategy ≥ 1.0× (like for like)",
                              _x(like), _mark(like >= 1.0)])
             wait = c["input_wait_fraction"]
             rows.append([f"input wait, Ray {_scaling(c)} < 5 % of step time",
@@ -128,7 +132,7 @@ def input_pipeline(r: dict) -> list[str]:
         if key == "tfdata":
             label = "tf.data, in process"
         elif key.startswith("tfdata"):
-            label = f"tf.data, {_processes(c['workers'])} × {c['threads']} thread, MultiWorkerMirroredStrategy"
+            label = f"tf.data, {_processes(c['workers'])} × {_threads(c['threads'])}, MultiWorkerMirroredStrategy"
         else:
             label = f"Ray Data → Ray Train, {_scaling(c)}"
         if c.get("input") == "to_tf":
@@ -147,7 +151,7 @@ def like_for_like_note(r: dict) -> list[str]:
     c = layouts[0]
     strategy_cost = c["ratio_vs_tfdata"]
     return [f"*tf.data, {_processes(c['workers'])}*: the tf.data side outside Ray in {c['workers']} processes of "
-            f"{c['threads']} thread, under MultiWorkerMirroredStrategy as Ray Train's workers are (each trains on its "
+            f"{_threads(c['threads'])}, under MultiWorkerMirroredStrategy as Ray Train's workers are (each trains on its "
             "share of the rows with its part of the global batch, and they all-reduce the gradients every step): "
             "the like-for-like baseline of the Ray row with as many workers (*vs tf.data, same layout*). Its ratio "
             f"to tf.data in one process ({_x(strategy_cost)}) is what splitting the cores over processes under "
