@@ -56,7 +56,10 @@ def rgb_sweep(ray_cluster, tmp_path_factory):
     overrides = [f"data.train={folder / 'train.parquet'}", f"data.test={folder / 'test.parquet'}",
                  f"data.num_classes={CLASSES}", f"data.image_shape=[{SIZE}, {SIZE}, 3]", "name=rgb",
                  "search.widths=[0.25]", "train.epochs=6", "constraints.max_size_kb=null",
-                 "search.pipelines=[{name: float, pipeline: []}, {name: int8, pipeline: [{quantize: {mode: int8}}]}]"]
+                 "search.pipelines=[{name: float, pipeline: []}, {name: int8, pipeline: [{quantize: {mode: int8}}]}]",
+                 # Short timings: this job tests learning other images, not the latency figures.
+                 "evaluation.repetitions=30", "evaluation.batch_sizes=[32]", "evaluation.min_seconds=0.1",
+                 "evaluation.memory=false"]
     command = [sys.executable, "-m", "jobs", "configs/quickstart.yaml", "--output", str(folder)]
     for item in overrides:
         command += ["--set", item]
