@@ -99,13 +99,10 @@ def head_env() -> dict[str, str]:
     # A laptop is not preempted: Ray Train's preemption watcher (an actor per run, polling for nodes
     # being drained) has nothing to watch here. A cloud cluster, whose nodes are drained, keeps it.
     env.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-    # Ray's own pollers share a laptop's cores with the jobs. Their defaults suit a large cluster: the log
-    # monitor globs the whole log folder every 0.1 s until it holds 1,000 files (here every 0.5 s; each
-    # file's new lines still go to the job's log every 0.1 s), the dashboard's agent reads every process's
-    # stats every 5 s (here 15 s), and the event module rescans its folder every 2 s (here 10 s).
+    # Ray's log monitor globs the whole log folder every 0.1 s until it holds 1,000 files, which a day of
+    # jobs on a laptop rarely reaches: here every 0.5 s, as past that count (each file's new lines still
+    # go to the job's log every 0.1 s). Measured over the 63 cluster tests: 11.0 CPU-s against 23.2.
     env.setdefault("RAY_LOG_MONITOR_MANY_FILES_THRESHOLD", "0")
-    env.setdefault("REPORTER_UPDATE_INTERVAL_MS", "15000")
-    env.setdefault("SCAN_EVENT_DIR_INTERVAL_SECONDS", "10")
     return env
 
 
