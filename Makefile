@@ -18,12 +18,12 @@ quickstart: install
 	RAY_AUTH_MODE=token $(BIN)/sweetspot quickstart
 
 # Every test: the cluster tests in one process (they share one local Ray cluster), and beside them the
-# tests that need no cluster (the fast lane below), scheduled only on CPU time nothing else wants (Linux's
-# SCHED_IDLE, by `chrt --idle 0`; `nice -n 19` where chrt is missing). The cluster tests leave about a
-# third of 2 cores idle (Ray starting actors, jobs waiting on each other), which the fast lane takes instead
-# of running after them, without slowing them down; its output follows theirs. Both parts always run;
-# either failing fails the target.
-IDLE_PRIORITY := $(shell command -v chrt >/dev/null 2>&1 && echo chrt --idle 0 || echo nice -n 19)
+# tests that need no cluster (the fast lane below), scheduled only on CPU time nothing else wants
+# (Linux's SCHED_IDLE, by `chrt --idle 0`; `nice -n 19` where chrt is missing or refused). The cluster
+# tests leave about a third of 2 cores idle (Ray starting actors, jobs waiting on each other), which the
+# fast lane takes instead of running after them, without slowing them down; its output follows theirs.
+# Both parts always run; either failing fails the target.
+IDLE_PRIORITY := $(shell chrt --idle 0 true >/dev/null 2>&1 && echo chrt --idle 0 || echo nice -n 19)
 
 test: install
 	status=0; fast_log=$$(mktemp); \
