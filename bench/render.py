@@ -40,12 +40,16 @@ def _scaling(comparison: dict) -> str:
     return f"{workers} worker{'s' if workers > 1 else ''} × {cpus} CPU"
 
 
+def _count(number: int, singular: str, plural: str) -> str:
+    return f"{number} {plural if number > 1 else singular}"
+
+
 def _processes(workers: int) -> str:
-    return f"{workers} process{'es' if workers > 1 else ''}"
+    return _count(workers, "process", "processes")
 
 
 def _threads(threads: int) -> str:
-    return f"{threads} thread{'s' if threads > 1 else ''}"
+    return _count(threads, "thread", "threads")
 
 
 def targets(results: dict) -> list[list]:
